@@ -1,0 +1,95 @@
+"""The failure taxonomy: every integration raises these, every middleware reads them.
+
+```
+JobError
+  PermanentError      never retried: not found, forbidden, invalid payload, not configured
+  RetryableError      network, timeout, 5xx: exponential backoff
+    RateLimited       carries retry_after (seconds): wait exactly that, spend no attempt
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobError(Exception):
+    """Base of every classified job failure; keeps the provider's code and message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | int | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.provider = provider
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able summary for history, dead letters and API answers."""
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "code": self.code,
+            "provider": self.provider,
+        }
+
+    def __str__(self) -> str:
+        prefix = f"{self.provider} " if self.provider else ""
+        code = f"[{self.code}] " if self.code is not None else ""
+        return f"{prefix}{code}{self.message}"
+
+
+class PermanentError(JobError):
+    """Running the job again cannot succeed: dead-letter it after this run."""
+
+
+class RetryableError(JobError):
+    """A transient failure: retry with exponential backoff."""
+
+
+class RateLimited(RetryableError):
+    """The provider asked us to wait `retry_after` seconds; waiting spends no attempt."""
+
+    def __init__(
+        self,
+        message: str = "rate limited",
+        *,
+        retry_after: float,
+        code: str | int | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, provider=provider)
+        if retry_after < 0:
+            raise ValueError("retry_after must not be negative")
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_ms(self) -> int:
+        return int(round(self.retry_after * 1000))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "retry_after": self.retry_after}
+
+
+class InvalidPayload(PermanentError):
+    """The job's payload does not match its actor's model."""
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """Summarise any exception the way history and dead letters store it."""
+    if isinstance(exc, JobError):
+        return exc.as_dict()
+    return {"error": type(exc).__name__, "message": str(exc), "code": None, "provider": None}
+
+
+def invalid_payload(model_name: str, error: Any) -> InvalidPayload:
+    """An `InvalidPayload` naming each bad field; the offending values are left out (PII)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "payload"
+        problems.append(f"{where}: {item['msg']}")
+    return InvalidPayload(f"invalid {model_name} payload: " + "; ".join(problems), code="invalid")

@@ -1,0 +1,93 @@
+"""Buffered state-store writes, flushed in one pipeline per interval.
+
+History and metrics do not need to be synchronous: each hook appends a small function
+that adds commands to a pipeline, and one background thread flushes them every
+`interval_ms` (and on shutdown). A failed flush keeps the writes for the next one, up
+to `max_pending`, so a Redis blip delays them instead of losing them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+Write = Callable[[Any], None]
+
+#: Writes kept while the state store does not answer; older ones are dropped past this.
+DEFAULT_MAX_PENDING = 100_000
+
+
+class WriteBuffer:
+    """Collects pipeline writes and flushes them from one thread per process."""
+
+    def __init__(
+        self, client: redis.Redis, *, interval_ms: int, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> None:
+        self.client = client
+        self.interval = interval_ms / 1000
+        self.max_pending = max_pending
+        self._pending: list[Write] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add(self, write: Write) -> None:
+        with self._lock:
+            self._pending.append(write)
+            if len(self._pending) > self.max_pending:
+                del self._pending[: len(self._pending) - self.max_pending]
+                logger.warning("State store writes backing up; dropped the oldest.")
+        self._ensure_thread()
+
+    def flush(self) -> None:
+        """Write everything pending now; keep it for the next flush if Redis fails."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for write in pending:
+                write(pipe)
+            pipe.execute()
+        except redis.RedisError as error:
+            logger.warning("Could not flush %d state writes: %s", len(pending), error)
+            with self._lock:
+                self._pending[:0] = pending
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.flush()
+
+    def _ensure_thread(self) -> None:
+        # A forked child inherits the buffer but not its thread: start one per process.
+        if self._pid == os.getpid() or self._closed:
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="switchyard-flush", daemon=True)
+            self._thread.start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            try:
+                self.flush()
+            except Exception:  # a bug here must not kill the flusher
+                logger.exception("State store flush failed.")

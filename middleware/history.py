@@ -1,0 +1,201 @@
+"""History: each job's status, times, attempts and result or error, by message id.
+
+Statuses: `queued, running, retrying, done, failed, skipped`. Finished jobs are kept
+per queue like BullMQ's removeOnComplete/removeOnFail: the newest `keep_done` done (or
+skipped) and `keep_failed` failed, and none older than `ttl`.
+
+Writes are buffered and flushed in pipelines. Since the producer, and the workers of
+successive retries, flush independently, each write carries a sequence number
+(delivery * 4 + phase) and the store keeps the highest: a late `queued` never hides
+a `done`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq import Broker, Middleware
+from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
+
+from middleware.buffer import WriteBuffer
+from middleware.outcome import DEAD, DEFERRED, DONE, SKIPPED, current
+
+#: Finished jobs kept per queue.
+DEFAULT_KEEP_DONE = 100
+DEFAULT_KEEP_FAILED = 500
+#: How long any job's record lives (7 days).
+DEFAULT_TTL = 7 * 86_400_000
+#: Results and errors longer than this are cut, so one job cannot bloat the store.
+MAX_FIELD_CHARS = 65_536
+
+RUNNING, TERMINAL, QUEUED = 1, 2, 3  # phases within one delivery
+
+_STATUS = {DONE: "done", SKIPPED: "skipped", DEAD: "failed", DEFERRED: "queued"}
+
+# KEYS: job, done set, failed set. ARGV: seq, ttl, kind ('', done, failed), keep,
+# now, job id, job key prefix, field/value pairs...
+_UPDATE = """
+local cur = tonumber(redis.call('hget', KEYS[1], 'seq') or '-1')
+if tonumber(ARGV[1]) < cur then return 0 end
+redis.call('hset', KEYS[1], 'seq', ARGV[1], unpack(ARGV, 8))
+redis.call('pexpire', KEYS[1], ARGV[2])
+local kind = ARGV[3]
+if kind == '' then return 1 end
+local into, other = KEYS[2], KEYS[3]
+if kind == 'failed' then into, other = KEYS[3], KEYS[2] end
+redis.call('zrem', other, ARGV[6])
+redis.call('zadd', into, ARGV[5], ARGV[6])
+redis.call('zremrangebyscore', into, '-inf', ARGV[5] - ARGV[2])
+local extra = redis.call('zcard', into) - tonumber(ARGV[4])
+if extra > 0 then
+  for _, id in ipairs(redis.call('zrange', into, 0, extra - 1)) do
+    redis.call('del', ARGV[7] .. id)
+  end
+  redis.call('zremrangebyrank', into, 0, extra - 1)
+end
+redis.call('pexpire', into, ARGV[2])
+return 1
+"""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _dump(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= MAX_FIELD_CHARS else json.dumps({"truncated": text[:1024]})
+
+
+class JobHistory:
+    """Reads and writes job records in the state store."""
+
+    def __init__(
+        self, client: redis.Redis, buffer: WriteBuffer, *, prefix: str,
+        keep_done: int = DEFAULT_KEEP_DONE, keep_failed: int = DEFAULT_KEEP_FAILED,
+        ttl: int = DEFAULT_TTL,
+    ) -> None:
+        self.client = client
+        self.buffer = buffer
+        self.prefix = prefix
+        self.keep_done = keep_done
+        self.keep_failed = keep_failed
+        self.ttl = ttl
+        self._update = client.register_script(_UPDATE)
+
+    def job_key(self, message_id: str) -> str:
+        return f"{self.prefix}:job:{message_id}"
+
+    def finished_key(self, queue: str, kind: str) -> str:
+        return f"{self.prefix}:history:{queue}:{kind}"
+
+    def record(
+        self, message: dramatiq.Message[Any] | MessageProxy, seq: int, fields: dict[str, Any],
+        *, kind: str = "",
+    ) -> None:
+        """Buffer an update of `message`'s record; `kind` files a finished job for retention."""
+        queue = q_name(message.queue_name)
+        keys = [self.job_key(message.message_id), self.finished_key(queue, "done"),
+                self.finished_key(queue, "failed")]
+        keep = self.keep_failed if kind == "failed" else self.keep_done
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat += [name, value if isinstance(value, str | int | float) else _dump(value)]
+        args = [seq, self.ttl, kind, keep, _now_ms(), message.message_id,
+                f"{self.prefix}:job:", *flat]
+        self.buffer.add(lambda pipe: self._update(keys=keys, args=args, client=pipe))
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        raw = self.client.hgetall(self.job_key(message_id))
+        if not raw:
+            return None
+        job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        job.pop("seq", None)
+        for name in ("runs", "retries", "deferred_ms", "enqueued_at", "started_at",
+                     "finished_at"):
+            if name in job:
+                job[name] = int(job[name])
+        if "duration_ms" in job:
+            job["duration_ms"] = float(job["duration_ms"])
+        for name in ("result", "error"):
+            if name in job:
+                job[name] = json.loads(job[name])
+        return job
+
+    def finished(self, queue: str, kind: str) -> list[str]:
+        """Message ids of the finished jobs kept for `queue`, oldest first."""
+        return [i.decode() for i in self.client.zrange(self.finished_key(queue, kind), 0, -1)]
+
+
+class History(Middleware):
+    """Record every job's status as it moves through the pipeline."""
+
+    def __init__(self, history: JobHistory) -> None:
+        self.history = history
+
+    def after_enqueue(self, broker: Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        deliveries = message.options.get("deliveries", 0)
+        # Retries and deferrals are enqueued with a delay and already recorded as such;
+        # a fresh send, a replay and a delayed job coming due are `queued`.
+        if delay is not None and deliveries:
+            return
+        fields: dict[str, Any] = {"status": "queued", "queued_at": _now_ms()}
+        if not deliveries:
+            fields.update(id=message.message_id, actor=message.actor_name,
+                          queue=q_name(message.queue_name), enqueued_at=_now_ms())
+        self.history.record(message, deliveries * 4 + QUEUED, fields)
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        message.options["deliveries"] = deliveries = message.options.get("deliveries", 0) + 1
+        message.options["runs"] = message.options.get("runs", 0) + 1
+        self.history.record(message, deliveries * 4 + RUNNING, {
+            "id": message.message_id, "actor": message.actor_name,
+            "queue": q_name(message.queue_name), "status": "running",
+            "started_at": current(message).started_at_ms,
+            "retries": message.options.get("retries", 0),
+        })
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        outcome = current(message)
+        status = _STATUS.get(outcome.status, "retrying")
+        fields: dict[str, Any] = {
+            "status": status,
+            "runs": message.options.get("runs", 0),
+            "retries": message.options.get("retries", 0),
+            "deferred_ms": message.options.get("deferred_ms", 0),
+        }
+        if outcome.status == DEFERRED:
+            pass
+        elif status == "retrying":
+            fields["error"] = _dump(outcome.error)
+            fields["retry_in_ms"] = outcome.delay_ms or 0
+        else:
+            fields["finished_at"] = _now_ms()
+            fields["duration_ms"] = round(outcome.elapsed_ms, 3)
+            if status == "done":
+                fields["result"] = _dump(result)
+            else:
+                fields["error"] = _dump(outcome.error)
+        kind = {"done": "done", "skipped": "done", "failed": "failed"}.get(status, "")
+        self.history.record(message, message.options["deliveries"] * 4 + TERMINAL, fields,
+                            kind=kind)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        outcome = current(message)
+        if outcome.status == DONE:  # skipped by a middleware that does not say why
+            outcome.status = DEAD if message.failed else SKIPPED
+            outcome.error = {"error": "Skipped", "message": "skipped by middleware"}
+        message.options["runs"] = max(0, message.options.get("runs", 1) - 1)
+        self.after_process_message(broker, message)
+
+    def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
+        self.history.buffer.flush()
+

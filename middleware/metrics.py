@@ -1,0 +1,99 @@
+"""Metrics: counters and duration histograms per actor and outcome, kept in Redis.
+
+Kept in the state store rather than per process, so they add up across processes and
+hosts and the web process can serve `/metrics` (a Heroku web dyno cannot scrape
+worker dynos). Increments are buffered and flushed in pipelines.
+
+Outcomes: done, retried, rate_limited, deferred, skipped, dead; plus `enqueued`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq import Broker, Middleware
+from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
+
+from middleware.buffer import WriteBuffer
+from middleware.outcome import DEFERRED, SKIPPED, begin, current
+
+#: Upper bounds (ms) of the run-duration histogram's buckets; +Inf is implied.
+BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000)
+SEP = "\t"
+
+
+class MetricsStore:
+    """Reads and writes the aggregated counters and histograms."""
+
+    def __init__(self, client: redis.Redis, buffer: WriteBuffer, *, prefix: str) -> None:
+        self.client = client
+        self.buffer = buffer
+        self.counters_key = f"{prefix}:metrics:counters"
+        self.durations_key = f"{prefix}:metrics:durations"
+
+    def count(self, actor: str, queue: str, outcome: str) -> None:
+        field = SEP.join((actor, queue, outcome))
+        self.buffer.add(lambda pipe: pipe.hincrby(self.counters_key, field, 1))
+
+    def observe(self, actor: str, queue: str, duration_ms: float) -> None:
+        bucket = next((str(b) for b in BUCKETS_MS if duration_ms <= b), "+Inf")
+        base = SEP.join((actor, queue))
+
+        def write(pipe: Any) -> None:
+            pipe.hincrby(self.durations_key, f"{base}{SEP}{bucket}", 1)
+            pipe.hincrby(self.durations_key, f"{base}{SEP}count", 1)
+            pipe.hincrbyfloat(self.durations_key, f"{base}{SEP}sum", duration_ms)
+
+        self.buffer.add(write)
+
+    def counters(self) -> dict[tuple[str, str, str], int]:
+        """(actor, queue, outcome) -> count, summed over every process."""
+        raw = self.client.hgetall(self.counters_key)
+        return {tuple(k.decode().split(SEP)): int(v) for k, v in raw.items()}  # type: ignore[misc]
+
+    def durations(self) -> dict[tuple[str, str], dict[str, float]]:
+        """(actor, queue) -> {bucket or 'sum' or 'count': value}; buckets not cumulative."""
+        result: dict[tuple[str, str], dict[str, float]] = {}
+        for k, v in self.client.hgetall(self.durations_key).items():
+            actor, queue, name = k.decode().split(SEP)
+            result.setdefault((actor, queue), {})[name] = float(v)
+        return result
+
+    def totals(self, outcome: str) -> Counter[str]:
+        """Per actor total of one outcome."""
+        totals: Counter[str] = Counter()
+        for (actor, _queue, name), value in self.counters().items():
+            if name == outcome:
+                totals[actor] += value
+        return totals
+
+
+class Metrics(Middleware):
+    """Count each delivery's outcome and time each run."""
+
+    def __init__(self, store: MetricsStore) -> None:
+        self.store = store
+
+    def after_enqueue(self, broker: Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        if not message.options.get("deliveries"):
+            self.store.count(message.actor_name, q_name(message.queue_name), "enqueued")
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        begin(message)
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        outcome = current(message)
+        queue = q_name(message.queue_name)
+        self.store.count(message.actor_name, queue, outcome.status)
+        if outcome.status not in (DEFERRED, SKIPPED):
+            self.store.observe(message.actor_name, queue, outcome.elapsed_ms)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self.store.count(message.actor_name, q_name(message.queue_name), current(message).status)

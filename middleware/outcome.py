@@ -1,0 +1,77 @@
+"""What happened to the message this worker thread is handling.
+
+Every hook for one message runs on the same worker thread, so the decision the retry
+policy takes (retry, defer, dead-letter) is shared with the dead-letter, history and
+metrics middleware through a thread-local `Outcome` instead of message options, which
+would leak into re-enqueued copies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dramatiq import Actor, Broker
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import MiddlewareError
+
+#: Final and intermediate outcomes of one delivery.
+DONE, RETRIED, RATE_LIMITED, DEFERRED, SKIPPED, DEAD = (
+    "done", "retried", "rate_limited", "deferred", "skipped", "dead",
+)
+
+
+class Deferred(MiddlewareError):
+    """Raised by a gate (concurrency, idempotency) to put the job back without running it.
+
+    The retry policy re-enqueues it after `delay_ms` without spending an attempt.
+    """
+
+    def __init__(self, delay_ms: int, reason: str) -> None:
+        super().__init__(reason)
+        self.delay_ms = delay_ms
+        self.reason = reason
+
+
+@dataclass
+class Outcome:
+    message_id: str
+    status: str = DONE
+    delay_ms: int | None = None
+    error: dict[str, Any] | None = None
+    started: float = field(default_factory=time.monotonic)
+    started_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+
+_local = threading.local()
+
+
+def begin(message: MessageProxy) -> Outcome:
+    """Start tracking a delivery; called by the outermost middleware."""
+    outcome = Outcome(message.message_id)
+    _local.outcome = outcome
+    return outcome
+
+
+def current(message: MessageProxy) -> Outcome:
+    """The outcome of `message`, started on demand if the outermost middleware is absent."""
+    outcome: Outcome | None = getattr(_local, "outcome", None)
+    if outcome is None or outcome.message_id != message.message_id:
+        return begin(message)
+    return outcome
+
+
+def option(broker: Broker, message: MessageProxy, name: str, default: Any) -> Any:
+    """Look an option up the Dramatiq way: message options, then actor options, then default."""
+    if name in message.options:
+        return message.options[name]
+    actor: Actor[Any, Any] | None = broker.actors.get(message.actor_name)
+    if actor is not None and name in actor.options:
+        return actor.options[name]
+    return default

