@@ -116,8 +116,8 @@ class JobHistory:
             return None
         job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
         job.pop("seq", None)
-        for name in ("runs", "retries", "deferred_ms", "enqueued_at", "started_at",
-                     "finished_at"):
+        for name in ("runs", "retries", "deferred_ms", "retry_in_ms", "enqueued_at",
+                     "queued_at", "started_at", "finished_at"):
             if name in job:
                 job[name] = int(job[name])
         if "duration_ms" in job:

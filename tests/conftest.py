@@ -121,3 +121,18 @@ def start_worker(
     yield start
     for worker in workers:
         worker.stop(timeout=10_000)
+
+
+pytest_plugins = ["tests.support.processes"]
+
+
+@pytest.fixture
+def process_env(test_env: dict[str, str], broker_kind: str) -> dict[str, str]:
+    """Settings for worker subprocesses: quick lease expiry and dead-worker detection."""
+    env = {**test_env, "IDEMPOTENCY_LEASE_MS": "1000", "CONCURRENCY_LEASE_MS": "1000",
+           "REDIS_HEARTBEAT_TIMEOUT_MS": "1000", "REDIS_MAINTENANCE_CHANCE": "1000000"}
+    if broker_kind == "rabbitmq":
+        if not answers(RABBITMQ_URL):
+            missing("RabbitMQ")
+        env["BROKER_URL"] = RABBITMQ_URL
+    return env

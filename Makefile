@@ -1,0 +1,28 @@
+# The README's two commands. Each works on a fresh machine with only Python 3.11+ and pip:
+# uv is installed with pip when it is missing.
+UV ?= $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+
+.PHONY: dev test lint bench uv
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
+		|| python3 -m pip install --quiet --user uv
+
+dev: uv
+	$(UV) sync --frozen
+	$(UV) run switchyard dev
+
+test: uv
+	$(UV) sync --frozen
+	$(UV) run pytest
+
+lint: uv
+	$(UV) run ruff check .
+	$(UV) run mypy .
+
+bench: uv
+	$(UV) sync --frozen --group bench
+	$(UV) run python bench/throughput.py

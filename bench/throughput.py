@@ -1,0 +1,508 @@
+"""No-op job throughput: bare Dramatiq vs Switchyard's pipeline vs Celery vs huey.
+
+Why: Switchyard wraps every job in idempotency, history, metrics, retry policy, dead
+letters, concurrency, heartbeats and results. This measures what that costs per job,
+next to bare Dramatiq and two other Redis-backed job queues, on the same Redis.
+
+Method, for each system: enqueue N no-op jobs, then start one consumer with 8 threads
+and time from its start until the N-th job has run. The job body only does
+`INCR` on a counter; the job that brings it to N pushes a token the timer blocks on.
+Systems alternate a, b, c, d per round. Every measurement runs in a fresh child
+process (this script with `--child`), with the worker in-process in that child, so
+no system inherits another's threads, connections or global state.
+
+Usage: uv run python bench/throughput.py [--n 2000] [--rounds 3] [--redis-url URL]
+The last line printed is `pipeline/bare=<median b / median a>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make `settings`, `broker` importable
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "redis://127.0.0.1:6379/14"
+THREADS = 8
+SYSTEMS = {
+    "a": "dramatiq (bare)",
+    "b": "switchyard pipeline",
+    "c": "celery (threads)",
+    "d": "huey (threads)",
+}
+QUIET_LOGGERS = ("dramatiq", "celery", "kombu", "amqp", "huey", "periodiq", "switchyard")
+ACTOR = "bench_noop"
+#: What `actors.base.job` sets on every Switchyard actor, so (b) runs as real jobs do.
+SWITCHYARD_ACTOR_OPTIONS: dict[str, Any] = {"store_results": True}
+
+Outcome = dict[str, Any]
+
+
+# --- shared by every system -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measurement: a system, its unique key tag, and the job count."""
+
+    url: str
+    tag: str
+    n: int
+    timeout: float
+
+
+class Completions:
+    """Counts finished jobs in Redis; the N-th pushes a token that `wait` blocks on.
+
+    Blocking on a list (rather than polling the counter) stops the clock within a
+    round trip of the last job, whatever the system.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.client = redis.Redis.from_url(run.url)
+        self.n = run.n
+        self.count_key = f"{run.tag}:bench:count"
+        self.done_key = f"{run.tag}:bench:done"
+
+    def mark(self) -> None:
+        if self.client.incr(self.count_key) == self.n:
+            self.client.rpush(self.done_key, 1)
+
+    def wait(self, timeout: float) -> bool:
+        return self.client.blpop([self.done_key], timeout=max(1, round(timeout))) is not None
+
+    def count(self) -> int:
+        return int(self.client.get(self.count_key) or 0)
+
+
+def timed(start: Callable[[], None], done: Completions, timeout: float) -> Outcome:
+    """Start a consumer and time it until every job has completed (or `timeout`)."""
+    began = time.perf_counter()
+    start()
+    finished = done.wait(timeout)
+    seconds = time.perf_counter() - began
+    completed = done.count()
+    if not finished:
+        return {"error": f"timed out after {timeout:.0f}s: {completed}/{done.n} completed"}
+    return {"seconds": seconds, "jobs_per_s": done.n / seconds, "completed": completed}
+
+
+def purge(url: str, pattern: str) -> int:
+    """Delete the keys matching `pattern` with SCAN + DEL (never FLUSHDB/FLUSHALL)."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += int(client.delete(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(client.delete(*batch))
+    client.close()
+    return deleted
+
+
+# --- (a) and (b): Dramatiq ----------------------------------------------------------
+
+
+def run_dramatiq(
+    broker: Any, run: Run, options: dict[str, Any], before_start: Callable[[], None]
+) -> tuple[Outcome, list[Any]]:
+    """Enqueue N no-ops on `broker`, then time an in-process 8-thread Worker on them.
+
+    Returns the outcome and the messages sent (to find any keys named after them).
+    """
+    import dramatiq
+
+    done = Completions(run)
+
+    @dramatiq.actor(broker=broker, actor_name=ACTOR, queue_name="bench", **options)
+    def bench_noop() -> None:
+        done.mark()
+
+    messages = [bench_noop.send() for _ in range(run.n)]
+    before_start()
+    worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
+    try:
+        return timed(worker.start, done, run.timeout), messages
+    finally:
+        worker.stop()
+
+
+def run_bare(run: Run) -> Outcome:
+    """(a) A RedisBroker with Dramatiq's default middleware."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=run.url, namespace=run.tag)
+    try:
+        return run_dramatiq(broker, run, {}, before_start=lambda: None)[0]
+    finally:
+        broker.close()
+
+
+def run_switchyard(run: Run) -> Outcome:
+    """(b) Switchyard's broker with its full middleware stack, as `broker.build` makes it."""
+    import broker as switchyard_broker
+    import settings
+
+    # broker_url too, so a BROKER_URL in the environment cannot move the queues elsewhere.
+    config = settings.load(
+        redis_url=run.url, broker_url=run.url, key_prefix=run.tag, broker_namespace=f"{run.tag}-ns"
+    )
+    sy = switchyard_broker.build(config)
+    messages: list[Any] = []
+    try:
+        # Enqueue-side history/metrics writes are flushed before the clock starts.
+        outcome, messages = run_dramatiq(
+            sy.broker, run, SWITCHYARD_ACTOR_OPTIONS, before_start=sy.buffer.flush
+        )
+        sy.buffer.flush()
+        outcome["checks"] = check_switchyard(sy, run.n)
+        return outcome
+    finally:
+        sy.buffer.flush()
+        forget_results(sy.broker, messages)
+        sy.close()
+
+
+def forget_results(broker: Any, messages: list[Any]) -> None:
+    """Delete stored results: their keys are MD5 hashes, outside `key_prefix`'s reach."""
+    from dramatiq.results import Results
+
+    for middleware in broker.middleware:
+        if isinstance(middleware, Results) and messages:
+            keys = [middleware.backend.build_message_key(m) for m in messages]
+            for start in range(0, len(keys), 500):
+                middleware.backend.client.delete(*keys[start : start + 500])
+
+
+def check_switchyard(sy: Any, n: int) -> list[str]:
+    """Cross-check the pipeline's own records against the N jobs that ran."""
+    problems = []
+    done = sy.metrics.totals("done").get(ACTOR, 0)
+    enqueued = sy.metrics.totals("enqueued").get(ACTOR, 0)
+    if done != n or enqueued != n:
+        problems.append(f"metrics count done={done} enqueued={enqueued}, expected {n}")
+    kept = len(sy.history.finished("bench", "done"))
+    if kept != min(n, sy.history.keep_done):
+        problems.append(f"history keeps {kept} done jobs, expected {min(n, sy.history.keep_done)}")
+    left = sy.queue_depth("bench")
+    if left:
+        problems.append(f"{left} messages still in the queue")
+    return problems
+
+
+# --- (c) Celery ---------------------------------------------------------------------
+
+
+def celery_app(run: Run) -> Any:
+    """A Celery app whose every Redis key starts with the run's tag; no results, no pidbox."""
+    from celery import Celery
+
+    app = Celery(run.tag, broker=run.url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options={"global_keyprefix": f"{run.tag}:"},  # every kombu key
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        worker_enable_remote_control=False,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def run_celery(run: Run) -> Outcome:
+    """(c) Celery 5, threads pool of 8, worker in a thread of this process."""
+    try:
+        from celery.worker import WorkController, state
+    except ImportError as error:
+        return {"skipped": f"{type(error).__name__}: {error}"}
+    app = celery_app(run)
+    done = Completions(run)
+
+    @app.task(name=ACTOR, ignore_result=True)
+    def bench_noop() -> None:
+        done.mark()
+
+    for _ in range(run.n):
+        bench_noop.delay()
+    worker = WorkController(
+        app=app,
+        pool="threads",
+        concurrency=THREADS,
+        hostname=f"{run.tag}@127.0.0.1",
+        loglevel="WARNING",
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+    )
+    thread = threading.Thread(target=worker.start, name="celery-worker", daemon=True)
+    try:
+        return timed(thread.start, done, run.timeout)
+    finally:
+        state.should_terminate = 0  # how celery.contrib.testing stops a threaded worker
+        thread.join(30)
+        app.close()
+
+
+# --- (d) huey -----------------------------------------------------------------------
+
+
+def run_huey(run: Run) -> Outcome:
+    """(d) RedisHuey, consumer with 8 worker threads in this process."""
+    try:
+        from huey import RedisHuey
+    except ImportError as error:
+        return {"skipped": f"{type(error).__name__}: {error}"}
+    huey = RedisHuey(name=run.tag, url=run.url, results=False)
+    done = Completions(run)
+
+    @huey.task(name=ACTOR)
+    def bench_noop() -> None:
+        done.mark()
+
+    for _ in range(run.n):
+        bench_noop()
+    consumer = huey.create_consumer(workers=THREADS, worker_type="thread", periodic=False)
+    try:
+        return timed(consumer.start, done, run.timeout)
+    finally:
+        consumer.stop(graceful=True)
+
+
+RUNNERS: dict[str, Callable[[Run], Outcome]] = {
+    "a": run_bare,
+    "b": run_switchyard,
+    "c": run_celery,
+    "d": run_huey,
+}
+
+
+# --- child process: one measurement ---------------------------------------------------
+
+
+class WarningCollector(logging.Handler):
+    """Keeps the count and a few samples of WARNING+ records (ids only, no payloads)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.samples: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        line = f"{record.levelname} {record.name}: {record.getMessage()}".splitlines()[0]
+        if len(self.samples) < 3 and line[:200] not in self.samples:
+            self.samples.append(line[:200])
+
+
+def quiet_logging() -> WarningCollector:
+    """Drop Dramatiq/Celery/huey logging below WARNING; collect what remains."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    collector = WarningCollector()
+    logging.getLogger().addHandler(collector)
+    return collector
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """Run one system once and print its outcome as one JSON line."""
+    collector = quiet_logging()
+    run = Run(args.redis_url, args.tag, args.n, args.timeout)
+    try:
+        outcome = RUNNERS[args.child](run)
+    except Exception as error:  # reported by the parent, with the traceback on stderr
+        traceback.print_exc()
+        outcome = {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        purge(run.url, f"*{run.tag}*")
+    outcome.update(warnings=collector.count, samples=collector.samples)
+    print(json.dumps(outcome), flush=True)
+    return 0
+
+
+# --- parent process: rounds and report ----------------------------------------------
+
+
+def measure(system: str, run: Run) -> Outcome:
+    """Run one measurement in a fresh child process and parse its outcome."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BROKER_URL")}
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        system,
+        "--n",
+        str(run.n),
+        "--redis-url",
+        run.url,
+        "--tag",
+        run.tag,
+        "--timeout",
+        str(run.timeout),
+    ]
+    try:
+        proc = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=run.timeout + 120
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "child process hung"}
+    lines = proc.stdout.strip().splitlines()
+    try:
+        outcome: Outcome = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        return {"error": f"child exited {proc.returncode}: {tail[:300]}"}
+    if "error" in outcome and proc.stderr.strip():
+        outcome["stderr_tail"] = proc.stderr.strip().splitlines()[-1][:300]
+    return outcome
+
+
+def describe(outcome: Outcome) -> str:
+    if "jobs_per_s" in outcome:
+        return f"{outcome['jobs_per_s']:8.0f} jobs/s"
+    if "skipped" in outcome:
+        return "skipped"
+    return "FAILED"
+
+
+def report_problems(label: str, outcome: Outcome) -> None:
+    """Print errors, failed checks and logged warnings of one measurement."""
+    notes = []
+    if "error" in outcome:
+        notes.append(f"error: {outcome['error']}")
+    if "stderr_tail" in outcome:
+        notes.append(f"stderr: {outcome['stderr_tail']}")
+    if "skipped" in outcome:
+        notes.append(f"skipped: {outcome['skipped']}")
+    notes += [f"check failed: {c}" for c in outcome.get("checks", [])]
+    if outcome.get("warnings"):
+        notes.append(f"{outcome['warnings']} WARNING+ log record(s), e.g. {outcome['samples']}")
+    for note in notes:
+        print(f"    [{label}] {note}")
+
+
+def run_rounds(args: argparse.Namespace, run_id: str) -> dict[str, list[Outcome]]:
+    """Alternate a, b, c, d for each round; clean each round's keys afterwards."""
+    results: dict[str, list[Outcome]] = {s: [] for s in SYSTEMS}
+    skipped: set[str] = set()
+    for number in range(1, args.rounds + 1):
+        cells = []
+        for system in SYSTEMS:
+            if system in skipped:
+                cells.append(f"{system}: skipped")
+                continue
+            run = Run(args.redis_url, f"sybench-{run_id}-r{number}-{system}", args.n, args.timeout)
+            outcome = measure(system, run)
+            purge(args.redis_url, f"*{run.tag}*")
+            results[system].append(outcome)
+            if "skipped" in outcome:
+                skipped.add(system)
+            cells.append(f"{system}: {describe(outcome).strip()}")
+            report_problems(f"round {number} {system}", outcome)
+        print(f"round {number}: " + " | ".join(cells), flush=True)
+    return results
+
+
+def median_rate(outcomes: list[Outcome]) -> float | None:
+    rates = [o["jobs_per_s"] for o in outcomes if "jobs_per_s" in o]
+    return statistics.median(rates) if rates else None
+
+
+def print_summary(results: dict[str, list[Outcome]]) -> None:
+    """The table of medians, then `pipeline/bare=<ratio>` as the very last line."""
+    print()
+    print(f"{'system':<24} {'median jobs/s':>14} {'ok rounds':>10}")
+    for system, name in SYSTEMS.items():
+        outcomes = results[system]
+        rate = median_rate(outcomes)
+        ok = sum("jobs_per_s" in o for o in outcomes)
+        shown = (
+            f"{rate:.0f}"
+            if rate is not None
+            else "skipped"
+            if any("skipped" in o for o in outcomes)
+            else "failed"
+        )
+        print(f"({system}) {name:<20} {shown:>14} {ok:>6}/{len(outcomes)}")
+    bare, pipeline = median_rate(results["a"]), median_rate(results["b"])
+    ratio = f"{pipeline / bare:.2f}" if bare and pipeline else "nan"
+    print(f"pipeline/bare={ratio}")
+
+
+def check_loopback(url: str) -> str:
+    """Refuse anything but a loopback Redis: this writes and deletes keys."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parsed.scheme != "redis" or not loopback:
+        raise SystemExit(f"--redis-url must be redis:// on a loopback address, not {host!r}")
+    return url
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="jobs per system per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of a, b, c, d")
+    parser.add_argument(
+        "--redis-url",
+        type=check_loopback,
+        default=DEFAULT_URL,
+        help="Redis for every system (REDIS_URL is ignored)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds a system may take to run the N jobs"
+    )
+    parser.add_argument("--child", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+    parser.add_argument("--tag", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.rounds < 1:
+        parser.error("--n and --rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+    run_id = uuid.uuid4().hex[:8]
+    db = urlparse(args.redis_url).path.lstrip("/") or "0"
+    print(
+        f"no-op job throughput: N={args.n}, {THREADS} worker threads, {args.rounds} rounds, "
+        f"Redis db {db} on loopback, run {run_id}",
+        flush=True,
+    )
+    try:
+        results = run_rounds(args, run_id)
+    finally:
+        purge(args.redis_url, f"*sybench-{run_id}-*")
+    print_summary(results)
+    ok = all(median_rate(results[s]) is not None for s in ("a", "b"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""History: statuses, retention caps, and payload errors on the record."""
+
+from __future__ import annotations
+
+import dramatiq
+from pydantic import BaseModel
+
+from actors.base import job
+from errors import PermanentError
+from tests.support.jobs import finished
+from tests.support.waiting import wait_for
+
+
+def test_retention_keeps_the_newest_done_and_failed(build_switchyard, start_worker, queue):
+    # given a history that keeps 3 done and 2 failed jobs per queue
+    sy = build_switchyard(history_keep_done=3, history_keep_failed=2)
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def work(fail: bool) -> None:
+        if fail:
+            raise PermanentError("no")
+
+    # when 6 succeed and 4 fail
+    start_worker(sy)
+    done = [work.send(False) for _ in range(6)]
+    failed = [work.send(True) for _ in range(4)]
+    wait_for(lambda: finished(sy, *(m.message_id for m in done + failed)) or
+             len(sy.history.finished(queue, "done")) == 3 and
+             len(sy.history.finished(queue, "failed")) == 2, what="all finished")
+    sy.buffer.flush()
+
+    # then only the caps' worth of records remain, the rest are gone entirely
+    kept_done, kept_failed = sy.history.finished(queue, "done"), sy.history.finished(queue, "failed")
+    assert len(kept_done) == 3 and len(kept_failed) == 2
+    all_ids = {m.message_id for m in done + failed}
+    remaining = {i for i in all_ids if sy.history.get(i) is not None}
+    assert remaining == set(kept_done) | set(kept_failed)
+
+
+def test_invalid_payload_dead_letters_with_the_field_errors(build_switchyard, start_worker, queue):
+    sy = build_switchyard()
+
+    class Invite(BaseModel):
+        user_id: int
+        channel_id: str
+
+    dramatiq.set_broker(sy.broker)
+    ran: list[Invite] = []
+
+    @job(Invite, actor_name=f"invite_{queue}", queue_name=queue, max_retries=3)
+    def invite(payload: Invite) -> None:
+        ran.append(payload)
+
+    start_worker(sy)
+    message = invite.send(user_id="not a number")
+    wait_for(lambda: finished(sy, message.message_id), what="finished")
+
+    job_record = sy.history.get(message.message_id)
+    assert job_record["status"] == "failed" and job_record["runs"] == 1 and not ran
+    error = job_record["error"]
+    assert error["error"] == "InvalidPayload"
+    assert "user_id" in error["message"] and "channel_id: Field required" in error["message"]
+    assert "not a number" not in error["message"]  # values stay out: they may be personal
+    assert sy.dead_letters.show(message.message_id)["reason"]["error"] == "InvalidPayload"
+
+
+def test_statuses_move_from_queued_to_done(build_switchyard, start_worker, queue):
+    sy = build_switchyard()
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def noop() -> int:
+        return 42
+
+    message = noop.send()
+    sy.buffer.flush()
+    assert sy.history.get(message.message_id)["status"] == "queued"
+    start_worker(sy)
+    wait_for(lambda: finished(sy, message.message_id), what="done")
+    record = sy.history.get(message.message_id)
+    assert record["status"] == "done" and record["result"] == 42
+    assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]

@@ -1,0 +1,31 @@
+"""Helpers to send and follow jobs from tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+
+from broker import Switchyard
+
+
+def send(sy: Switchyard, queue: str, actor: str, **kwargs: Any) -> dramatiq.Message[Any]:
+    """Enqueue a message for an actor declared in another process."""
+    options = kwargs.pop("options", {})
+    sy.broker.declare_queue(queue)
+    return sy.broker.enqueue(dramatiq.Message(
+        queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options=options))
+
+
+def status(sy: Switchyard, message_id: str) -> str | None:
+    sy.buffer.flush()
+    job = sy.history.get(message_id)
+    return job["status"] if job else None
+
+
+def finished(sy: Switchyard, *message_ids: str) -> dict[str, str] | None:
+    """Each message's final status once all are done, skipped or failed; else None."""
+    statuses = {m: status(sy, m) for m in message_ids}
+    if all(s in ("done", "skipped", "failed") for s in statuses.values()):
+        return statuses  # type: ignore[return-value]
+    return None

@@ -1,0 +1,55 @@
+"""A worker process for tests that need several processes or a SIGKILL.
+
+Run as `python -m tests.support.worker_app` with the test's settings in the
+environment; it boots Switchyard like `dramatiq actors` does, declares the actors
+below, prints `ready` and works until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import dramatiq
+
+import broker
+
+sy = broker.boot()
+QUEUE = os.environ["TEST_QUEUE"]
+PREFIX = sy.settings.key_prefix
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=3, min_backoff=100)
+def effect(name: str, sleep: float = 0.0) -> int:
+    """Sleep (the job is "mid-run" now), then perform the side effect: a counter."""
+    time.sleep(sleep)
+    return int(sy.state.incr(f"{PREFIX}:effects:{name}"))
+
+
+@dramatiq.actor(queue_name=QUEUE, concurrency=1, max_retries=0)
+def exclusive(sleep: float) -> None:
+    """Record when it ran, to show runs never overlap."""
+    started = time.time()
+    time.sleep(sleep)
+    sy.state.rpush(f"{PREFIX}:intervals", json.dumps([started, time.time(), os.getpid()]))
+
+
+def main() -> None:
+    worker = dramatiq.Worker(sy.broker, worker_threads=int(os.environ.get("THREADS", "4")),
+                             worker_timeout=50)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker.start()
+    print("ready", flush=True)
+    stop.wait()
+    worker.stop(timeout=10_000)
+    sy.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
