@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
+import pika.exceptions
 import redis
 
 #: Exit codes: 1 the job (or check) failed, 2 bad input, 3 a service is unreachable.
@@ -48,7 +49,9 @@ def booted() -> Any:
     import actors  # noqa: F401  (importing the package boots and declares the actors)
     from broker import current
 
-    return current()
+    sy = current()
+    sy.state.ping()  # every command needs the state store: fail early and clearly
+    return sy
 
 
 def find_actor(sy: Any, name: str) -> dramatiq.Actor[..., Any]:
@@ -302,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as error:
         print(f"switchyard: {error}", file=sys.stderr)
         return error.code
-    except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as error:
+    except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.BrokerConnectionError,
+            pika.exceptions.AMQPConnectionError) as error:
         print(f"switchyard: {unreachable(error)}", file=sys.stderr)
         return EXIT_UNREACHABLE
 

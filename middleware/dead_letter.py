@@ -34,12 +34,24 @@ DELIVERY_OPTIONS = frozenset(
 )
 
 
+# Removes a dead letter only if it is still the record that was replayed: the replayed
+# job may already have failed again and been dead-lettered anew under the same id.
+_REMOVE_IF_SAME = """
+if redis.call('hget', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('hdel', KEYS[3], ARGV[1])
+return 1
+"""
+
+
 class DeadLetters:
     """The dead-letter queues, one per queue, in the state store."""
 
     def __init__(self, client: redis.Redis, *, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
+        self._remove_if_same = client.register_script(_REMOVE_IF_SAME)
 
     def _index(self, queue: str) -> str:
         return f"{self.prefix}:dlq:{queue}"
@@ -106,6 +118,7 @@ class DeadLetters:
         if message_ids is None:
             message_ids = [i.decode() for i in self.client.zrange(self._index(queue), 0, -1)]
         replayed = []
+        broker.declare_queue(queue)
         for message_id in message_ids:
             raw = self.client.hget(self._items(queue), message_id)
             if raw is None:
@@ -113,7 +126,9 @@ class DeadLetters:
             fields = json.loads(raw)["message"]
             options = {k: v for k, v in fields["options"].items() if k not in DELIVERY_OPTIONS}
             broker.enqueue(dramatiq.Message(**{**fields, "options": options}))
-            self._remove(queue, [message_id])
+            self._remove_if_same(
+                keys=[self._index(queue), self._items(queue), self._where], args=[message_id, raw]
+            )
             replayed.append(message_id)
         return replayed
 

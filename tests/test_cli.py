@@ -1,0 +1,115 @@
+"""`switchyard` as a user runs it, in a subprocess, against real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import dramatiq
+import pytest
+
+from errors import PermanentError
+from tests.support.jobs import finished
+from tests.support.processes import ROOT
+from tests.support.services import free_port
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def cli(process_env):
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+        return subprocess.run(
+            [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
+            env={**os.environ, **process_env, **(env or {})}, timeout=timeout,
+        )
+
+    return run
+
+
+def test_unknown_actor_exits_non_zero_with_a_clear_line(cli):
+    result = cli("send", "nosuch", "{}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "switchyard: unknown actor 'nosuch' (known: ping)"
+
+
+@pytest.mark.parametrize("payload, expected", [
+    ("{bad", "payload is not valid JSON"),
+    ("[1]", "payload must be a JSON object"),
+    ('{"nope": 1}', "invalid Ping payload: nope: Extra inputs are not permitted"),
+])
+def test_bad_payloads_are_refused_before_sending(cli, payload, expected):
+    result = cli("send", "ping", payload)
+    assert result.returncode == 2 and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_redis_is_one_line(cli):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = cli("send", "ping", "{}", env={"REDIS_URL": url})
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        f"switchyard: cannot reach Redis at {url}: Error 111 connecting to "
+        f"127.0.0.1:{url.split(':')[2].split('/')[0]}. Connection refused."]
+
+
+def test_invalid_setting_names_the_variable(cli):
+    result = cli("actors", env={"HISTORY_KEEP_DONE": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("switchyard: setting HISTORY_KEEP_DONE is invalid")
+
+
+def test_send_wait_and_health_with_a_worker(cli, worker_processes):
+    assert cli("health").returncode == 1  # no worker yet
+    worker_processes.start()
+    result = cli("send", "ping", '{"echo": "hello"}', "--wait", "--timeout", "20")
+    assert result.returncode == 0, result.stderr
+    message_id, body = result.stdout.split("\n", 1)
+    job = json.loads(body)
+    assert job["id"] == message_id and job["status"] == "done"
+    assert job["result"]["echo"] == "hello"
+    health = cli("health")
+    assert health.returncode == 0, health.stdout
+    assert "workers: ok  1 live" in health.stdout
+
+
+def test_actors_lists_queue_and_options(cli):
+    result = cli("actors", "--json")
+    assert result.returncode == 0
+    ping = next(a for a in json.loads(result.stdout) if a["actor"] == "ping")
+    assert ping["queue"] == "default" and ping["options"]["max_retries"] == 0
+
+
+def test_dead_letter_reason_through_jobs_show_and_dlq_and_replay(
+    cli, build_switchyard, start_worker, queue
+):
+    # given a job that failed permanently
+    sy = build_switchyard()
+    runs: list[int] = []
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def refund(order: str) -> None:
+        runs.append(1)
+        raise PermanentError("order not found", code="404", provider="shop")
+
+    start_worker(sy)
+    message = refund.send("o-9")
+    wait_for(lambda: finished(sy, message.message_id), what="failed")
+
+    # then its reason reads through `jobs show` and `dlq show`
+    shown = cli("jobs", "show", message.message_id)
+    assert shown.returncode == 0
+    job = json.loads(shown.stdout)
+    assert job["status"] == "failed" and job["error"]["message"] == "order not found"
+    dead = json.loads(cli("dlq", "show", message.message_id).stdout)
+    assert dead["reason"]["error"] == "PermanentError" and dead["reason"]["code"] == "404"
+    assert "order not found" in cli("dlq", "list", queue).stdout
+
+    # and replay runs it again, purge empties the queue
+    replay = cli("dlq", "replay", queue, message.message_id)
+    assert replay.returncode == 0 and "replayed 1" in replay.stdout
+    wait_for(lambda: len(runs) == 2 and sy.dead_letters.depth(queue) == 1, what="rerun")
+    assert "purged 1" in cli("dlq", "purge", queue).stdout
+    assert sy.dead_letters.depth(queue) == 0
+    assert cli("dlq", "show", message.message_id).returncode == 1
