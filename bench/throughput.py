@@ -62,7 +62,7 @@ Outcome = dict[str, Any]
 
 @dataclass(frozen=True)
 class Run:
-    """One measurement: a system, its unique key tag, and the job count."""
+    """One measurement: where, under which unique key tag, how many jobs, how long at most."""
 
     url: str
     tag: str
@@ -88,7 +88,16 @@ class Completions:
             self.client.rpush(self.done_key, 1)
 
     def wait(self, timeout: float) -> bool:
-        return self.client.blpop([self.done_key], timeout=max(1, round(timeout))) is not None
+        """Block until the N-th job is done or `timeout` passes.
+
+        One-second BLPOPs, because redis-py 8 gives every connection a 5 s socket
+        timeout by default, which a single long BLPOP would hit.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client.blpop([self.done_key], timeout=1) is not None:
+                return True
+        return False
 
     def count(self) -> int:
         return int(self.client.get(self.count_key) or 0)
@@ -126,11 +135,16 @@ def purge(url: str, pattern: str) -> int:
 
 
 def run_dramatiq(
-    broker: Any, run: Run, options: dict[str, Any], before_start: Callable[[], None]
-) -> tuple[Outcome, list[Any]]:
+    broker: Any,
+    run: Run,
+    options: dict[str, Any],
+    before_start: Callable[[], None],
+    sent: list[Any],
+) -> Outcome:
     """Enqueue N no-ops on `broker`, then time an in-process 8-thread Worker on them.
 
-    Returns the outcome and the messages sent (to find any keys named after them).
+    The messages are appended to `sent` as they go, so keys named after them can be
+    deleted even if the run fails halfway.
     """
     import dramatiq
 
@@ -140,11 +154,12 @@ def run_dramatiq(
     def bench_noop() -> None:
         done.mark()
 
-    messages = [bench_noop.send() for _ in range(run.n)]
+    for _ in range(run.n):
+        sent.append(bench_noop.send())
     before_start()
     worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
     try:
-        return timed(worker.start, done, run.timeout), messages
+        return timed(worker.start, done, run.timeout)
     finally:
         worker.stop()
 
@@ -155,7 +170,7 @@ def run_bare(run: Run) -> Outcome:
 
     broker = RedisBroker(url=run.url, namespace=run.tag)
     try:
-        return run_dramatiq(broker, run, {}, before_start=lambda: None)[0]
+        return run_dramatiq(broker, run, {}, before_start=lambda: None, sent=[])
     finally:
         broker.close()
 
@@ -173,8 +188,8 @@ def run_switchyard(run: Run) -> Outcome:
     messages: list[Any] = []
     try:
         # Enqueue-side history/metrics writes are flushed before the clock starts.
-        outcome, messages = run_dramatiq(
-            sy.broker, run, SWITCHYARD_ACTOR_OPTIONS, before_start=sy.buffer.flush
+        outcome = run_dramatiq(
+            sy.broker, run, SWITCHYARD_ACTOR_OPTIONS, before_start=sy.buffer.flush, sent=messages
         )
         sy.buffer.flush()
         outcome["checks"] = check_switchyard(sy, run.n)
@@ -347,20 +362,15 @@ def child_main(args: argparse.Namespace) -> int:
 def measure(system: str, run: Run) -> Outcome:
     """Run one measurement in a fresh child process and parse its outcome."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BROKER_URL")}
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        system,
-        "--n",
-        str(run.n),
-        "--redis-url",
-        run.url,
-        "--tag",
-        run.tag,
-        "--timeout",
-        str(run.timeout),
-    ]
+    flags = {
+        "--child": system,
+        "--n": run.n,
+        "--redis-url": run.url,
+        "--tag": run.tag,
+        "--timeout": run.timeout,
+    }
+    command = [sys.executable, str(Path(__file__).resolve())]
+    command += [str(part) for flag in flags.items() for part in flag]
     try:
         proc = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=run.timeout + 120
@@ -429,22 +439,21 @@ def median_rate(outcomes: list[Outcome]) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+def median_cell(outcomes: list[Outcome]) -> str:
+    rate = median_rate(outcomes)
+    if rate is not None:
+        return f"{rate:.0f}"
+    return "skipped" if any("skipped" in o for o in outcomes) else "failed"
+
+
 def print_summary(results: dict[str, list[Outcome]]) -> None:
     """The table of medians, then `pipeline/bare=<ratio>` as the very last line."""
     print()
     print(f"{'system':<24} {'median jobs/s':>14} {'ok rounds':>10}")
     for system, name in SYSTEMS.items():
         outcomes = results[system]
-        rate = median_rate(outcomes)
         ok = sum("jobs_per_s" in o for o in outcomes)
-        shown = (
-            f"{rate:.0f}"
-            if rate is not None
-            else "skipped"
-            if any("skipped" in o for o in outcomes)
-            else "failed"
-        )
-        print(f"({system}) {name:<20} {shown:>14} {ok:>6}/{len(outcomes)}")
+        print(f"({system}) {name:<20} {median_cell(outcomes):>14} {ok:>6}/{len(outcomes)}")
     bare, pipeline = median_rate(results["a"]), median_rate(results["b"])
     ratio = f"{pipeline / bare:.2f}" if bare and pipeline else "nan"
     print(f"pipeline/bare={ratio}")
