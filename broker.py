@@ -68,9 +68,11 @@ class Switchyard:
 
 def connect_state(settings: Settings) -> redis.Redis:
     """The state store client (idempotency, limits, results, history, metrics)."""
+    # No read timeout: result waits block as long as the caller asks; keepalive and
+    # health checks find dead connections instead.
     return redis.Redis.from_url(
-        settings.state_url, socket_connect_timeout=5, socket_timeout=30,
-        health_check_interval=30,
+        settings.state_url, socket_connect_timeout=5, socket_timeout=None,
+        socket_keepalive=True, health_check_interval=30,
     )
 
 
@@ -100,14 +102,15 @@ def build(settings: Settings) -> Switchyard:
     metrics = MetricsStore(state, buffer, prefix=prefix)
     heartbeats = Heartbeats(state, prefix=prefix, interval=settings.worker_heartbeat_ms)
     idempotency = Idempotency(
-        state, prefix=prefix, ttl=settings.idempotency_ttl_ms,
+        state, buffer, prefix=prefix, ttl=settings.idempotency_ttl_ms,
         lease=settings.idempotency_lease_ms, defer=settings.defer_ms,
     )
     # Before-hooks run in this order, after-hooks in reverse (DESIGN.md §3).
     middleware: list[Any] = [
         AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(),
         CurrentMessage(),
-        Results(backend=RedisBackend(client=state, namespace=f"{prefix}:results"),
+        Results(backend=RedisBackend(client=state, namespace=f"{prefix}:results",
+                                     use_namespace_prefix_keys=True),
                 result_ttl=settings.result_ttl_ms),
         PeriodiqMiddleware(skip_delay=30),
         Metrics(metrics),

@@ -44,7 +44,6 @@ def job(
             return fn(parse(model, payload))
 
         PAYLOADS[name] = model
-        options.setdefault("store_results", True)
         return dramatiq.actor(run, actor_name=name, queue_name=queue_name, **options)
 
     return decorator

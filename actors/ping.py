@@ -15,6 +15,6 @@ class Ping(BaseModel):
     echo: str | None = Field(None, max_length=256, description="Returned as is.")
 
 
-@job(Ping, queue_name="default", max_retries=0, store_results=True)
+@job(Ping, queue_name="default", max_retries=0)
 def ping(payload: Ping) -> dict[str, object]:
     return {"pong": True, "echo": payload.echo, "at": int(time.time() * 1000)}

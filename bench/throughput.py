@@ -51,8 +51,6 @@ SYSTEMS = {
 }
 QUIET_LOGGERS = ("dramatiq", "celery", "kombu", "amqp", "huey", "periodiq", "switchyard")
 ACTOR = "bench_noop"
-#: What `actors.base.job` sets on every Switchyard actor, so (b) runs as real jobs do.
-SWITCHYARD_ACTOR_OPTIONS: dict[str, Any] = {"store_results": True}
 
 Outcome = dict[str, Any]
 
@@ -189,26 +187,14 @@ def run_switchyard(run: Run) -> Outcome:
     try:
         # Enqueue-side history/metrics writes are flushed before the clock starts.
         outcome = run_dramatiq(
-            sy.broker, run, SWITCHYARD_ACTOR_OPTIONS, before_start=sy.buffer.flush, sent=messages
+            sy.broker, run, {}, before_start=sy.buffer.flush, sent=messages
         )
         sy.buffer.flush()
         outcome["checks"] = check_switchyard(sy, run.n)
         return outcome
     finally:
         sy.buffer.flush()
-        forget_results(sy.broker, messages)
         sy.close()
-
-
-def forget_results(broker: Any, messages: list[Any]) -> None:
-    """Delete stored results: their keys are MD5 hashes, outside `key_prefix`'s reach."""
-    from dramatiq.results import Results
-
-    for middleware in broker.middleware:
-        if isinstance(middleware, Results) and messages:
-            keys = [middleware.backend.build_message_key(m) for m in messages]
-            for start in range(0, len(keys), 500):
-                middleware.backend.client.delete(*keys[start : start + 500])
 
 
 def check_switchyard(sy: Any, n: int) -> list[str]:

@@ -1,7 +1,8 @@
 """Buffered state-store writes, flushed in one pipeline per interval.
 
 History and metrics do not need to be synchronous: each hook appends a small function
-that adds commands to a pipeline, and one background thread flushes them every
+that adds commands to a pipeline, or keeps its own aggregate that a *source* drains
+into one write at flush time, and one background thread flushes them every
 `interval_ms` (and on shutdown). A failed flush keeps the writes for the next one, up
 to `max_pending`, so a Redis blip delays them instead of losing them.
 """
@@ -20,6 +21,8 @@ import redis
 logger = logging.getLogger(__name__)
 
 Write = Callable[[Any], None]
+#: Called at each flush; returns one write covering everything it aggregated, or None.
+Source = Callable[[], Write | None]
 
 #: Writes kept while the state store does not answer; older ones are dropped past this.
 DEFAULT_MAX_PENDING = 100_000
@@ -35,6 +38,7 @@ class WriteBuffer:
         self.interval = interval_ms / 1000
         self.max_pending = max_pending
         self._pending: list[Write] = []
+        self._sources: list[Source] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid: int | None = None
@@ -49,10 +53,21 @@ class WriteBuffer:
                 logger.warning("State store writes backing up; dropped the oldest.")
         self._ensure_thread()
 
+    def add_source(self, source: Source) -> None:
+        self._sources.append(source)
+
+    def wake_soon(self) -> None:
+        """A source has something: make sure the flushing thread runs in this process."""
+        self._ensure_thread()
+
     def flush(self) -> None:
         """Write everything pending now; keep it for the next flush if Redis fails."""
         with self._lock:
             pending, self._pending = self._pending, []
+        for source in self._sources:
+            write = source()
+            if write is not None:
+                pending.append(write)
         if not pending:
             return
         try:

@@ -4,16 +4,18 @@ Statuses: `queued, running, retrying, done, failed, skipped`. Finished jobs are 
 per queue like BullMQ's removeOnComplete/removeOnFail: the newest `keep_done` done (or
 skipped) and `keep_failed` failed, and none older than `ttl`.
 
-Writes are buffered and flushed in pipelines. Since the producer, and the workers of
-successive retries, flush independently, each write carries a sequence number
-(delivery * 4 + phase) and the store keeps the highest: a late `queued` never hides
-a `done`.
+Writes are buffered: the updates of one job within a flush interval (running, then
+done) merge into one script call. Since the producer, and the workers of successive
+retries, flush independently, each write carries a sequence number (delivery * 4 +
+phase) and the store keeps the highest: a late `queued` never hides a `done`.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -22,7 +24,7 @@ from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
-from middleware.buffer import WriteBuffer
+from middleware.buffer import Write, WriteBuffer
 from middleware.outcome import DEAD, DEFERRED, DONE, SKIPPED, current
 
 #: Finished jobs kept per queue.
@@ -37,30 +39,57 @@ RUNNING, TERMINAL, QUEUED = 1, 2, 3  # phases within one delivery
 
 _STATUS = {DONE: "done", SKIPPED: "skipped", DEAD: "failed", DEFERRED: "queued"}
 
-# KEYS: job, done set, failed set. ARGV: seq, ttl, kind ('', done, failed), keep,
-# now, job id, job key prefix, field/value pairs...
+# All the updates of one flush in one call. KEYS: job keys. ARGV: ttl, now, finished-set
+# key prefix, then per job: seq, kind ('', done, failed), queue, id, JSON [field, value...].
 _UPDATE = """
-local cur = tonumber(redis.call('hget', KEYS[1], 'seq') or '-1')
-if tonumber(ARGV[1]) < cur then return 0 end
-redis.call('hset', KEYS[1], 'seq', ARGV[1], unpack(ARGV, 8))
-redis.call('pexpire', KEYS[1], ARGV[2])
-local kind = ARGV[3]
-if kind == '' then return 1 end
-local into, other = KEYS[2], KEYS[3]
-if kind == 'failed' then into, other = KEYS[3], KEYS[2] end
-redis.call('zrem', other, ARGV[6])
-redis.call('zadd', into, ARGV[5], ARGV[6])
-redis.call('zremrangebyscore', into, '-inf', ARGV[5] - ARGV[2])
-local extra = redis.call('zcard', into) - tonumber(ARGV[4])
-if extra > 0 then
-  for _, id in ipairs(redis.call('zrange', into, 0, extra - 1)) do
-    redis.call('del', ARGV[7] .. id)
+local ttl, now, sets = ARGV[1], ARGV[2], ARGV[3]
+for i, key in ipairs(KEYS) do
+  local b = 3 + (i - 1) * 5
+  local seq, kind = tonumber(ARGV[b + 1]), ARGV[b + 2]
+  local cur = tonumber(redis.call('hget', key, 'seq') or '-1')
+  if seq >= cur then
+    redis.call('hset', key, 'seq', seq, unpack(cjson.decode(ARGV[b + 5])))
+    redis.call('pexpire', key, ttl)
+    if kind ~= '' then
+      local other = kind == 'failed' and 'done' or 'failed'
+      local id = ARGV[b + 4]
+      redis.call('zrem', sets .. ARGV[b + 3] .. ':' .. other, id)
+      redis.call('zadd', sets .. ARGV[b + 3] .. ':' .. kind, now, id)
+    end
   end
-  redis.call('zremrangebyrank', into, 0, extra - 1)
 end
-redis.call('pexpire', into, ARGV[2])
 return 1
 """
+# Retention, once per finished set per flush. KEYS: the set. ARGV: keep, ttl, now,
+# job key prefix.
+_TRIM = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3] - ARGV[2])
+local extra = redis.call('zcard', KEYS[1]) - tonumber(ARGV[1])
+if extra > 0 then
+  for _, id in ipairs(redis.call('zrange', KEYS[1], 0, extra - 1)) do
+    redis.call('del', ARGV[4] .. id)
+  end
+  redis.call('zremrangebyrank', KEYS[1], 0, extra - 1)
+end
+redis.call('pexpire', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+@dataclass
+class _Update:
+    """A job's not yet flushed changes, merged."""
+
+    queue: str
+    seq: int
+    fields: dict[str, Any]
+    kind: str
+
+    def merge(self, seq: int, fields: dict[str, Any], kind: str) -> None:
+        if seq >= self.seq:
+            self.seq, self.fields, self.kind = seq, {**self.fields, **fields}, kind or self.kind
+        else:
+            self.fields = {**fields, **self.fields}
 
 
 def _now_ms() -> int:
@@ -87,6 +116,10 @@ class JobHistory:
         self.keep_failed = keep_failed
         self.ttl = ttl
         self._update = client.register_script(_UPDATE)
+        self._trim = client.register_script(_TRIM)
+        self._pending: dict[str, _Update] = {}
+        self._lock = threading.Lock()
+        buffer.add_source(self._drain)
 
     def job_key(self, message_id: str) -> str:
         return f"{self.prefix}:job:{message_id}"
@@ -99,16 +132,42 @@ class JobHistory:
         *, kind: str = "",
     ) -> None:
         """Buffer an update of `message`'s record; `kind` files a finished job for retention."""
-        queue = q_name(message.queue_name)
-        keys = [self.job_key(message.message_id), self.finished_key(queue, "done"),
-                self.finished_key(queue, "failed")]
-        keep = self.keep_failed if kind == "failed" else self.keep_done
-        flat: list[Any] = []
-        for name, value in fields.items():
-            flat += [name, value if isinstance(value, str | int | float) else _dump(value)]
-        args = [seq, self.ttl, kind, keep, _now_ms(), message.message_id,
-                f"{self.prefix}:job:", *flat]
-        self.buffer.add(lambda pipe: self._update(keys=keys, args=args, client=pipe))
+        with self._lock:
+            update = self._pending.get(message.message_id)
+            if update is None:
+                self._pending[message.message_id] = _Update(
+                    q_name(message.queue_name), seq, fields, kind)
+            else:
+                update.merge(seq, fields, kind)
+        self.buffer.wake_soon()
+
+    def _drain(self) -> Write | None:
+        with self._lock:
+            if not self._pending:
+                return None
+            pending, self._pending = self._pending, {}
+        now = _now_ms()
+        keys = [self.job_key(message_id) for message_id in pending]
+        args: list[Any] = [self.ttl, now, f"{self.prefix}:history:"]
+        for message_id, update in pending.items():
+            args += [update.seq, update.kind, update.queue, message_id, self._fields(update)]
+        trims = {(u.queue, u.kind) for u in pending.values() if u.kind}
+
+        def write(pipe: Any) -> None:
+            self._update(keys=keys, args=args, client=pipe)
+            for queue, kind in trims:
+                keep = self.keep_failed if kind == "failed" else self.keep_done
+                self._trim(keys=[self.finished_key(queue, kind)],
+                           args=[keep, self.ttl, now, f"{self.prefix}:job:"], client=pipe)
+
+        return write
+
+    @staticmethod
+    def _fields(update: _Update) -> str:
+        flat: list[str] = []
+        for name, value in update.fields.items():
+            flat += [name, str(value) if isinstance(value, str | int | float) else _dump(value)]
+        return json.dumps(flat)
 
     def get(self, message_id: str) -> dict[str, Any] | None:
         raw = self.client.hgetall(self.job_key(message_id))

@@ -9,6 +9,11 @@ worker frees it within one lease); on success it becomes `done` for `idempotency
 - a duplicate while the first runs is deferred (re-enqueued after `defer_ms`), not dropped;
 - a failed run releases the key, so its retry (or a replay) can run.
 
+Marking `done` is synchronous when the key came from the producer (a duplicate may be
+sent at any time), but buffered when the key is the message id: then the only possible
+duplicate is a redelivery of this very message, which cannot happen once it is acked,
+and until the buffered write lands the lock (30 s lease) already turns it away.
+
 `send_unique()` drops duplicates before they reach the queue.
 """
 
@@ -26,6 +31,7 @@ from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
 
+from middleware.buffer import Write, WriteBuffer
 from middleware.leases import LeaseKeeper
 from middleware.outcome import SKIPPED, Deferred, current, option
 
@@ -38,16 +44,8 @@ DEFAULT_LEASE = 30_000
 #: How long a duplicate of a running job waits before it looks again.
 DEFAULT_DEFER = 1_000
 
-# Returns 1 when the lock was taken, 0 when the key is done, 2 when another run holds it.
-_ACQUIRE = """
-local v = redis.call('get', KEYS[1])
-if not v then
-  redis.call('set', KEYS[1], 'run:' .. ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if v == 'done' then return 0 end
-return 2
-"""
+#: Results of trying to take a key.
+ACQUIRED, DONE, RUNNING = 1, 0, 2
 # Marks done (ARGV[2] = ttl) or releases (ARGV[2] = 0), only if we still hold the lock.
 _FINISH = """
 if redis.call('get', KEYS[1]) ~= 'run:' .. ARGV[1] then return 0 end
@@ -55,6 +53,15 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('set', KEYS[1], 'done', 'PX', ARGV[2])
 else
   redis.call('del', KEYS[1])
+end
+return 1
+"""
+# The buffered `done` marks of one flush. KEYS: keys. ARGV: ttl, then one token per key.
+_FINISH_MANY = """
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == 'run:' .. ARGV[i + 1] then
+    redis.call('set', key, 'done', 'PX', ARGV[1])
+  end
 end
 return 1
 """
@@ -76,6 +83,7 @@ class Idempotency(Middleware):
     def __init__(
         self,
         client: redis.Redis,
+        buffer: WriteBuffer,
         *,
         prefix: str,
         ttl: int = DEFAULT_TTL,
@@ -83,16 +91,19 @@ class Idempotency(Middleware):
         defer: int = DEFAULT_DEFER,
     ) -> None:
         self.client = client
+        self.buffer = buffer
         self.prefix = prefix
         self.ttl = ttl
         self.lease = lease
         self.defer = defer
         self.leases = LeaseKeeper(client, lease_ms=lease)
-        self._acquire = client.register_script(_ACQUIRE)
         self._finish = client.register_script(_FINISH)
+        self._finish_many = client.register_script(_FINISH_MANY)
+        self._done: dict[int, list[tuple[str, str]]] = {}  # ttl -> [(key, token)]
         self._renew = client.register_script(_RENEW)
-        self._held: dict[str, tuple[str, str]] = {}  # message id -> (key, token)
+        self._held: dict[str, tuple[str, str, bool]] = {}  # message id -> key, token, explicit
         self._lock = threading.Lock()
+        buffer.add_source(self._drain_done)
 
     @property
     def actor_options(self) -> set[str]:
@@ -101,36 +112,51 @@ class Idempotency(Middleware):
     def key_for(self, actor_name: str, key: str) -> str:
         return f"{self.prefix}:idem:{actor_name}:{key}"
 
-    def job_key(self, broker: Broker, message: MessageProxy | dramatiq.Message[Any]) -> str:
-        """The idempotency key of a message, scoped by its actor."""
+    def job_key(
+        self, broker: Broker, message: MessageProxy | dramatiq.Message[Any]
+    ) -> tuple[str, bool]:
+        """The idempotency key of a message, scoped by its actor, and whether it was given."""
         explicit = message.options.get("idempotency_key")
         if isinstance(explicit, str) and explicit:
-            return self.key_for(message.actor_name, explicit)
+            return self.key_for(message.actor_name, explicit), True
         actor = broker.actors.get(message.actor_name)
         keyfunc: Callable[..., str] | None = actor.options.get("idempotency_key") if actor else None
         if callable(keyfunc):
-            return self.key_for(message.actor_name, str(keyfunc(*message.args, **message.kwargs)))
-        return self.key_for(message.actor_name, message.message_id)
+            key = str(keyfunc(*message.args, **message.kwargs))
+            return self.key_for(message.actor_name, key), True
+        return self.key_for(message.actor_name, message.message_id), False
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        key = self.job_key(broker, message)
+        key, explicit = self.job_key(broker, message)
         token = uuid.uuid4().hex
         try:
-            state = self._acquire(keys=[key], args=[token, self.lease])
+            state = self._take(key, token)
         except redis.RedisError as error:
             raise StateStoreUnavailable(f"idempotency check failed: {error}") from error
-        if state == 0:
+        if state == DONE:
             current(message).status = SKIPPED
             logger.info("Skipped %s (%s): already done.", message.message_id, message.actor_name)
             raise SkipMessage("duplicate of a completed job")
-        if state == 2:
+        if state == RUNNING:
             raise Deferred(self.defer, "a job with the same idempotency key is running")
         with self._lock:
-            self._held[message.message_id] = (key, token)
+            self._held[message.message_id] = (key, token, explicit)
         self.leases.hold(
             message.message_id,
             lambda pipe: self._renew(keys=[key], args=[token, self.lease], client=pipe),
         )
+
+    def _take(self, key: str, token: str) -> int:
+        # SET NX is the common case's only round trip; a taken key costs a second one.
+        # (execute_command directly: redis-py's argument-checking wrappers around `set`
+        # cost as much CPU as the round trip on this hot path.)
+        if self.client.execute_command("SET", key, f"run:{token}", "NX", "PX", self.lease):
+            return ACQUIRED
+        value = self.client.execute_command("GET", key)
+        if value is None:  # expired in between: try once more
+            taken = self.client.execute_command("SET", key, f"run:{token}", "NX", "PX", self.lease)
+            return ACQUIRED if taken else RUNNING
+        return DONE if value == b"done" else RUNNING
 
     def after_process_message(
         self,
@@ -152,12 +178,30 @@ class Idempotency(Middleware):
         if held is None:
             return
         self.leases.drop(message.message_id)
-        key, token = held
+        key, token, explicit = held
+        if ttl and not explicit:
+            with self._lock:
+                self._done.setdefault(int(ttl), []).append((key, token))
+            self.buffer.wake_soon()
+            return
         if not self._finish(keys=[key], args=[token, ttl]):
             logger.warning(
                 "Lost the idempotency lock of %s (%s) while it ran: its lease expired.",
                 message.message_id, message.actor_name,
             )
+
+    def _drain_done(self) -> Write | None:
+        with self._lock:
+            if not self._done:
+                return None
+            done, self._done = self._done, {}
+
+        def write(pipe: Any) -> None:
+            for ttl, marks in done.items():
+                self._finish_many(keys=[k for k, _ in marks],
+                                  args=[ttl, *(t for _, t in marks)], client=pipe)
+
+        return write
 
     def send_unique(
         self, actor: dramatiq.Actor[Any, Any], *, key: str, kwargs: dict[str, Any] | None = None,
