@@ -5,7 +5,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: dev test lint bench uv
+.PHONY: dev test bench uv
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
@@ -17,12 +17,10 @@ dev: uv
 
 test: uv
 	$(UV) sync --frozen
-	$(UV) run pytest
-
-lint: uv
 	$(UV) run ruff check .
 	$(UV) run mypy .
+	$(UV) run pytest
 
 bench: uv
-	$(UV) sync --frozen --group bench
+	$(UV) sync --frozen
 	$(UV) run python bench/throughput.py

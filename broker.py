@@ -36,6 +36,7 @@ from middleware.heartbeat import Heartbeat, Heartbeats
 from middleware.history import History, JobHistory
 from middleware.idempotency import Idempotency
 from middleware.metrics import Metrics, MetricsStore
+from middleware.redaction import RedactPayloads
 from middleware.retry_policy import RetryPolicy
 from settings import Settings
 from settings import get as get_settings
@@ -107,8 +108,8 @@ def build(settings: Settings) -> Switchyard:
     )
     # Before-hooks run in this order, after-hooks in reverse (DESIGN.md §3).
     middleware: list[Any] = [
-        AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(),
-        CurrentMessage(),
+        RedactPayloads(), AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(),
+        Pipelines(), CurrentMessage(),
         Results(backend=RedisBackend(client=state, namespace=f"{prefix}:results",
                                      use_namespace_prefix_keys=True),
                 result_ttl=settings.result_ttl_ms),

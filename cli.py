@@ -295,7 +295,8 @@ def unreachable(error: Exception) -> str:
     if isinstance(error, redis.RedisError):
         hint = "" if settings.redis_url else " (start it with `switchyard redis`, or set REDIS_URL)"
         return f"cannot reach Redis at {masked(settings.state_url)}: {error}{hint}"
-    return f"cannot reach the broker at {masked(settings.queue_url)}: {error or type(error).__name__}"
+    detail = str(error) or type(error).__name__
+    return f"cannot reach the broker at {masked(settings.queue_url)}: {detail}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,6 @@ def job(
             return fn(parse(model, payload))
 
         PAYLOADS[name] = model
-        return dramatiq.actor(run, actor_name=name, queue_name=queue_name, **options)
+        return dramatiq.actor(actor_name=name, queue_name=queue_name, **options)(run)
 
     return decorator

@@ -2,8 +2,8 @@
 
 Dramatiq's Sentry integration stays on for its scopes and breadcrumbs, but the events
 it sends for every failed attempt are dropped in `before_send`; the dead-letter
-middleware sends the one event that matters. Message arguments are removed from every
-event, since payloads hold personal data.
+middleware sends the one event that matters. Message arguments and frame locals are kept
+out of every event, since payloads hold personal data.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def init(settings: Settings) -> bool:
         release=settings.release,
         integrations=[DramatiqIntegration()],
         before_send=before_send,  # type: ignore[arg-type]
-        send_default_pii=False,
+        # Frame locals hold job arguments (the worker's `args`, the actor's parameters).
+        include_local_variables=False,
+        max_request_body_size="never",
     )
     # The dead-letter middleware reports through capture_exception; its log line
     # must not become a second event.

@@ -11,6 +11,7 @@ One Sentry event per dead letter; retried attempts send none (see integrations.s
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import time
@@ -27,6 +28,8 @@ from dramatiq.common import q_name
 from middleware.outcome import DEAD, current
 
 logger = logging.getLogger("switchyard.dead_letter")
+
+Record = dict[str, Any]
 
 #: Options that belong to one delivery and are dropped when a dead letter is replayed.
 DELIVERY_OPTIONS = frozenset(
@@ -49,7 +52,7 @@ class DeadLetters:
     """The dead-letter queues, one per queue, in the state store."""
 
     def __init__(self, client: redis.Redis, *, prefix: str) -> None:
-        self.client = client
+        self.client: Any = client  # redis-py's annotations mix sync and async results
         self.prefix = prefix
         self._remove_if_same = client.register_script(_REMOVE_IF_SAME)
 
@@ -85,13 +88,13 @@ class DeadLetters:
         pipe.execute()
         return record
 
-    def queues(self) -> list[str]:
+    def queues(self) -> builtins.list[str]:
         return sorted(q.decode() for q in self.client.smembers(self._queues))
 
     def depth(self, queue: str) -> int:
         return int(self.client.zcard(self._index(queue)))
 
-    def list(self, queue: str, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    def list(self, queue: str, *, offset: int = 0, limit: int = 100) -> builtins.list[Record]:
         """Newest first."""
         ids = self.client.zrevrange(self._index(queue), offset, offset + limit - 1)
         if not ids:
@@ -108,7 +111,7 @@ class DeadLetters:
 
     def replay(
         self, broker: Broker, queue: str, message_ids: Iterable[str] | None = None
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Enqueue dead letters again (all of `queue` when `message_ids` is None).
 
         Each is enqueued before it leaves the dead-letter queue, so a crash in between
@@ -138,7 +141,7 @@ class DeadLetters:
             self._remove(queue, [i.decode() for i in ids])
         return len(ids)
 
-    def _remove(self, queue: str, message_ids: list[str]) -> None:
+    def _remove(self, queue: str, message_ids: builtins.list[str]) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.zrem(self._index(queue), *message_ids)
         pipe.hdel(self._items(queue), *message_ids)

@@ -7,6 +7,7 @@ for three intervals counts as gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,8 +29,10 @@ DEFAULT_INTERVAL = 5_000
 class Heartbeats:
     """The live-worker registry in the state store."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, interval: int = DEFAULT_INTERVAL):
-        self.client = client
+    def __init__(
+        self, client: redis.Redis, *, prefix: str, interval: int = DEFAULT_INTERVAL
+    ) -> None:
+        self.client: Any = client  # redis-py's annotations mix sync and async results
         self.interval = interval
         self.key = f"{prefix}:workers"
         self.info_key = f"{prefix}:workers:info"
@@ -78,10 +81,8 @@ class Heartbeat(Middleware):
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(redis.RedisError):  # it ages out on its own
             self.heartbeats.forget(self.worker_id)
-        except redis.RedisError:
-            pass  # it ages out on its own
 
     def _run(self, info: dict[str, Any]) -> None:
         first = True

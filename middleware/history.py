@@ -109,7 +109,7 @@ class JobHistory:
         keep_done: int = DEFAULT_KEEP_DONE, keep_failed: int = DEFAULT_KEEP_FAILED,
         ttl: int = DEFAULT_TTL,
     ) -> None:
-        self.client = client
+        self.client: Any = client  # redis-py's annotations mix sync and async results
         self.buffer = buffer
         self.prefix = prefix
         self.keep_done = keep_done
@@ -197,7 +197,9 @@ class History(Middleware):
     def __init__(self, history: JobHistory) -> None:
         self.history = history
 
-    def after_enqueue(self, broker: Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+    def after_enqueue(
+        self, broker: Broker, message: dramatiq.Message[Any], delay: int | None
+    ) -> None:
         deliveries = message.options.get("deliveries", 0)
         # Retries and deferrals are enqueued with a delay and already recorded as such;
         # a fresh send, a replay and a delayed job coming due are `queued`.

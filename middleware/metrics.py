@@ -32,13 +32,13 @@ class MetricsStore:
     """Reads and writes the aggregated counters and histograms."""
 
     def __init__(self, client: redis.Redis, buffer: WriteBuffer, *, prefix: str) -> None:
-        self.client = client
+        self.client: Any = client  # redis-py's annotations mix sync and async results
         self.buffer = buffer
         self.counters_key = f"{prefix}:metrics:counters"
         self.durations_key = f"{prefix}:metrics:durations"
         self._counts: Counter[str] = Counter()
         self._buckets: Counter[str] = Counter()
-        self._sums: Counter[str] = Counter()
+        self._sums: dict[str, float] = {}
         self._lock = threading.Lock()
         buffer.add_source(self._drain)
 
@@ -53,7 +53,7 @@ class MetricsStore:
         with self._lock:
             self._buckets[base + bucket] += 1
             self._buckets[base + "count"] += 1
-            self._sums[base + "sum"] += duration_ms
+            self._sums[base + "sum"] = self._sums.get(base + "sum", 0.0) + duration_ms
         self.buffer.wake_soon()
 
     def _drain(self) -> Write | None:
@@ -61,7 +61,7 @@ class MetricsStore:
             if not (self._counts or self._buckets):
                 return None
             counts, buckets, sums = self._counts, self._buckets, self._sums
-            self._counts, self._buckets, self._sums = Counter(), Counter(), Counter()
+            self._counts, self._buckets, self._sums = Counter(), Counter(), {}
 
         def write(pipe: Any) -> None:
             for field, n in counts.items():
@@ -76,7 +76,7 @@ class MetricsStore:
     def counters(self) -> dict[tuple[str, str, str], int]:
         """(actor, queue, outcome) -> count, summed over every process."""
         raw = self.client.hgetall(self.counters_key)
-        return {tuple(k.decode().split(SEP)): int(v) for k, v in raw.items()}  # type: ignore[misc]
+        return {tuple(k.decode().split(SEP)): int(v) for k, v in raw.items()}
 
     def durations(self) -> dict[tuple[str, str], dict[str, float]]:
         """(actor, queue) -> {bucket or 'sum' or 'count': value}; buckets not cumulative."""
@@ -101,7 +101,9 @@ class Metrics(Middleware):
     def __init__(self, store: MetricsStore) -> None:
         self.store = store
 
-    def after_enqueue(self, broker: Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+    def after_enqueue(
+        self, broker: Broker, message: dramatiq.Message[Any], delay: int | None
+    ) -> None:
         if not message.options.get("deliveries"):
             self.store.count(message.actor_name, q_name(message.queue_name), "enqueued")
 

@@ -96,7 +96,7 @@ class RetryPolicy(Middleware):
         outcome = current(message)
         outcome.status, outcome.delay_ms = DEFERRED, delay_ms
         logger.debug("Deferred %s by %d ms: %s.", message.message_id, delay_ms, reason)
-        broker.enqueue(message, delay=delay_ms)
+        _requeue(broker, message, delay_ms)
 
     def _rate_limited(self, broker: Broker, message: MessageProxy, exc: RateLimited) -> None:
         max_deferral = option(broker, message, "max_deferral", self.max_deferral)
@@ -112,7 +112,7 @@ class RetryPolicy(Middleware):
             "Rate limited %s (%s), running again in %d ms: %s",
             message.message_id, message.actor_name, exc.retry_after_ms, exc,
         )
-        broker.enqueue(message, delay=min(exc.retry_after_ms, MAX_DELAY))
+        _requeue(broker, message, min(exc.retry_after_ms, MAX_DELAY))
 
     def _retry(self, broker: Broker, message: MessageProxy, exc: BaseException) -> None:
         retries = message.options.get("retries", 0)
@@ -136,7 +136,7 @@ class RetryPolicy(Middleware):
             message.message_id, message.actor_name, delay, retries + 1, max_retries,
             type(exc).__name__, _short(exc),
         )
-        broker.enqueue(message, delay=delay)
+        _requeue(broker, message, delay)
 
     def _dead(self, message: MessageProxy, exc: BaseException, *, note: str | None = None) -> None:
         outcome = current(message)
@@ -149,6 +149,11 @@ class RetryPolicy(Middleware):
         }
         if note:
             outcome.error["note"] = note
+
+
+def _requeue(broker: Broker, message: MessageProxy, delay: int) -> None:
+    # Dramatiq's own Retries enqueues the proxy too: it behaves as the message it wraps.
+    broker.enqueue(message, delay=delay)  # type: ignore[arg-type]
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

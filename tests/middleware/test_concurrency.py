@@ -25,7 +25,7 @@ def test_concurrency_one_across_two_worker_processes(
     # then all ran, never two at once, and both processes took part
     intervals = sorted(json.loads(i) for i in state.lrange(f"{prefix}:intervals", 0, -1))
     assert len(intervals) == 6
-    for (_, end, _), (start, _, _) in zip(intervals, intervals[1:]):
+    for (_, end, _), (start, _, _) in zip(intervals, intervals[1:], strict=False):
         assert start >= end, intervals
     assert len({pid for *_, pid in intervals}) == 2
 

@@ -30,7 +30,8 @@ def test_retention_keeps_the_newest_done_and_failed(build_switchyard, start_work
     sy.buffer.flush()
 
     # then only the caps' worth of records remain, the rest are gone entirely
-    kept_done, kept_failed = sy.history.finished(queue, "done"), sy.history.finished(queue, "failed")
+    kept_done = sy.history.finished(queue, "done")
+    kept_failed = sy.history.finished(queue, "failed")
     assert len(kept_done) == 3 and len(kept_failed) == 2
     all_ids = {m.message_id for m in done + failed}
     remaining = {i for i in all_ids if sy.history.get(i) is not None}

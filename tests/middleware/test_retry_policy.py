@@ -38,7 +38,7 @@ def test_rate_limited_waits_exactly_and_spends_no_attempt(build_switchyard, star
     assert len(runs) == 6
     assert job["retries"] == 0 and job["runs"] == 6
     assert job["deferred_ms"] == 10_000
-    gaps = [b - a for a, b in zip(runs, runs[1:])]
+    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
     assert min(gaps) >= 2.0, gaps
 
 
@@ -76,7 +76,7 @@ def test_retryable_error_backs_off_then_dead_letters_and_replays(
     # then it runs max_retries + 1 times with growing gaps, then is dead-lettered
     wait_for(lambda: sy.dead_letters.show(message.message_id), timeout=15, what="dead letter")
     assert len(runs) == 4
-    gaps = [b - a for a, b in zip(runs, runs[1:])]
+    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
     assert gaps == sorted(gaps) and gaps[0] >= 0.27 and gaps[2] >= 1.08, gaps
     reason = sy.dead_letters.show(message.message_id)["reason"]
     assert reason["error"] == "RetryableError" and reason["code"] == "timeout"

@@ -20,6 +20,7 @@ import broker
 
 sy = broker.boot()
 import actors  # noqa: E402,F401  (the product's actors too, e.g. ping)
+
 QUEUE = os.environ["TEST_QUEUE"]
 PREFIX = sy.settings.key_prefix
 

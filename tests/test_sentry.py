@@ -1,0 +1,52 @@
+"""Sentry gets one event per dead letter, none per retried attempt, and no payloads."""
+
+from __future__ import annotations
+
+import dramatiq
+import pytest
+import sentry_sdk
+
+from errors import RetryableError
+from integrations import sentry
+from tests.support.jobs import finished
+from tests.support.sentry_server import SentryServer
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def sentry_server():
+    server = SentryServer()
+    yield server
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()  # back to no DSN: inactive
+    server.stop()
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_one_event_per_dead_letter_none_per_retry(
+    sentry_server, make_settings, build_switchyard, start_worker, queue
+):
+    # given Sentry on, and an actor that fails three times with a payload holding a secret
+    settings = make_settings(sentry_dsn=sentry_server.dsn)
+    assert sentry.init(settings)
+    sy = build_switchyard(sentry_dsn=sentry_server.dsn)
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue, max_retries=2, min_backoff=20)
+    def notify(phone: str) -> None:
+        raise RetryableError("provider unavailable", code=503)
+
+    # when it runs until it is dead-lettered
+    start_worker(sy)
+    phone = "+1555" + "0001111"  # built, so the source lines Sentry shows cannot hold it
+    message = notify.send(phone)
+    wait_for(lambda: finished(sy, message.message_id), what="dead letter")
+    sentry_sdk.flush(timeout=5)
+
+    # then Sentry got exactly one event, tagged, and the phone number is nowhere in it
+    events = wait_for(sentry_server.events, what="the event")
+    sentry_sdk.flush(timeout=2)
+    events = sentry_server.events()
+    assert len(events) == 1
+    assert events[0]["tags"]["switchyard.dead_letter"] == "true"
+    assert events[0]["tags"]["message_id"] == message.message_id
+    assert not [e for e in sentry_server.envelopes if phone.encode() in e]
