@@ -38,8 +38,10 @@ class Heartbeats:
         self.info_key = f"{prefix}:workers:info"
 
     def beat(self, worker_id: str, info: dict[str, Any] | None = None) -> None:
+        now = time.time() * 1000
         pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.key, {worker_id: time.time() * 1000})
+        pipe.zadd(self.key, {worker_id: now})
+        pipe.zremrangebyscore(self.key, "-inf", now - 100 * self.interval)  # long gone
         if info is not None:
             pipe.hset(self.info_key, worker_id, json.dumps(info))
         pipe.execute()

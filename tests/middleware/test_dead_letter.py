@@ -1,0 +1,76 @@
+"""Dead letters: depth, replay of many and all, purge, on both brokers."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from errors import PermanentError
+from tests.support.jobs import finished
+from tests.support.waiting import wait_for
+
+
+def test_replay_all_and_purge(build_switchyard, start_worker, queue):
+    # given three dead letters
+    sy = build_switchyard()
+    runs: list[int] = []
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def reject(n: int) -> None:
+        runs.append(n)
+        if len(runs) <= 3:
+            raise PermanentError("rejected")
+
+    start_worker(sy)
+    messages = [reject.send(n) for n in range(3)]
+    wait_for(lambda: finished(sy, *(m.message_id for m in messages)), what="dead letters")
+    assert sy.dead_letters.depth(queue) == 3 and sy.dead_letters.queues() == [queue]
+
+    # when all are replayed (and now succeed)
+    replayed = sy.dead_letters.replay(sy.broker, queue)
+
+    # then each ran once more, is done, and the dead-letter queue is empty
+    assert sorted(replayed) == sorted(m.message_id for m in messages)
+    wait_for(lambda: len(runs) == 6, what="replays")
+    statuses = wait_for(lambda: (s := finished(sy, *(m.message_id for m in messages)))
+                        and set(s.values()) == {"done"} and s, what="done")
+    assert set(statuses.values()) == {"done"}
+    assert sy.dead_letters.depth(queue) == 0 and sorted(runs[3:]) == [0, 1, 2]
+    assert sy.dead_letters.purge(queue) == 0
+
+
+def test_replay_of_selected_ids_leaves_the_others(build_switchyard, start_worker, queue):
+    sy = build_switchyard()
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def reject(n: int) -> None:
+        raise PermanentError("rejected")
+
+    messages = [reject.send(n) for n in range(3)]
+    start_worker(sy)
+    wait_for(lambda: finished(sy, *(m.message_id for m in messages)), what="dead letters")
+    sy.broker.join(queue, timeout=10_000)
+    chosen = [messages[0].message_id, "no-such-id"]
+    assert sy.dead_letters.replay(sy.broker, queue, chosen) == [messages[0].message_id]
+    assert {d["message_id"] for d in sy.dead_letters.list(queue)} >= {
+        messages[1].message_id, messages[2].message_id}
+    assert sy.dead_letters.purge(queue) >= 2
+
+
+def test_delayed_send_runs_no_earlier_than_its_delay(build_switchyard, start_worker, queue):
+    import time
+
+    sy = build_switchyard()
+    started: list[float] = []
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def later() -> None:
+        started.append(time.time())
+
+    start_worker(sy)
+    sent_at = time.time()
+    message = later.send_with_options(delay=1_500)
+    sy.buffer.flush()
+    assert sy.history.get(message.message_id)["status"] == "queued"
+    assert sy.queue_depth(queue) == 1
+    wait_for(lambda: finished(sy, message.message_id), what="done")
+    assert started[0] - sent_at >= 1.5
