@@ -27,7 +27,7 @@ def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> l
 
 def health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     body: dict[str, Any] = {
-        "status": "ok",
+        "status": "healthy",
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "uptime": round(time.monotonic() - STARTED, 3),
     }
