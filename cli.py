@@ -222,7 +222,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     processes = ["web", "worker", "clock"]
     if settings.redis_url is None:
         processes.insert(0, "redis")
-    port = os.environ.setdefault("WEB_PORT", "8000")
+    port = os.environ.setdefault("WEB_PORT", str(settings.web_port))
     print("Switchyard (development):")
     print(f"  redis   {masked(settings.state_url)}"
           + ("  (embedded, data in var/redis)" if settings.redis_url is None else ""))

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     switchyard_env: Literal["development", "production", "test"] = "development"
     var_dir: Path = Path("var")
+    # Ports the Procfiles use (listed so a .env may set them: unknown names are refused).
+    port: int = Field(8000, ge=1, le=65535)
+    web_port: int = Field(8000, ge=1, le=65535)
 
     # Where things run. Without REDIS_URL the embedded Redis under var/ is used.
     redis_url: SecretStr | None = None
