@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +21,6 @@ import redis
 
 #: Exit codes: 1 the job (or check) failed, 2 bad input, 3 a service is unreachable.
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
-FINAL = ("done", "failed", "skipped")
 
 
 class CliError(Exception):
@@ -90,22 +88,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     print(message.message_id, flush=True)
     if not args.wait:
         return 0
-    job = wait_final(sy, message.message_id, args.timeout)
+    job = sy.history.wait(message.message_id, timeout=args.timeout)
+    if job is None:
+        last = sy.history.get(message.message_id)
+        status = last["status"] if last else "unknown"
+        raise CliError(f"job {message.message_id} not finished after {args.timeout:g}s "
+                       f"(status: {status})", EXIT_FAILED)
     emit(job)
     return 0 if job["status"] in ("done", "skipped") else EXIT_FAILED
-
-
-def wait_final(sy: Any, message_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = sy.history.get(message_id)
-        if job and job["status"] in FINAL:
-            return dict(job)
-        if time.monotonic() > deadline:
-            status = job["status"] if job else "unknown"
-            raise CliError(f"job {message_id} not finished after {timeout:g}s (status: {status})",
-                           EXIT_FAILED)
-        time.sleep(0.05)
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:

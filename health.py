@@ -5,7 +5,6 @@ Used by `switchyard health` (exit code) and the web process's readiness check.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -48,12 +47,8 @@ def _workers(sy: Switchyard) -> str:
 def _ping(sy: Switchyard, timeout: float) -> str:
     message = sy.broker.get_actor("ping").send()
     sy.buffer.flush()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = sy.history.get(message.message_id)
-        if job and job["status"] == "done":
-            return f"ping {message.message_id} done"
-        time.sleep(0.05)
+    if sy.history.wait(message.message_id, timeout=timeout, until=("done",)):
+        return f"ping {message.message_id} done"
     raise TimeoutError(f"ping {message.message_id} not done within {timeout:g}s")
 
 

@@ -36,6 +36,8 @@ DEFAULT_TTL = 7 * 86_400_000
 MAX_FIELD_CHARS = 65_536
 
 RUNNING, TERMINAL, QUEUED = 1, 2, 3  # phases within one delivery
+#: Statuses a job does not leave (until a replay).
+FINAL = ("done", "failed", "skipped")
 
 _STATUS = {DONE: "done", SKIPPED: "skipped", DEAD: "failed", DEFERRED: "queued"}
 
@@ -185,6 +187,19 @@ class JobHistory:
             if name in job:
                 job[name] = json.loads(job[name])
         return job
+
+    def wait(
+        self, message_id: str, *, timeout: float, until: tuple[str, ...] = FINAL,
+    ) -> dict[str, Any] | None:
+        """Poll until the job's status is one of `until`; the record, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(message_id)
+            if job and job["status"] in until:
+                return job
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
 
     def finished(self, queue: str, kind: str) -> list[str]:
         """Message ids of the finished jobs kept for `queue`, oldest first."""
