@@ -59,7 +59,7 @@ class Switchyard:
     idempotency: Idempotency
 
     def queue_depth(self, queue: str) -> int:
-        """Messages waiting in `queue` (ready and delayed), whatever the broker."""
+        """Messages in `queue` and its delay queue not yet taken by a worker."""
         return queue_depth(self.broker, queue)
 
     def close(self) -> None:
@@ -135,8 +135,8 @@ def queue_depth(broker: dramatiq.Broker, queue: str) -> int:
     if isinstance(broker, RabbitmqBroker):
         counts = broker.get_queue_message_counts(queue)
         return int(counts[0] + counts[1])
-    if isinstance(broker, RedisBroker):
-        return int(sum(broker.client.hlen(f"{broker.namespace}:{name}.msgs")
+    if isinstance(broker, RedisBroker):  # the lists hold the ids no worker has fetched
+        return int(sum(broker.client.llen(f"{broker.namespace}:{name}")
                        for name in (queue, f"{queue}.DQ")))
     return 0
 
