@@ -40,6 +40,9 @@ class WriteBuffer:
         self._pending: list[Write] = []
         self._sources: list[Source] = []
         self._lock = threading.Lock()
+        # One flush at a time: two threads flushing at once (the flusher and a caller of
+        # flush()) could write a job's later update before its earlier one.
+        self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._pid: int | None = None
         self._thread: threading.Thread | None = None
@@ -62,6 +65,10 @@ class WriteBuffer:
 
     def flush(self) -> None:
         """Write everything pending now; keep it for the next flush if Redis fails."""
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
         for source in self._sources:

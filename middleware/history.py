@@ -49,8 +49,17 @@ for i, key in ipairs(KEYS) do
   local b = 3 + (i - 1) * 5
   local seq, kind = tonumber(ARGV[b + 1]), ARGV[b + 2]
   local cur = tonumber(redis.call('hget', key, 'seq') or '-1')
-  if seq >= cur then
-    redis.call('hset', key, 'seq', seq, unpack(cjson.decode(ARGV[b + 5])))
+  local fields = cjson.decode(ARGV[b + 5])
+  if seq < cur then
+    -- an earlier update arriving late only fills in missing times and names
+    for j = 1, #fields, 2 do
+      local f = fields[j]
+      if string.sub(f, -3) == '_at' or f == 'id' or f == 'actor' or f == 'queue' then
+        redis.call('hsetnx', key, f, fields[j + 1])
+      end
+    end
+  else
+    redis.call('hset', key, 'seq', seq, unpack(fields))
     redis.call('pexpire', key, ttl)
     if kind ~= '' then
       local other = kind == 'failed' and 'done' or 'failed'

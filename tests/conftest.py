@@ -52,8 +52,12 @@ def state(redis_url: str, prefix: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def test_env(redis_url: str, prefix: str) -> dict[str, str]:
-    """Environment variables that point a subprocess at this test's state."""
+def test_env(redis_url: str, prefix: str, state: redis.Redis) -> dict[str, str]:
+    """Environment variables that point a subprocess at this test's state.
+
+    It depends on `state`, so whatever uses it (worker processes, the CLI) is torn down
+    before the test's keys are removed, and a late flush leaves nothing behind.
+    """
     return {
         "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "BROKER_NAMESPACE": f"{prefix}-broker",
         "FLUSH_INTERVAL_MS": "20", "DEFER_MS": "100", "WORKER_HEARTBEAT_MS": "500",
