@@ -11,7 +11,8 @@ from middleware.history import QUEUED, RUNNING, TERMINAL
 @pytest.mark.parametrize("broker_kind", ["redis"])
 def test_a_late_earlier_update_fills_gaps_but_never_wins(build_switchyard, queue):
     sy = build_switchyard()
-    message = dramatiq.Message(queue_name=queue, actor_name="a", args=(), kwargs={}, options={})
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=queue, actor_name="a", args=(), kwargs={}, options={})
 
     # given the final update written first (as a second flusher might)
     sy.history.record(message, 1 * 4 + TERMINAL, {"status": "done", "finished_at": 30})
