@@ -36,6 +36,7 @@ from middleware.heartbeat import Heartbeat, Heartbeats
 from middleware.history import History, JobHistory
 from middleware.idempotency import Idempotency
 from middleware.metrics import Metrics, MetricsStore
+from middleware.pause import Pause, PausedQueues
 from middleware.redaction import RedactPayloads
 from middleware.retry_policy import RetryPolicy
 from settings import Settings
@@ -57,6 +58,7 @@ class Switchyard:
     metrics: MetricsStore
     heartbeats: Heartbeats
     idempotency: Idempotency
+    paused: PausedQueues
 
     def queue_depth(self, queue: str) -> int:
         """Messages in `queue` and its delay queue not yet taken by a worker."""
@@ -106,6 +108,7 @@ def build(settings: Settings) -> Switchyard:
         state, buffer, prefix=prefix, ttl=settings.idempotency_ttl_ms,
         lease=settings.idempotency_lease_ms, defer=settings.defer_ms,
     )
+    paused = PausedQueues(state, prefix=prefix)
     # Before-hooks run in this order, after-hooks in reverse (DESIGN.md §3).
     middleware: list[Any] = [
         RedactPayloads(), AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(),
@@ -122,13 +125,14 @@ def build(settings: Settings) -> Switchyard:
             max_backoff=settings.max_backoff_ms, max_deferral=settings.max_deferral_ms,
         ),
         Heartbeat(heartbeats),
+        Pause(paused, defer=settings.defer_ms),
         Concurrency(state, prefix=prefix, lease=settings.concurrency_lease_ms,
                     defer=settings.defer_ms),
         idempotency,
     ]
     broker = make_broker(settings, middleware)
     return Switchyard(settings, state, broker, buffer, history, dead_letters, metrics,
-                      heartbeats, idempotency)
+                      heartbeats, idempotency, paused)
 
 
 def queue_depth(broker: dramatiq.Broker, queue: str) -> int:

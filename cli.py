@@ -213,11 +213,25 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         processes.insert(0, "redis")
     port = os.environ.setdefault("WEB_PORT", str(settings.web_port))
+    # The web process wants credentials: make some for this run where none are set
+    # (only those are printed; configured secrets never are).
+    import secrets
+
+    made = {"WEB_USERNAME": "dev"} if settings.web_username is None else {}
+    if settings.web_password is None:
+        made["WEB_PASSWORD"] = secrets.token_urlsafe(12)
+    if settings.api_token is None:
+        made["API_TOKEN"] = secrets.token_urlsafe(24)
+    os.environ.update(made)
+    shown = {name: made.get(name, "(set)") for name in ("WEB_PASSWORD", "API_TOKEN")}
     print("Switchyard (development):")
     print(f"  redis   {masked(settings.state_url)}"
           + ("  (embedded, data in var/redis)" if settings.redis_url is None else ""))
     print(f"  broker  {masked(settings.queue_url)}")
     print(f"  web     http://127.0.0.1:{port}/health")
+    print(f"  login   http://127.0.0.1:{port}/dashboard/dead-letters  user "
+          f"{made.get('WEB_USERNAME', settings.web_username)}  password {shown['WEB_PASSWORD']}")
+    print(f"  api     Authorization: Bearer {shown['API_TOKEN']}")
     print("  worker  dramatiq actors (every queue, 8 threads)")
     print("  clock   periodic jobs")
     print("Try:     uv run switchyard send ping '{}' --wait", flush=True)

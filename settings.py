@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(100, ge=5)
     worker_heartbeat_ms: int = Field(5_000, ge=100)
 
+    # Web process credentials: HTTP basic for people, a bearer token for services.
+    # Production refuses to start the web process without them (web/auth.py).
+    web_username: str | None = Field(None, min_length=1)
+    web_password: SecretStr | None = Field(None, min_length=8)
+    api_token: SecretStr | None = Field(None, min_length=16)
+
     # Alerts.
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None

@@ -1,50 +1,102 @@
-"""The web process (minimal for now): `GET /health` in the monitoring API's shape.
+"""The web process: health, metrics, the jobs API and the dashboard, behind auth.
 
-`/health` answers `{"status", "timestamp", "uptime"}`; `/health?ready=1` also checks the
-broker, the state store and the workers, and answers 503 naming what is down.
+`create_app()` boots the process (settings, broker, actors) and builds the app; tests
+pass an already-built Switchyard instead. Served by gunicorn with uvicorn workers
+(`web/gunicorn_conf.py`). Everything but `/health` needs credentials (web/auth.py).
+The OpenAPI document is at `/api/openapi.json`, its pages at `/api/docs`.
 """
 
-from __future__ import annotations
-
-import json
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
 
-STARTED = time.monotonic()
+import dramatiq
+import redis
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+from broker import Switchyard
+from health import check as check_services
+from settings import Settings
+from web import admin, auth, dashboard, jobs, metrics
+
+logger = logging.getLogger("switchyard.web")
+
+#: Checks a web process needs to serve: the database joins them once there is one.
+READINESS = ("broker", "state_store")
 
 
-def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
-    data = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(data)))])
-    return [data]
+def boot(settings: Settings | None) -> Switchyard:
+    """Boot like a worker does: the global broker, then every actor declared on it."""
+    import broker
+
+    sy = broker.boot(settings)
+    import actors  # noqa: F401  (declares every actor on the booted broker)
+
+    return sy
 
 
-def health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+def health(sy: Switchyard, started: float, ready: bool) -> JSONResponse:
     body: dict[str, Any] = {
         "status": "healthy",
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "uptime": round(time.monotonic() - STARTED, 3),
+        "uptime": round(time.monotonic() - started, 3),
     }
-    if parse_qs(environ.get("QUERY_STRING", "")).get("ready"):
-        from broker import current
-        from health import check
+    if not ready:
+        return JSONResponse(body)
+    # Only up or down here: the details (hosts, errors) are for `switchyard health`.
+    checks = {name: {"ok": item["ok"]} for name, item in check_services(sy)["checks"].items()
+              if name in READINESS}
+    down = [name for name, item in checks.items() if not item["ok"]]
+    body["checks"] = checks
+    if down:
+        body.update(status="unavailable", down=down)
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
 
-        report = check(current())
-        body["checks"] = report["checks"]
-        if not report["ok"]:
-            body["status"] = "unavailable"
-            body["down"] = [name for name, item in report["checks"].items() if not item["ok"]]
-            return _json(start_response, "503 Service Unavailable", body)
-    return _json(start_response, "200 OK", body)
+
+async def unavailable(request: Request, error: Exception) -> JSONResponse:
+    """A service that does not answer is a 503, not a 500 (details stay in the log)."""
+    which = "state store" if isinstance(error, redis.RedisError) else "broker"
+    logger.error("%s %s: %s unavailable: %s", request.method, request.url.path, which, error)
+    return JSONResponse({"detail": f"the {which} is unavailable"}, status_code=503)
 
 
-def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    if environ.get("PATH_INFO") == "/health" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-        return health(environ, start_response)
-    return _json(start_response, "404 Not Found", {"error": "not found"})
+def create_app(sy: Switchyard | None = None, settings: Settings | None = None) -> FastAPI:
+    """The web app; boots the process unless given a Switchyard (tests)."""
+    if settings is None:
+        from settings import get
+
+        settings = sy.settings if sy is not None else get()
+    auth.require_credentials(settings)
+    sy = sy or boot(settings)
+    booted = sy
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        booted.buffer.flush()  # the last buffered history and metrics writes
+
+    app = FastAPI(title="Switchyard", summary="Background jobs: enqueue, follow, administer.",
+                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+                  lifespan=lifespan)
+    app.state.started = time.monotonic()
+    app.state.switchyard = sy
+
+    @app.get("/health", tags=["health"])
+    def get_health(request: Request, ready: bool = Query(False)) -> JSONResponse:
+        """Alive; with `ready=1` also the broker and the state store (503 naming the down)."""
+        return health(sy, request.app.state.started, ready)
+
+    app.include_router(metrics.router(sy))
+    app.include_router(jobs.router(sy))
+    app.include_router(admin.router(sy))
+    app.include_router(dashboard.router(sy))
+    dashboard.mount(app, sy)
+    app.add_exception_handler(redis.RedisError, unavailable)
+    app.add_exception_handler(dramatiq.errors.BrokerConnectionError, unavailable)
+    app.add_middleware(auth.RequireAuth, credentials=auth.Credentials(settings))
+    return app

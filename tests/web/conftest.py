@@ -1,0 +1,98 @@
+"""Fixtures for the web process: the app on a real Switchyard (Redis broker), with
+credentials, two test actors, and clients with and without credentials."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, ConfigDict, Field
+
+import broker
+from actors.base import job
+from errors import PermanentError
+from web.app import create_app
+
+USERNAME = "operator"
+PASSWORD = "pw-correct-horse-battery"
+TOKEN = "tok-0123456789abcdef0123456789"
+CREDENTIALS = {"web_username": USERNAME, "web_password": PASSWORD, "api_token": TOKEN}
+ECHO, FLAKY = "web_echo", "web_flaky"
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    pair = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {pair}"}
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Echo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(max_length=100)
+    times: int = Field(1, ge=1, le=10)
+
+
+class Flaky(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=50)
+
+
+@dataclass
+class Web:
+    sy: broker.Switchyard
+    app: FastAPI
+    client: TestClient  # with the bearer token
+    anonymous: TestClient
+    queue: str
+
+    def fix(self, name: str) -> None:
+        """Make the flaky job `name` succeed from now on."""
+        self.sy.state.set(f"{self.sy.settings.key_prefix}:fixed:{name}", 1)
+
+
+@pytest.fixture(params=["redis"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """The dashboard reads the Redis broker's keys, so the web tests run on Redis."""
+    return str(request.param)
+
+
+def declare_actors(sy: broker.Switchyard, queue: str) -> None:
+    dramatiq.set_broker(sy.broker)
+    prefix = sy.settings.key_prefix
+
+    @job(Echo, actor_name=ECHO, queue_name=queue, max_retries=0)
+    def web_echo(payload: Echo) -> dict[str, Any]:
+        return {"echo": payload.text * payload.times}
+
+    @job(Flaky, actor_name=FLAKY, queue_name=queue, max_retries=0)
+    def web_flaky(payload: Flaky) -> str:
+        if not sy.state.exists(f"{prefix}:fixed:{payload.name}"):
+            raise PermanentError("still broken")
+        return "fixed"
+
+
+@pytest.fixture
+def make_web(build_switchyard: Callable[..., broker.Switchyard],
+             queue: str) -> Callable[..., Web]:
+    def make(**overrides: Any) -> Web:
+        sy = build_switchyard(**{**CREDENTIALS, **overrides})
+        declare_actors(sy, queue)
+        app = create_app(sy)
+        return Web(sy, app, TestClient(app, headers=BEARER), TestClient(app), queue)
+
+    return make
+
+
+@pytest.fixture
+def web(make_web: Callable[..., Web]) -> Web:
+    return make_web()

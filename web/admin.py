@@ -1,0 +1,108 @@
+"""Queue administration over HTTP: dead letters (list, show, replay, purge), pause, resume.
+
+Dead letters are summarised without the job's arguments: payloads can hold phone
+numbers, emails and tokens (`switchyard dlq show` prints the whole record).
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
+from broker import Switchyard
+
+#: Queue names as Dramatiq allows them (letters, digits, `.`, `_`, `-`).
+QUEUE = r"^[A-Za-z0-9_.-]{1,200}$"
+QueueName = Annotated[str, Path(pattern=QUEUE)]
+
+
+class DeadLetter(BaseModel):
+    message_id: str
+    queue: str
+    actor: str
+    failed_at: int
+    error: str | None = None
+    message: str | None = None
+    code: str | None = None
+    attempts: int | None = None
+
+
+class DeadLetterDetail(DeadLetter):
+    traceback: str | None = None
+    note: str | None = None
+
+
+class Replay(BaseModel):
+    ids: list[str] | None = Field(None, description="Message ids; omit (or all=true) for all.",
+                                  max_length=1000)
+    all: bool = False
+
+
+def summary(record: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
+    """The fields of a dead letter that are safe to show: no args, no kwargs."""
+    reason = record.get("reason") or {}
+    fields = {
+        "message_id": record["message_id"], "queue": record["queue"], "actor": record["actor"],
+        "failed_at": record["failed_at"], "error": reason.get("error"),
+        "message": reason.get("message"), "attempts": reason.get("attempts"),
+        "code": None if reason.get("code") is None else str(reason.get("code")),
+    }
+    if detail:
+        fields.update(traceback=reason.get("traceback"), note=reason.get("note"))
+    return fields
+
+
+def replay(sy: Switchyard, queue: str, ids: list[str] | None) -> dict[str, list[str]]:
+    replayed = sy.dead_letters.replay(sy.broker, queue, ids)
+    sy.buffer.flush()
+    return {"replayed": replayed, "missing": sorted(set(ids or ()) - set(replayed))}
+
+
+def router(sy: Switchyard) -> APIRouter:
+    routes = APIRouter(prefix="/api", tags=["queues"])
+
+    @routes.get("/dead-letters")
+    def dead_letter_queues() -> dict[str, list[dict[str, Any]]]:
+        """Queues with dead letters, and how many each holds."""
+        return {"queues": [{"name": q, "depth": sy.dead_letters.depth(q)}
+                           for q in sy.dead_letters.queues()]}
+
+    @routes.get("/dead-letters/{queue}", response_model=list[DeadLetter])
+    def list_dead_letters(queue: str, offset: int = Query(0, ge=0, le=1_000_000),
+                          limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+        """A queue's dead letters, newest first."""
+        return [summary(r) for r in sy.dead_letters.list(queue, offset=offset, limit=limit)]
+
+    @routes.get("/dead-letters/{queue}/{message_id}", response_model=DeadLetterDetail)
+    def show_dead_letter(queue: str, message_id: str) -> dict[str, Any]:
+        """One dead letter with its reason and traceback."""
+        record = sy.dead_letters.show(message_id)
+        if record is None or record["queue"] != queue:
+            raise HTTPException(404, "no such dead letter")
+        return summary(record, detail=True)
+
+    @routes.post("/dead-letters/{queue}/replay")
+    def replay_dead_letters(queue: str, body: Replay) -> dict[str, list[str]]:
+        """Enqueue dead letters again: the ids given, or all of the queue's."""
+        if not body.all and not body.ids:
+            raise HTTPException(422, "name the ids to replay, or set all=true")
+        return replay(sy, queue, None if body.all else body.ids)
+
+    @routes.delete("/dead-letters/{queue}")
+    def purge_dead_letters(queue: str) -> dict[str, int]:
+        """Drop all of a queue's dead letters."""
+        return {"purged": sy.dead_letters.purge(queue)}
+
+    @routes.post("/queues/{queue}/pause")
+    def pause(queue: QueueName) -> dict[str, Any]:
+        """Hold the queue's jobs (workers defer them) until it is resumed."""
+        sy.paused.pause(queue)
+        return {"name": queue, "paused": True}
+
+    @routes.post("/queues/{queue}/resume")
+    def resume(queue: QueueName) -> dict[str, Any]:
+        """Let workers run the queue's jobs again (within about a second)."""
+        sy.paused.resume(queue)
+        return {"name": queue, "paused": False}
+
+    return routes
