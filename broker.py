@@ -39,6 +39,7 @@ from middleware.metrics import Metrics, MetricsStore
 from middleware.pause import Pause, PausedQueues
 from middleware.redaction import RedactPayloads
 from middleware.retry_policy import RetryPolicy
+from redis_broker import DoorbellRedisBroker
 from settings import Settings
 from settings import get as get_settings
 
@@ -84,7 +85,7 @@ def make_broker(settings: Settings, middleware: list[dramatiq.Middleware]) -> dr
     url = settings.queue_url
     if settings.uses_rabbitmq:
         return RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)
-    return RedisBroker(
+    return DoorbellRedisBroker(
         url=url, middleware=middleware, namespace=settings.broker_namespace,
         heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
         maintenance_chance=settings.redis_maintenance_chance,

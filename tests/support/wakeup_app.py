@@ -1,0 +1,47 @@
+"""A worker process for the Redis doorbell tests (tests/test_redis_broker.py).
+
+Run as `python -m tests.support.wakeup_app` with the test's settings in the
+environment; it boots Switchyard like `dramatiq actors` does, declares `record`, prints
+`ready` and works until SIGTERM. `record` appends this process's pid to a list per
+key, so a test can tell which process ran each job, and how many times.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import dramatiq
+
+import broker
+
+sy = broker.boot()
+
+QUEUE = os.environ["TEST_QUEUE"]
+PREFIX = sy.settings.key_prefix
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def record(key: str, sleep: float = 0.0) -> None:
+    time.sleep(sleep)
+    sy.state.rpush(f"{PREFIX}:runs:{key}", os.getpid())
+
+
+def main() -> None:
+    worker = dramatiq.Worker(sy.broker, worker_threads=int(os.environ.get("THREADS", "4")),
+                             worker_timeout=int(os.environ.get("WORKER_TIMEOUT", "1000")))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker.start()
+    print("ready", flush=True)
+    stop.wait()
+    worker.stop(timeout=10_000)
+    sy.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
