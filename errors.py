@@ -14,7 +14,11 @@ from typing import Any
 
 
 class JobError(Exception):
-    """Base of every classified job failure; keeps the provider's code and message."""
+    """Base of every classified job failure; keeps the provider's code and message.
+
+    `code` is the provider's own error code (`UNREGISTERED`, `50013`, `21211`, ...),
+    `status` the HTTP status it came with, when there was one.
+    """
 
     def __init__(
         self,
@@ -22,11 +26,13 @@ class JobError(Exception):
         *,
         code: str | int | None = None,
         provider: str | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.provider = provider
+        self.status = status
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able summary for history, dead letters and API answers."""
@@ -35,6 +41,7 @@ class JobError(Exception):
             "message": self.message,
             "code": self.code,
             "provider": self.provider,
+            "status": self.status,
         }
 
     def __str__(self) -> str:
@@ -61,8 +68,9 @@ class RateLimited(RetryableError):
         retry_after: float,
         code: str | int | None = None,
         provider: str | None = None,
+        status: int | None = None,
     ) -> None:
-        super().__init__(message, code=code, provider=provider)
+        super().__init__(message, code=code, provider=provider, status=status)
         if retry_after < 0:
             raise ValueError("retry_after must not be negative")
         self.retry_after = retry_after
@@ -79,11 +87,22 @@ class InvalidPayload(PermanentError):
     """The job's payload does not match its actor's model."""
 
 
+class NotConfigured(PermanentError):
+    """A provider is selected (or needed) but a setting it requires is missing."""
+
+    def __init__(self, provider: str, setting: str, *, why: str | None = None) -> None:
+        reason = why or f"{provider} is selected"
+        super().__init__(f"{setting} is not set ({reason})", code="not_configured",
+                         provider=provider)
+        self.setting = setting
+
+
 def describe(exc: BaseException) -> dict[str, Any]:
     """Summarise any exception the way history and dead letters store it."""
     if isinstance(exc, JobError):
         return exc.as_dict()
-    return {"error": type(exc).__name__, "message": str(exc), "code": None, "provider": None}
+    return {"error": type(exc).__name__, "message": str(exc), "code": None, "provider": None,
+            "status": None}
 
 
 def invalid_payload(model_name: str, error: Any) -> InvalidPayload:

@@ -19,6 +19,8 @@ DEFAULT_EMBEDDED_REDIS_PORT = 6399
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+#: What a provider's base URL must look like.
+_HTTP_URL = r"^https?://[^\s]+$"
 
 
 class SettingsError(SystemExit):
@@ -73,11 +75,75 @@ class Settings(BaseSettings):
     sentry_environment: str | None = None
     release: str | None = None
 
+    # Outbound HTTP (every provider's client).
+    http_connect_timeout_ms: int = Field(5_000, ge=100)
+    http_timeout_ms: int = Field(15_000, ge=100)
+
+    # Telegram: the Bot API, and a user account (Telethon) for channel joins.
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str = Field("https://api.telegram.org", pattern=_HTTP_URL)
+    telegram_api_id: int | None = Field(None, ge=1)
+    telegram_api_hash: SecretStr | None = None
+    telegram_session: SecretStr | None = None
+
+    # Discord REST v10.
+    discord_bot_token: SecretStr | None = None
+    discord_api_url: str = Field("https://discord.com/api/v10", pattern=_HTTP_URL)
+    # Invalid requests (401/403/429) one process may make in 10 minutes before it
+    # stops calling Discord; Cloudflare bans the IP at 10,000.
+    discord_invalid_request_budget: int = Field(1_000, ge=1, le=10_000)
+
+    # Push: Firebase Cloud Messaging HTTP v1, or files under var/outbox.
+    push_backend: Literal["fcm", "outbox"] = "outbox"
+    fcm_credentials_file: Path | None = None
+    fcm_project_id: str | None = None
+    fcm_api_url: str = Field("https://fcm.googleapis.com", pattern=_HTTP_URL)
+    fcm_rate_limit: int = Field(500, ge=1)  # messages per second, across every process
+
+    # Email: Resend, SMTP, or .eml files under var/outbox.
+    email_backend: Literal["resend", "smtp", "outbox"] = "outbox"
+    email_from: str = Field("Switchyard <noreply@localhost>", min_length=3)
+    resend_api_key: SecretStr | None = None
+    resend_api_url: str = Field("https://api.resend.com", pattern=_HTTP_URL)
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+
+    # SMS: Twilio, or files under var/outbox.
+    sms_backend: Literal["twilio", "outbox"] = "outbox"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_url: str = Field("https://api.twilio.com", pattern=_HTTP_URL)
+
+    # Object storage: S3 (or any S3-compatible server), or local disk under var/storage.
+    storage_backend: Literal["s3", "local"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = Field(None, pattern=_HTTP_URL)
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_max_attempts: int = Field(5, ge=1, le=20)
+    storage_url_ttl_ms: int = Field(HOUR_MS, ge=1_000, le=7 * DAY_MS)
+
     @model_validator(mode="after")
     def _production_needs_real_services(self) -> Settings:
         if self.switchyard_env == "production" and self.redis_url is None:
             raise ValueError("REDIS_URL is required when SWITCHYARD_ENV=production")
         return self
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where the outbox backends write email, SMS and push (development)."""
+        return self.var_dir / "outbox"
+
+    @property
+    def storage_dir(self) -> Path:
+        """The local-disk storage backend's root (development)."""
+        return self.var_dir / "storage"
 
     @property
     def embedded_redis_url(self) -> str:

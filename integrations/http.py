@@ -1,0 +1,183 @@
+"""The one place outbound HTTP clients are built and provider answers are classified.
+
+Every HTTP provider (Telegram Bot API, Discord, FCM, Resend, Twilio) talks through an
+`Http`: a pooled httpx client per process (rebuilt after a fork), the same timeouts and
+User-Agent everywhere, and transport failures turned into `RetryableError`. Each
+provider reads its own error body and then calls `classify()`, which applies the
+shared rule:
+
+- 429 with a delay (the provider's body field, else `Retry-After`) -> `RateLimited`;
+  429 without one -> `RetryableError` (backoff);
+- 5xx -> `RetryableError` (or `RateLimited` when the server names a `Retry-After`);
+- any other 4xx -> `PermanentError`.
+
+A provider overrides the rule only where its documentation says so (see
+`shared/reference/external-apis.md`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2 as httpx
+
+from errors import JobError, PermanentError, RateLimited, RetryableError
+from integrations.redact import scrub_text
+
+#: Sent with every request so providers can tell our traffic apart.
+USER_AGENT = "Switchyard/0.1 (background jobs)"
+#: Longest provider message kept on an exception (bodies can be whole HTML pages).
+MAX_MESSAGE = 300
+
+# httpx logs every request's URL at INFO, and the Telegram Bot API carries the bot
+# token in the URL path: keep those lines out of the logs.
+for _name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Timeouts and pool size shared by every provider client (milliseconds)."""
+
+    connect_timeout_ms: int = 5_000
+    timeout_ms: int = 15_000
+    max_connections: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> HttpConfig:
+        return cls(connect_timeout_ms=settings.http_connect_timeout_ms,
+                   timeout_ms=settings.http_timeout_ms)
+
+
+class Http:
+    """A provider's HTTP client: base URL, default headers, pooled per process."""
+
+    def __init__(
+        self, provider: str, base_url: str, *, config: HttpConfig | None = None,
+        headers: dict[str, str] | None = None, auth: httpx.Auth | tuple[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.config = config or HttpConfig()
+        self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        self._auth = auth
+        self._client: httpx.Client | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # headers and auth hold credentials: never show them
+        return f"Http({self.provider!r}, {self.base_url!r})"
+
+    @property
+    def client(self) -> httpx.Client:
+        """The process's pooled client; a forked child builds its own."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                seconds = self.config.timeout_ms / 1000
+                self._client = httpx.Client(
+                    base_url=self.base_url,
+                    headers=self._headers,
+                    auth=self._auth,
+                    timeout=httpx.Timeout(seconds, connect=self.config.connect_timeout_ms / 1000),
+                    limits=httpx.Limits(max_connections=self.config.max_connections,
+                                        max_keepalive_connections=self.config.max_connections),
+                    follow_redirects=False,
+                )
+                self._pid = os.getpid()
+            return self._client
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request; a timeout or a network failure raises `RetryableError`.
+
+        `code` tells the two apart: `connect_failed`/`connect_timeout` mean the request
+        never left, `timeout`/`connection_lost` mean the provider may have acted on it.
+        """
+        try:
+            return self.client.request(method, path, **kwargs)
+        except httpx.UnsupportedProtocol as error:  # a misconfigured base URL
+            raise PermanentError(f"{self.provider} URL is not http(s)", code="bad_url",
+                                 provider=self.provider) from error
+        except httpx.TransportError as error:
+            code, what = _transport_failure(error)
+            raise RetryableError(f"{self.provider} {what} ({type(error).__name__})",
+                                 code=code, provider=self.provider) from error
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                self._client.close()
+            self._client = None
+
+
+def _transport_failure(error: httpx.TransportError) -> tuple[str, str]:
+    if isinstance(error, httpx.ConnectTimeout):
+        return "connect_timeout", "did not accept a connection in time"
+    if isinstance(error, httpx.ConnectError):
+        return "connect_failed", "could not be reached"
+    if isinstance(error, httpx.TimeoutException):
+        return "timeout", "did not answer in time"
+    return "connection_lost", "dropped the connection"
+
+
+def body_json(response: httpx.Response) -> Any:
+    """The response's JSON, or None when the body is not JSON (an HTML error page)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def retry_after_header(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds (delta-seconds or an HTTP date), if present and sane."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def short(text: str, limit: int = MAX_MESSAGE) -> str:
+    """A provider message fit for an exception: one line, bounded, no personal data."""
+    text = scrub_text(" ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fallback_message(response: httpx.Response) -> str:
+    """What to say about an answer whose body we cannot read (HTML, empty)."""
+    phrase = response.reason_phrase or "error"
+    return f"HTTP {response.status_code} {phrase}"
+
+
+def classify(
+    response: httpx.Response, *, provider: str, code: str | int | None, message: str,
+    retry_after: float | None = None,
+) -> JobError:
+    """The shared rule: 429 -> RateLimited/Retryable, 5xx -> Retryable, 4xx -> Permanent.
+
+    `retry_after` is the delay the provider put in its body; the `Retry-After` header is
+    used when the body has none.
+    """
+    status = response.status_code
+    message = short(message) or fallback_message(response)
+    wait = retry_after if retry_after is not None else retry_after_header(response)
+    if status == 429 or (status >= 500 and wait is not None):
+        if wait is not None:
+            return RateLimited(message, retry_after=wait, code=code, provider=provider,
+                               status=status)
+        return RetryableError(message, code=code, provider=provider, status=status)
+    if status >= 500:
+        return RetryableError(message, code=code, provider=provider, status=status)
+    return PermanentError(message, code=code, provider=provider, status=status)
