@@ -140,3 +140,13 @@ def process_env(test_env: dict[str, str], broker_kind: str) -> dict[str, str]:
             missing("RabbitMQ")
         env["BROKER_URL"] = RABBITMQ_URL
     return env
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[Any]:
+    """moto's S3 server on a free loopback port, for the whole session."""
+    from tests.fakes.s3 import MotoS3
+
+    server = MotoS3()
+    yield server
+    server.stop()

@@ -1,0 +1,340 @@
+"""Object storage: one interface, an S3 backend and a local-disk backend.
+
+`S3Storage` works with AWS and any S3-compatible server (`S3_ENDPOINT_URL`, path-style
+addressing), with botocore's standard retry mode; what is left after its retries leaves
+as `errors.py`'s classes. `LocalStorage` keeps objects under `var/storage` for
+development. Both validate every key the same way: no `..` or `.` segments, no absolute
+paths, no empty segments, no NUL or other control characters, at most 1024 bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from errors import JobError, NotConfigured, PermanentError, RetryableError
+
+#: S3's own limit on a key's length, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+
+
+class InvalidKey(PermanentError):
+    """A storage key that could escape its root or that S3 would refuse."""
+
+
+class ObjectNotFound(PermanentError):
+    """No object under that key."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: datetime.datetime  # timezone-aware (UTC)
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is a safe relative object key, else raise `InvalidKey`."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey("storage key is empty", code="invalid_key", provider="storage")
+    problem = _key_problem(key)
+    if problem:
+        raise InvalidKey(f"storage key {key[:80]!r} is invalid: {problem}",
+                         code="invalid_key", provider="storage")
+    return key
+
+
+def _key_problem(key: str) -> str | None:
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"longer than {MAX_KEY_BYTES} bytes"
+    if "\x00" in key:
+        return "it contains NUL"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return "it contains a control character"
+    if key.startswith(("/", "\\")) or (len(key) > 1 and key[1] == ":"):
+        return "it is an absolute path"
+    if "\\" in key:
+        return "it contains a backslash"
+    segments = key.split("/")
+    if any(s in ("..", ".") for s in segments):
+        return "it contains a '.' or '..' segment"
+    if any(s == "" for s in segments):
+        return "it contains an empty segment"
+    return None
+
+
+class Storage(Protocol):
+    """What the workers need of object storage."""
+
+    name: str
+
+    def get(self, key: str) -> bytes: ...
+    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
+    def delete(self, key: str) -> None: ...  # a missing key is not an error
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> Iterator[StoredObject]: ...
+    def url(self, key: str, *, expires_in_ms: int | None = None) -> str: ...
+    def download(self, key: str, path: Path) -> None: ...
+    def upload(self, path: Path, key: str, *, content_type: str | None = None) -> None: ...
+
+
+class LocalStorage:
+    """Objects as files under `root` (development); writes are atomic renames."""
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_key(key)).resolve()
+        if self.root not in path.parents:  # a symlink pointing out of the root
+            raise InvalidKey(f"storage key {key[:80]!r} leaves the storage root",
+                             code="invalid_key", provider="storage")
+        return path
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise _not_found(key, "local") from None
+        except OSError as error:
+            raise _disk(error) from error
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
+        path = self._path(key)
+        self._atomic(path, lambda file: file.write(data))
+
+    def upload(self, path: Path, key: str, *, content_type: str | None = None) -> None:
+        target = self._path(key)
+        with open(path, "rb") as source:
+            self._atomic(target, lambda file: shutil.copyfileobj(source, file))
+
+    def _atomic(self, path: Path, write: Any) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    write(file)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except (FileExistsError, NotADirectoryError) as error:
+            raise InvalidKey(f"storage key clashes with an existing object: {error.strerror}",
+                             code="invalid_key", provider="storage") from error
+        except OSError as error:
+            raise _disk(error) from error
+
+    def download(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        try:
+            shutil.copyfile(source, path)
+        except (FileNotFoundError, IsADirectoryError) as error:
+            if not source.is_file():
+                raise _not_found(key, "local") from error
+            raise _disk(error) from error
+        except OSError as error:
+            raise _disk(error) from error
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except IsADirectoryError:
+            pass
+        except OSError as error:
+            raise _disk(error) from error
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                if filename.startswith(".tmp-"):
+                    continue
+                path = Path(dirpath, filename)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    stat = path.stat()
+                    yield StoredObject(key, stat.st_size, datetime.datetime.fromtimestamp(
+                        stat.st_mtime, datetime.UTC))
+
+    def url(self, key: str, *, expires_in_ms: int | None = None) -> str:
+        """A `file://` URL (local files need no signature; `expires_in_ms` is ignored)."""
+        path = self._path(key)
+        if not path.is_file():
+            raise _not_found(key, "local")
+        return path.as_uri()
+
+
+class S3Storage:
+    """Objects in an S3 bucket through boto3 (AWS, or any S3-compatible `endpoint_url`)."""
+
+    name = "s3"
+
+    def __init__(
+        self, bucket: str, *, endpoint_url: str | None = None, region: str = "us-east-1",
+        access_key_id: str | None = None, secret_access_key: str | None = None,
+        max_attempts: int = 5, connect_timeout_s: float = 5, read_timeout_s: float = 30,
+        url_ttl_ms: int = 3_600_000,
+    ) -> None:
+        self.bucket = bucket
+        self.url_ttl_ms = url_ttl_ms
+        config = Config(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            signature_version="s3v4",
+        )
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config,
+            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.bucket!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> S3Storage:
+        if not settings.s3_bucket:
+            raise NotConfigured("S3", "S3_BUCKET", why="STORAGE_BACKEND=s3")
+        if settings.s3_access_key_id and settings.s3_secret_access_key is None:
+            raise NotConfigured("S3", "S3_SECRET_ACCESS_KEY", why="S3_ACCESS_KEY_ID is set")
+        secret = settings.s3_secret_access_key
+        return cls(
+            settings.s3_bucket, endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region, access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            max_attempts=settings.s3_max_attempts,
+            connect_timeout_s=settings.http_connect_timeout_ms / 1000,
+            read_timeout_s=max(settings.http_timeout_ms / 1000, 30),
+            url_ttl_ms=settings.storage_url_ttl_ms,
+        )
+
+    def get(self, key: str) -> bytes:
+        with s3_errors(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=validate_key(key))["Body"]
+            return bytes(body.read())
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        with s3_errors(key):
+            self.client.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, **extra)
+
+    def upload(self, path: Path, key: str, *, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        with s3_errors(key):
+            self.client.upload_file(str(path), self.bucket, validate_key(key), ExtraArgs=extra)
+
+    def download(self, key: str, path: Path) -> None:
+        with s3_errors(key):
+            self.client.download_file(self.bucket, validate_key(key), str(path))
+
+    def delete(self, key: str) -> None:
+        with s3_errors(key):  # S3 answers 204 for a missing key: deleting is idempotent
+            self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            with s3_errors(key):
+                self.client.head_object(Bucket=self.bucket, Key=validate_key(key))
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix)
+        with s3_errors(prefix or "/"):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield StoredObject(item["Key"], int(item["Size"]), item["LastModified"])
+
+    def url(self, key: str, *, expires_in_ms: int | None = None) -> str:
+        """A presigned GET URL, valid for `expires_in_ms` (default STORAGE_URL_TTL_MS)."""
+        seconds = max(1, (expires_in_ms or self.url_ttl_ms) // 1000)
+        with s3_errors(key):
+            return str(self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": validate_key(key)},
+                ExpiresIn=seconds))
+
+
+#: S3 error codes (and bare HTTP statuses, as head requests give) by class.
+S3_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+S3_RETRYABLE = frozenset({
+    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
+    "ThrottlingException", "RequestLimitExceeded", "500", "502", "503", "504", "429",
+})
+
+
+@contextmanager
+def s3_errors(key: str) -> Iterator[None]:
+    """Turn what boto3 raises (after its own retries) into `errors.py`'s classes."""
+    try:
+        yield
+    except S3UploadFailedError as error:  # boto3 wraps the ClientError it caught
+        cause = error.__context__
+        if isinstance(cause, ClientError):
+            raise _classify_s3(cause, key) from error
+        raise RetryableError(f"S3 upload failed: {error}", provider="S3") from error
+    except ClientError as error:
+        raise _classify_s3(error, key) from error
+    except (NoCredentialsError, PartialCredentialsError) as error:
+        raise PermanentError("S3 has no credentials: set S3_ACCESS_KEY_ID and "
+                             "S3_SECRET_ACCESS_KEY (or give the process a role)",
+                             code="NoCredentials", provider="S3") from error
+    except ParamValidationError as error:
+        raise PermanentError(f"S3 refused the request: {error}", code="ParamValidation",
+                             provider="S3") from error
+    except (BotoConnectionError, HTTPClientError) as error:
+        raise RetryableError(f"S3 could not be reached ({type(error).__name__})",
+                             code="connection", provider="S3") from error
+
+
+def _classify_s3(error: ClientError, key: str) -> JobError:
+    info = error.response.get("Error", {})
+    code = str(info.get("Code") or "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = str(info.get("Message") or code or "error")
+    if code in S3_NOT_FOUND:
+        return ObjectNotFound(f"no object {key[:80]!r}", code="NoSuchKey", provider="S3",
+                              status=status)
+    if code in S3_RETRYABLE or (isinstance(status, int) and status >= 500):
+        return RetryableError(f"S3: {message}", code=code, provider="S3", status=status)
+    return PermanentError(f"S3: {message}", code=code, provider="S3", status=status)
+
+
+def _not_found(key: str, provider: str) -> ObjectNotFound:
+    return ObjectNotFound(f"no object {key[:80]!r}", code="NoSuchKey", provider=provider)
+
+
+def _disk(error: OSError) -> JobError:
+    return RetryableError(f"local storage: {error.strerror or error}", code="disk",
+                          provider="local")
