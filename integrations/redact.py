@@ -30,7 +30,7 @@ BODY_KEYS = frozenset({
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Telegram bot tokens, alone or in a Bot API URL path (/bot123456:AA.../getMe).
-    (re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}"), MASK),
+    (re.compile(r"(?<!\d)\d{5,}:[A-Za-z0-9_-]{30,}"), MASK),
     # Authorization header values.
     (re.compile(r"(?i)\b(Bearer|Bot|Basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
     # Provider keys with well-known prefixes (Resend, Stripe-like, Google OAuth, AWS).

@@ -1,9 +1,15 @@
-"""Sentry: one event per dead letter, none per retried attempt, no payloads.
+"""Sentry: one event per dead letter, none per retried attempt, no secrets, no payloads.
 
 Dramatiq's Sentry integration stays on for its scopes and breadcrumbs, but the events
 it sends for every failed attempt are dropped in `before_send`; the dead-letter
 middleware sends the one event that matters. Message arguments and frame locals are kept
 out of every event, since payloads hold personal data.
+
+Every event and breadcrumb then goes through `integrations.redact.scrub`: values under
+secret or body keys (authorization, token, password, body, text, phone, email, ...) are
+blanked, and tokens (the Telegram bot token in Bot API URLs, bearer tokens, provider
+keys), email addresses and phone numbers are masked wherever they appear in text:
+exception messages, log lines, the URLs of HTTP breadcrumbs.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.integrations.logging import ignore_logger
+from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
+from integrations.redact import SECRET_KEYS, scrub
 from settings import Settings
 
 
@@ -25,7 +33,13 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
     if isinstance(data, dict):
         for name in ("args", "kwargs", "options"):
             data.pop(name, None)
-    return event
+    scrubbed: dict[str, Any] = scrub(event)
+    return scrubbed
+
+
+def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    scrubbed: dict[str, Any] = scrub(crumb)
+    return scrubbed
 
 
 def init(settings: Settings) -> bool:
@@ -38,6 +52,9 @@ def init(settings: Settings) -> bool:
         release=settings.release,
         integrations=[DramatiqIntegration()],
         before_send=before_send,  # type: ignore[arg-type]
+        before_breadcrumb=before_breadcrumb,  # type: ignore[arg-type]
+        event_scrubber=EventScrubber(denylist=DEFAULT_DENYLIST + sorted(SECRET_KEYS),
+                                     recursive=True),
         # Frame locals hold job arguments (the worker's `args`, the actor's parameters).
         include_local_variables=False,
         max_request_body_size="never",
