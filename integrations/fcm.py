@@ -1,0 +1,318 @@
+"""Push notifications through Firebase Cloud Messaging HTTP v1.
+
+`Fcm` posts one message per device token with an OAuth2 bearer token from an
+injectable `TokenProvider` (`GoogleTokenProvider` reads a service-account file), and
+classifies FCM's answers as `shared/reference/external-apis.md` section 4 says:
+UNREGISTERED is a `DeadToken` (the caller marks the device token dead), a plain 401
+UNAUTHENTICATED refreshes the OAuth token and retries once, QUOTA_EXCEEDED waits the
+Retry-After (at least 60 s without one), UNAVAILABLE/INTERNAL are retryable.
+
+`SendRate` keeps every process under one messages-per-second budget (FCM_RATE_LIMIT)
+through Redis. FCM has no idempotency key: a retry after a timeout can show the same
+notification twice.
+
+The device token is a credential for that device: it never appears in a repr, a log
+line or an exception message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import google.auth.exceptions
+import google.auth.transport.requests
+import httpx2 as httpx
+import redis
+from dramatiq.rate_limits import WindowRateLimiter
+from dramatiq.rate_limits.backends import RedisBackend
+from google.auth.credentials import TokenState
+from google.oauth2 import service_account
+
+from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from integrations.http import (
+    Http,
+    HttpConfig,
+    body_json,
+    classify,
+    fallback_message,
+    retry_after_header,
+    short,
+)
+from integrations.messages import Push, Sent
+
+PROVIDER = "FCM"
+DEFAULT_URL = "https://fcm.googleapis.com"
+#: The OAuth2 scope FCM's send endpoint asks for.
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+#: FCM refuses a message whose payload (notification, data, platform blocks) is larger.
+MAX_PAYLOAD_BYTES = 4096
+#: QUOTA_EXCEEDED without a Retry-After: the reference says back off at least this long (s).
+QUOTA_BACKOFF_S = 60.0
+#: Messages per second across every process, unless FCM_RATE_LIMIT says otherwise.
+DEFAULT_RATE_LIMIT = 500
+#: How long a send waits for a free slot in the shared send rate before deferring (ms).
+DEFAULT_RATE_WAIT_MS = 2_000
+#: The `@type` of the detail that carries FCM's own error code.
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+
+class DeadToken(PermanentError):
+    """FCM answered UNREGISTERED: the device token is dead; mark it so, stop sending to it."""
+
+
+class TokenProvider(Protocol):
+    """Hands out OAuth2 access tokens for FCM; `refresh=True` forces a new one."""
+
+    def token(self, *, refresh: bool = False) -> str: ...
+
+
+class _TimedRequest(google.auth.transport.requests.Request):
+    """google-auth's requests transport with our timeout instead of its 120-second default."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None,
+                 headers: Any = None, timeout: Any = None, **kwargs: Any) -> Any:
+        return super().__call__(url, method=method, body=body, headers=headers,
+                                timeout=timeout or self.timeout_s, **kwargs)
+
+
+class GoogleTokenProvider:
+    """OAuth2 tokens from a service-account key file (google-auth), shared by threads.
+
+    The token is cached and refreshed only when it is expired or about to be, or when
+    the caller asks (FCM said 401 UNAUTHENTICATED).
+    """
+
+    def __init__(self, credentials_file: str | Path, *, timeout_ms: int = 15_000) -> None:
+        self.path = Path(credentials_file)
+        try:
+            self._credentials = service_account.Credentials.from_service_account_file(
+                str(self.path), scopes=[SCOPE])
+        except (OSError, ValueError, TypeError, google.auth.exceptions.GoogleAuthError) as error:
+            raise PermanentError(
+                f"FCM credentials file {self.path} is unreadable or not a service-account key"
+                f" ({type(error).__name__})", code="bad_credentials", provider=PROVIDER,
+            ) from error
+        self._timeout_s = timeout_ms / 1000
+        self._lock = threading.Lock()
+        self._request: _TimedRequest | None = None
+        self._pid = 0
+
+    def __repr__(self) -> str:
+        return f"GoogleTokenProvider({str(self.path)!r})"
+
+    @property
+    def project_id(self) -> str | None:
+        """The project named in the key file."""
+        project = self._credentials.project_id
+        return str(project) if project else None
+
+    def token(self, *, refresh: bool = False) -> str:
+        with self._lock:
+            if refresh or self._credentials.token_state != TokenState.FRESH:
+                self._refresh()
+            return str(self._credentials.token)
+
+    def _refresh(self) -> None:
+        if self._request is None or self._pid != os.getpid():  # a forked child: own sockets
+            self._request, self._pid = _TimedRequest(self._timeout_s), os.getpid()
+        try:
+            self._credentials.refresh(self._request)
+        except google.auth.exceptions.TransportError as error:
+            raise RetryableError("FCM OAuth token endpoint could not be reached",
+                                 code="token_unreachable", provider=PROVIDER) from error
+        except google.auth.exceptions.RefreshError as error:
+            kind = RetryableError if error.retryable else PermanentError
+            reason = short(str(error.args[0])) if error.args else type(error).__name__
+            raise kind(f"FCM OAuth token refresh refused: {reason}", code="token_refused",
+                       provider=PROVIDER) from error
+
+
+class SendRate:
+    """A messages-per-second budget shared by every process through Redis.
+
+    Dramatiq's `WindowRateLimiter` counts sends in whole-second windows under
+    `<key_prefix>:rate:fcm`. A send takes a slot; when the window is full it waits for the
+    next one (at most `max_wait_ms`), then gives up with `RateLimited(1.0)`, which the job
+    system turns into a re-run that spends no attempt.
+    """
+
+    def __init__(self, client: redis.Redis, *, key_prefix: str, limit: int = DEFAULT_RATE_LIMIT,
+                 max_wait_ms: int = DEFAULT_RATE_WAIT_MS) -> None:
+        self.key = f"{key_prefix}:rate:fcm"
+        self.limit = limit
+        self.max_wait_ms = max_wait_ms
+        backend = RedisBackend(client=client)
+        self._limiter = WindowRateLimiter(backend, self.key, limit=limit, window=1)
+
+    def __repr__(self) -> str:
+        return f"SendRate({self.key!r}, limit={self.limit}/s)"
+
+    def take(self) -> None:
+        """Take one send slot, waiting briefly for the next window; else `RateLimited`."""
+        deadline = time.monotonic() + self.max_wait_ms / 1000
+        while not self._try():
+            # Windows are whole seconds of the wall clock; a little jitter keeps the
+            # processes that all waited for the same second from colliding at once.
+            pause = 1.0 - time.time() % 1.0 + random.uniform(0.001, 0.02)
+            if time.monotonic() + pause > deadline:
+                raise RateLimited(f"FCM send rate of {self.limit}/s is used up",
+                                  retry_after=1.0, code="client_rate_limit", provider=PROVIDER)
+            time.sleep(pause)
+
+    def _try(self) -> bool:
+        try:
+            with self._limiter.acquire(raise_on_failure=False) as acquired:
+                return bool(acquired)
+        except redis.RedisError as error:
+            raise RetryableError(f"the FCM send rate store is unreachable ({type(error).__name__})",
+                                 code="rate_store_unreachable", provider=PROVIDER) from error
+
+
+def build_message(push: Push) -> dict[str, Any]:
+    """The HTTP v1 `message` for `push`; refuses what FCM would refuse, before sending."""
+    if not push.token:
+        raise PermanentError("a push needs a device token", code="no_token", provider=PROVIDER)
+    message: dict[str, Any] = {
+        "token": push.token,
+        "notification": {"title": push.title, "body": push.body},
+    }
+    if push.data:
+        message["data"] = _string_data(push.data)
+    android: dict[str, Any] = {"priority": push.priority}
+    shown = {k: v for k, v in (("sound", push.sound), ("click_action", push.click_action))
+             if v is not None}
+    if shown:
+        android["notification"] = shown
+    message["android"] = android
+    if push.sound is not None:
+        message["apns"] = {"payload": {"aps": {"sound": push.sound}}}
+    _check_size(message)
+    return message
+
+
+def _string_data(data: dict[str, Any]) -> dict[str, str]:
+    for key, value in data.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise PermanentError(
+                f"push data value for key {str(key)!r} is {type(value).__name__}: "
+                "FCM accepts strings only", code="invalid_data", provider=PROVIDER)
+    return dict(data)
+
+
+def _check_size(message: dict[str, Any]) -> None:
+    payload = {k: v for k, v in message.items() if k != "token"}
+    size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise PermanentError(f"push payload is {size} bytes, over FCM's {MAX_PAYLOAD_BYTES}",
+                             code="payload_too_large", provider=PROVIDER)
+
+
+class Fcm:
+    """A `PushSender` for FCM HTTP v1: one POST per device token."""
+
+    name = "fcm"
+
+    def __init__(self, project_id: str, tokens: TokenProvider, *, base_url: str = DEFAULT_URL,
+                 config: HttpConfig | None = None, send_rate: SendRate | None = None) -> None:
+        self.project_id = project_id
+        self._tokens = tokens
+        self._send_rate = send_rate
+        self._http = Http(PROVIDER, base_url, config=config)
+        self._path = f"/v1/projects/{project_id}/messages:send"
+
+    def __repr__(self) -> str:
+        return f"Fcm({self.project_id!r}, {self._http.base_url!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Any, redis_client: redis.Redis | None) -> Fcm:
+        """The client the settings describe, its send rate shared through `redis_client`.
+
+        Without a Redis client there is no send rate to share, and none is applied.
+        """
+        if settings.fcm_credentials_file is None:
+            raise NotConfigured(PROVIDER, "FCM_CREDENTIALS_FILE")
+        tokens = GoogleTokenProvider(settings.fcm_credentials_file,
+                                     timeout_ms=settings.http_timeout_ms)
+        project = settings.fcm_project_id or tokens.project_id
+        if not project:
+            raise NotConfigured(PROVIDER, "FCM_PROJECT_ID",
+                                why="the credentials file names no project")
+        rate = None if redis_client is None else SendRate(
+            redis_client, key_prefix=settings.key_prefix, limit=settings.fcm_rate_limit)
+        return cls(project, tokens, base_url=settings.fcm_api_url,
+                   config=HttpConfig.from_settings(settings), send_rate=rate)
+
+    def send(self, push: Push, *, idempotency_key: str | None = None) -> Sent:
+        """Send `push`; FCM has no idempotency key, so `idempotency_key` is not used."""
+        body = {"message": build_message(push)}
+        response, bearer = self._post(body, refresh=False)
+        if response.status_code == 401 and read_error(response)[0] == "UNAUTHENTICATED":
+            # The OAuth token expired or was revoked early: get a new one and try once more.
+            response, bearer = self._post(body, refresh=True)
+        if not response.is_success:
+            raise classify_error(response, secrets=(push.token, bearer))
+        return _sent(response)
+
+    def _post(self, body: dict[str, Any], *, refresh: bool) -> tuple[httpx.Response, str]:
+        if self._send_rate is not None:
+            self._send_rate.take()
+        bearer = self._tokens.token(refresh=refresh)
+        response = self._http.request("POST", self._path, json=body,
+                                      headers={"Authorization": f"Bearer {bearer}"})
+        return response, bearer
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _sent(response: httpx.Response) -> Sent:
+    data = body_json(response)
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name:
+        # Accepted, so retrying could notify twice: stop here and say why.
+        raise PermanentError("FCM accepted the message but answered without its name",
+                             code="bad_response", provider=PROVIDER,
+                             status=response.status_code)
+    return Sent("fcm", name)
+
+
+def read_error(response: httpx.Response) -> tuple[str | None, str]:
+    """FCM's code (`details[].errorCode`, else `error.status`) and message; HTML gives None."""
+    data = body_json(response)
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, ""
+    code = error.get("status") if isinstance(error.get("status"), str) else None
+    for detail in error.get("details") or []:
+        if (isinstance(detail, dict) and detail.get("@type") == FCM_ERROR_TYPE
+                and isinstance(detail.get("errorCode"), str)):
+            code = detail["errorCode"]
+    message = error.get("message")
+    return code, message if isinstance(message, str) else ""
+
+
+def classify_error(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> JobError:
+    """An FCM error answer as a job error, per the reference's table."""
+    code, message = read_error(response)
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[redacted]")
+    status = response.status_code
+    text = short(message) or fallback_message(response)
+    if code == "UNREGISTERED":
+        return DeadToken(text, code=code, provider=PROVIDER, status=status)
+    if status == 429 or code == "QUOTA_EXCEEDED":
+        wait = retry_after_header(response)
+        return RateLimited(text, retry_after=QUOTA_BACKOFF_S if wait is None else wait,
+                           code=code, provider=PROVIDER, status=status)
+    return classify(response, provider=PROVIDER, code=code, message=message)
