@@ -29,6 +29,7 @@ from periodiq import PeriodiqMiddleware
 
 import logs
 from integrations import sentry
+from integrations.providers import Providers, warn_local_backends
 from middleware.buffer import WriteBuffer
 from middleware.concurrency import Concurrency
 from middleware.dead_letter import DeadLetter, DeadLetters
@@ -60,6 +61,7 @@ class Switchyard:
     heartbeats: Heartbeats
     idempotency: Idempotency
     paused: PausedQueues
+    providers: Providers
 
     def queue_depth(self, queue: str) -> int:
         """Messages in `queue` and its delay queue not yet taken by a worker."""
@@ -68,6 +70,7 @@ class Switchyard:
     def close(self) -> None:
         self.buffer.close()
         self.broker.close()
+        self.providers.close()
 
 
 def connect_state(settings: Settings) -> redis.Redis:
@@ -133,7 +136,7 @@ def build(settings: Settings) -> Switchyard:
     ]
     broker = make_broker(settings, middleware)
     return Switchyard(settings, state, broker, buffer, history, dead_letters, metrics,
-                      heartbeats, idempotency, paused)
+                      heartbeats, idempotency, paused, Providers(settings, state))
 
 
 def queue_depth(broker: dramatiq.Broker, queue: str) -> int:
@@ -156,6 +159,7 @@ def boot(settings: Settings | None = None) -> Switchyard:
         settings = settings or get_settings()
         sentry.init(settings)
         _booted = build(settings)
+        warn_local_backends(settings)
         dramatiq.set_broker(_booted.broker)
     return _booted
 
