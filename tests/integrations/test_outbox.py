@@ -26,8 +26,9 @@ def test_an_email_becomes_an_eml_file_a_mail_client_can_read(tmp_path):
     assert path.suffix == ".eml" and path.stem == sent.id and sent.provider == "outbox"
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert message["To"] == "ann@example.com" and message["Subject"] == "Welcome"
-    assert message.get_body(("plain",)).get_content().strip() == "Hello Ann"
-    assert message.get_body(("html",)).get_content().strip() == "<p>Hello</p>"
+    plain, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None and plain.get_content().strip() == "Hello Ann"
+    assert html is not None and html.get_content().strip() == "<p>Hello</p>"
 
 
 def test_the_same_key_is_delivered_once(tmp_path):
