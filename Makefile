@@ -13,6 +13,7 @@ uv:
 
 dev: uv
 	$(UV) sync --frozen
+	$(UV) run switchyard db upgrade
 	$(UV) run switchyard dev
 
 test: uv

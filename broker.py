@@ -23,7 +23,6 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
-from dramatiq.results import Results
 from dramatiq.results.backends.redis import RedisBackend
 from periodiq import PeriodiqMiddleware
 
@@ -39,10 +38,12 @@ from middleware.idempotency import Idempotency
 from middleware.metrics import Metrics, MetricsStore
 from middleware.pause import Pause, PausedQueues
 from middleware.redaction import RedactPayloads
+from middleware.results import Results
 from middleware.retry_policy import RetryPolicy
 from redis_broker import DoorbellRedisBroker
 from settings import Settings
 from settings import get as get_settings
+from store.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Switchyard:
     idempotency: Idempotency
     paused: PausedQueues
     providers: Providers
+    database: Database
 
     def queue_depth(self, queue: str) -> int:
         """Messages in `queue` and its delay queue not yet taken by a worker."""
@@ -71,6 +73,7 @@ class Switchyard:
         self.buffer.close()
         self.broker.close()
         self.providers.close()
+        self.database.dispose()
 
 
 def connect_state(settings: Settings) -> redis.Redis:
@@ -136,7 +139,8 @@ def build(settings: Settings) -> Switchyard:
     ]
     broker = make_broker(settings, middleware)
     return Switchyard(settings, state, broker, buffer, history, dead_letters, metrics,
-                      heartbeats, idempotency, paused, Providers(settings, state))
+                      heartbeats, idempotency, paused, Providers(settings, state),
+                      Database(settings.db_url, check_schema=True))
 
 
 def queue_depth(broker: dramatiq.Broker, queue: str) -> int:

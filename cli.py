@@ -204,6 +204,28 @@ def cmd_clock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """Migrate the database (`upgrade`) or say which migration it is at (`current`)."""
+    from sqlalchemy.exc import OperationalError
+
+    from settings import get
+    from store import migrate
+    from store.db import masked as masked_db
+
+    url = get().db_url
+    try:
+        if args.sub == "upgrade":
+            migrate.upgrade(url)
+        found = migrate.current(url)
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise CliError(f"cannot reach the database at {masked_db(url)}: {reason}",
+                       EXIT_UNREACHABLE) from None
+    head = migrate.head()
+    print(f"database {masked_db(url)} at {found or 'nothing'} (newest: {head})")
+    return 0 if found == head else EXIT_FAILED
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from settings import get
 
@@ -269,6 +291,9 @@ def parser() -> argparse.ArgumentParser:
         "--json", action="store_true")
     add("redis", cmd_redis, "run the embedded Redis (when REDIS_URL is unset)")
     add("clock", cmd_clock, "enqueue periodic jobs on their schedule")
+    db = sub.add_parser("db", help="the database").add_subparsers(dest="sub", required=True)
+    db.add_parser("upgrade", help="apply the schema migrations").set_defaults(fn=cmd_db)
+    db.add_parser("current", help="the migration the database is at").set_defaults(fn=cmd_db)
     return p
 
 

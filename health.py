@@ -1,4 +1,4 @@
-"""Health: do the broker, the state store and at least one worker answer?
+"""Health: do the broker, the state store, the database and at least one worker answer?
 
 Used by `switchyard health` (exit code) and the web process's readiness check.
 """
@@ -36,6 +36,16 @@ def _state(sy: Switchyard) -> str:
     return "redis"
 
 
+def _database(sy: Switchyard) -> str:
+    from sqlalchemy import text
+
+    from store.db import masked
+
+    with sy.database.session() as session:  # also checks the schema is migrated
+        session.execute(text("SELECT 1"))
+    return masked(sy.database.url)
+
+
 def _workers(sy: Switchyard) -> str:
     live = sy.heartbeats.live()
     if not live:
@@ -56,6 +66,7 @@ def check(sy: Switchyard, *, ping_timeout: float = 0) -> dict[str, Any]:
     checks = {
         "broker": _probe(lambda: _broker(sy)),
         "state_store": _probe(lambda: _state(sy)),
+        "database": _probe(lambda: _database(sy)),
         "workers": _probe(lambda: _workers(sy)),
     }
     if ping_timeout > 0:

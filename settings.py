@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     redis_heartbeat_timeout_ms: int = Field(60_000, ge=1_000)
     redis_maintenance_chance: int = Field(1_000, ge=0, le=1_000_000)  # per million fetches
 
+    # The database: SQLite under VAR_DIR unless DATABASE_URL names PostgreSQL.
+    database_url: SecretStr | None = None
+
+    # What the jobs say to people.
+    app_name: str = Field("Switchyard", min_length=1, max_length=64)
+    invite_link_ttl_ms: int = Field(DAY_MS, ge=60_000, le=366 * DAY_MS)
+
     # Pipeline defaults (milliseconds, like Dramatiq).
     max_retries: int = Field(3, ge=0)
     min_backoff_ms: int = Field(5_000, ge=0)
@@ -79,7 +86,9 @@ class Settings(BaseSettings):
     http_connect_timeout_ms: int = Field(5_000, ge=100)
     http_timeout_ms: int = Field(15_000, ge=100)
 
-    # Telegram: the Bot API, and a user account (Telethon) for channel joins.
+    # Telegram: the Bot API, and a user account (Telethon) for channel joins; or, for
+    # development, files under var/outbox/telegram.
+    telegram_backend: Literal["api", "outbox"] = "outbox"
     telegram_bot_token: SecretStr | None = None
     telegram_api_url: str = Field("https://api.telegram.org", pattern=_HTTP_URL)
     telegram_api_id: int | None = Field(None, ge=1)
@@ -133,7 +142,16 @@ class Settings(BaseSettings):
     def _production_needs_real_services(self) -> Settings:
         if self.switchyard_env == "production" and self.redis_url is None:
             raise ValueError("REDIS_URL is required when SWITCHYARD_ENV=production")
+        if self.switchyard_env == "production" and self.database_url is None:
+            raise ValueError("DATABASE_URL is required when SWITCHYARD_ENV=production")
         return self
+
+    @property
+    def db_url(self) -> str:
+        """The database's SQLAlchemy URL (secret: it may hold a password)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.var_dir / 'switchyard.db'}"
 
     @property
     def outbox_dir(self) -> Path:

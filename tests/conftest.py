@@ -17,7 +17,15 @@ from dramatiq.common import dq_name, xq_name
 
 import broker
 import settings
-from tests.support.services import IN_CI, RABBITMQ_URL, REDIS_URL, EmbeddedRedis, answers, missing
+from tests.support.services import (
+    IN_CI,
+    POSTGRES_URL,
+    RABBITMQ_URL,
+    REDIS_URL,
+    EmbeddedRedis,
+    answers,
+    missing,
+)
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +60,8 @@ def state(redis_url: str, prefix: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def test_env(redis_url: str, prefix: str, state: redis.Redis) -> dict[str, str]:
+def test_env(redis_url: str, prefix: str, state: redis.Redis,
+             tmp_path: Any) -> dict[str, str]:
     """Environment variables that point a subprocess at this test's state.
 
     It depends on `state`, so whatever uses it (worker processes, the CLI) is torn down
@@ -61,7 +70,7 @@ def test_env(redis_url: str, prefix: str, state: redis.Redis) -> dict[str, str]:
     return {
         "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "BROKER_NAMESPACE": f"{prefix}-broker",
         "FLUSH_INTERVAL_MS": "20", "DEFER_MS": "100", "WORKER_HEARTBEAT_MS": "500",
-        "SWITCHYARD_ENV": "test",
+        "SWITCHYARD_ENV": "test", "VAR_DIR": str(tmp_path / "var"),
     }
 
 
@@ -150,3 +159,54 @@ def moto_s3() -> Iterator[Any]:
     server = MotoS3()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database of this session's own, migrated; dropped at the end."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from store.db import normalize_url
+    from store.migrate import upgrade
+
+    if not answers(POSTGRES_URL):
+        missing("PostgreSQL")
+    name = f"switchyard_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A migrated, empty database on each engine; emptied again after the test."""
+    from store.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/switchyard.db"
+        upgrade(url)
+        yield url
+        return
+    url = request.getfixturevalue("postgres_database")
+    yield url
+    truncate_all(url)
+
+
+def truncate_all(url: str) -> None:
+    from sqlalchemy import create_engine, pool, text
+
+    from store.db import normalize_url
+    from store.models import Base
+
+    engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()

@@ -22,6 +22,14 @@ def test_production_requires_redis_url(capsys, monkeypatch):
     assert "REDIS_URL is required" in capsys.readouterr().err
 
 
+def test_production_requires_database_url(capsys, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(SystemExit):
+        settings.load(_env_file=None, switchyard_env="production",
+                      redis_url="redis://127.0.0.1:6379/0")
+    assert "DATABASE_URL is required" in capsys.readouterr().err
+
+
 def test_misspelled_name_in_env_file_is_refused(tmp_path, capsys):
     env_file = tmp_path / ".env"
     env_file.write_text("REDIS_URLL=redis://127.0.0.1:6379/0\n")

@@ -20,6 +20,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: The suite's own Redis database (keys are prefixed per test and removed after it).
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: A PostgreSQL database the suite may create its own databases from.
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def answers(url: str) -> bool:

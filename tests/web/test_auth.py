@@ -102,7 +102,8 @@ def test_cross_site_form_posts_are_refused(web):
 
 def test_production_refuses_to_start_without_credentials(make_settings, capsys):
     settings = make_settings(switchyard_env="production", web_username="ops",
-                             web_password="long-enough-password")
+                             web_password="long-enough-password",
+                             database_url="postgresql://127.0.0.1/test")
 
     with pytest.raises(SettingsError):
         create_app(settings=settings)

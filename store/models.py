@@ -1,0 +1,161 @@
+"""The tables the workers read and write, and nothing more.
+
+Ids are strings (UUIDs made here, or the id another service gave), Telegram ids are
+64-bit integers, and every time is stored and returned in UTC. The schema itself is
+owned by the Alembic migrations in `store/migrations`; a model change needs one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime.datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite keeps none)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime.datetime | None,
+                           dialect: Any) -> datetime.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: give it a timezone")
+        return value.astimezone(datetime.UTC)
+
+    def process_result_value(self, value: datetime.datetime | None,
+                             dialect: Any) -> datetime.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=datetime.UTC) if value.tzinfo is None else value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime.datetime: UtcDateTime, dict[str, Any]: JSON}
+
+
+class Timestamps:
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SourceChannel(Timestamps, Base):
+    """A Telegram channel the user account reads from (seed 000)."""
+
+    __tablename__ = "source_channels"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    title: Mapped[str | None] = mapped_column(String(255))
+    participants: Mapped[int | None] = mapped_column(Integer)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: pending (join queued), active, failed (join failed: see last_error), left
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    join_job_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class User(Timestamps, Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    telegram_user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+
+
+class Device(Timestamps, Base):
+    """A device's push token; `dead_at` is set once FCM says the token is gone."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    push_token: Mapped[str] = mapped_column(String(512), unique=True)
+    platform: Mapped[str | None] = mapped_column(String(16))  # android, ios, web
+    dead_at: Mapped[datetime.datetime | None] = mapped_column()
+    dead_reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class Listing(Timestamps, Base):
+    """A paid channel listing; the bot's rights in it are verified before it goes live."""
+
+    __tablename__ = "listings"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    channel_id: Mapped[int] = mapped_column(BigInteger, index=True)  # Telegram chat id
+    title: Mapped[str | None] = mapped_column(String(255))
+    bot_verified: Mapped[bool | None] = mapped_column(Boolean)
+    bot_permissions: Mapped[dict[str, Any] | None] = mapped_column()
+    verification_error: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime.datetime | None] = mapped_column()
+
+
+class Subscription(Timestamps, Base):
+    """A user's paid access to a listing's channel (seed 001's integration points)."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    listing_id: Mapped[str | None] = mapped_column(
+        ForeignKey("listings.id", ondelete="SET NULL"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)  # Telegram chat id
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    #: active, expired, refunded
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    invite_link: Mapped[str | None] = mapped_column(String(255))
+    invite_expires_at: Mapped[datetime.datetime | None] = mapped_column()
+    invited_at: Mapped[datetime.datetime | None] = mapped_column()
+    removed_at: Mapped[datetime.datetime | None] = mapped_column()
+    removal_reason: Mapped[str | None] = mapped_column(String(16))  # expiry, refund
+
+
+class NotificationDelivery(Timestamps, Base):
+    """One push, email or SMS to one recipient, and what became of it."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    #: The delivery's idempotency key: a retried job finds its own row here.
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    device_id: Mapped[str | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(8))  # push, email, sms
+    #: pending, sent, failed, skipped
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    provider: Mapped[str | None] = mapped_column(String(32))
+    provider_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime.datetime | None] = mapped_column()
