@@ -6,6 +6,7 @@
 | `SMS_BACKEND` | `twilio`, `outbox` | `outbox` |
 | `PUSH_BACKEND` | `fcm`, `outbox` | `outbox` |
 | `STORAGE_BACKEND` | `s3`, `local` | `local` (`var/storage`) |
+| `TELEGRAM_BACKEND` | `api`, `outbox` | `outbox` (calls written under `var/outbox/telegram`) |
 
 A provider that is selected but not configured raises `NotConfigured` (a
 `PermanentError` naming the missing setting) when a job first needs it, so the job is
@@ -28,8 +29,8 @@ from settings import Settings
 if TYPE_CHECKING:  # imported where used: boto3 and telethon are slow to import
     from integrations.discord import Discord
     from integrations.storage import Storage
-    from integrations.telegram_bot import TelegramBot
-    from integrations.telegram_user import TelegramGateway
+    from integrations.telegram_bot import BotApi
+    from integrations.telegram_gateway import TelegramGateway
 
 logger = logging.getLogger("switchyard.providers")
 
@@ -51,6 +52,11 @@ class Providers:
                 self._built[name] = build()  # NotConfigured propagates, nothing is cached
             return self._built[name]  # type: ignore[no-any-return]
 
+    def use(self, name: str, client: Any) -> None:
+        """Serve `name` (email, sms, push, storage, telegram_bot, ...) with `client`."""
+        with self._lock:
+            self._built[name] = client
+
     def email(self) -> EmailSender:
         return self._get("email", lambda: build_email(self.settings))
 
@@ -63,15 +69,11 @@ class Providers:
     def storage(self) -> Storage:
         return self._get("storage", lambda: build_storage(self.settings))
 
-    def telegram_bot(self) -> TelegramBot:
-        from integrations.telegram_bot import TelegramBot
-
-        return self._get("telegram_bot", lambda: TelegramBot.from_settings(self.settings))
+    def telegram_bot(self) -> BotApi:
+        return self._get("telegram_bot", lambda: build_telegram_bot(self.settings))
 
     def telegram_user(self) -> TelegramGateway:
-        from integrations.telegram_user import TelethonGateway
-
-        return self._get("telegram_user", lambda: TelethonGateway.from_settings(self.settings))
+        return self._get("telegram_user", lambda: build_telegram_user(self.settings))
 
     def discord(self) -> Discord:
         from integrations.discord import Discord
@@ -121,6 +123,26 @@ def build_push(settings: Settings, state: redis.Redis | None) -> PushSender:
     return PushOutbox(settings.outbox_dir)
 
 
+def build_telegram_bot(settings: Settings) -> BotApi:
+    if settings.telegram_backend == "outbox":
+        from integrations.telegram_outbox import TelegramBotOutbox
+
+        return TelegramBotOutbox(settings.outbox_dir)
+    from integrations.telegram_bot import TelegramBot
+
+    return TelegramBot.from_settings(settings)
+
+
+def build_telegram_user(settings: Settings) -> TelegramGateway:
+    if settings.telegram_backend == "outbox":
+        from integrations.telegram_outbox import TelegramUserOutbox
+
+        return TelegramUserOutbox(settings.outbox_dir)
+    from integrations.telegram_user import TelethonGateway
+
+    return TelethonGateway.from_settings(settings)
+
+
 def build_storage(settings: Settings) -> Storage:
     from integrations.storage import LocalStorage, S3Storage
 
@@ -131,7 +153,8 @@ def build_storage(settings: Settings) -> Storage:
 
 #: (setting, development default) pairs that only write local files.
 LOCAL_DEFAULTS = (("EMAIL_BACKEND", "outbox"), ("SMS_BACKEND", "outbox"),
-                  ("PUSH_BACKEND", "outbox"), ("STORAGE_BACKEND", "local"))
+                  ("PUSH_BACKEND", "outbox"), ("STORAGE_BACKEND", "local"),
+                  ("TELEGRAM_BACKEND", "outbox"))
 
 
 def warn_local_backends(settings: Settings) -> None:

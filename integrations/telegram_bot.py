@@ -18,7 +18,7 @@ The token is in every URL, so URLs never go into messages, logs or reprs.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2 as httpx
 
@@ -35,6 +35,25 @@ ALREADY_APPROVED = ("HIDE_REQUESTER_MISSING", "USER_ALREADY_PARTICIPANT")
 
 #: A chat id: a number (-100... for channels and supergroups) or "@channelusername".
 ChatId = int | str
+
+
+class BotApi(Protocol):
+    """What the bot jobs use of the Bot API (`TelegramBot`, or the development outbox)."""
+
+    @property
+    def bot_id(self) -> int: ...
+
+    def get_me(self) -> dict[str, Any]: ...
+
+    def create_invite_link(self, chat_id: ChatId, *, expire_date: int, member_limit: int = 1,
+                           name: str | None = None) -> dict[str, Any]: ...
+
+    def send_message(self, chat_id: ChatId, text: str, *,
+                     parse_mode: str | None = None) -> dict[str, Any]: ...
+
+    def remove_member(self, chat_id: ChatId, user_id: int) -> bool: ...
+
+    def get_chat_member(self, chat_id: ChatId, user_id: int) -> dict[str, Any]: ...
 
 
 class ChatMigrated(PermanentError):

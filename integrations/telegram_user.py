@@ -29,8 +29,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from telethon import errors, utils
 from telethon.errors import rpcerrorlist
@@ -38,6 +37,7 @@ from telethon.tl import functions, types
 
 from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.http import short
+from integrations.telegram_gateway import ChannelInfo, JoinPending
 
 logger = logging.getLogger("switchyard.telegram_user")
 
@@ -46,45 +46,6 @@ PROVIDER = "Telegram user"
 DEFAULT_TIMEOUT_MS = 60_000
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ChannelInfo:
-    """A channel as the account sees it.
-
-    `telegram_id` is the marked id, the same number the Bot API uses (-100... for
-    channels and supergroups); `participants` is None when Telegram hides the count.
-    """
-
-    telegram_id: int
-    title: str
-    username: str | None
-    participants: int | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class JoinPending:
-    """The invite needs an admin's approval: the request is sent, nothing failed."""
-
-    note: str = "join request sent; an admin of the chat must approve it"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"pending": True, "note": self.note}
-
-
-class TelegramGateway(Protocol):
-    """What the channel jobs need from a Telegram user account."""
-
-    def resolve(self, username: str) -> ChannelInfo: ...
-
-    def join_public(self, username: str) -> ChannelInfo: ...
-
-    def join_invite(self, invite_hash: str) -> ChannelInfo | JoinPending: ...
-
-    def leave(self, telegram_id: int) -> None: ...
 
 
 class SessionDead(PermanentError):

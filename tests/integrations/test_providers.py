@@ -11,6 +11,7 @@ from errors import NotConfigured
 from integrations.outbox import EmailOutbox, PushOutbox, SmsOutbox
 from integrations.providers import Providers, warn_local_backends
 from integrations.storage import LocalStorage
+from integrations.telegram_outbox import TelegramBotOutbox, TelegramUserOutbox
 
 
 def providers(**overrides: object) -> Providers:
@@ -22,6 +23,8 @@ def test_development_defaults_write_local_files(tmp_path):
     assert isinstance(chosen.email(), EmailOutbox)
     assert isinstance(chosen.sms(), SmsOutbox)
     assert isinstance(chosen.push(), PushOutbox)
+    assert isinstance(chosen.telegram_bot(), TelegramBotOutbox)
+    assert isinstance(chosen.telegram_user(), TelegramUserOutbox)
     storage = chosen.storage()
     assert isinstance(storage, LocalStorage) and storage.root == (tmp_path / "storage").resolve()
 
@@ -39,8 +42,8 @@ def test_each_client_is_built_once_per_process():
      "TWILIO_FROM"),
     ({"push_backend": "fcm"}, "push", "FCM_CREDENTIALS_FILE"),
     ({"storage_backend": "s3"}, "storage", "S3_BUCKET"),
-    ({}, "telegram_bot", "TELEGRAM_BOT_TOKEN"),
-    ({}, "telegram_user", "TELEGRAM_API_ID"),
+    ({"telegram_backend": "api"}, "telegram_bot", "TELEGRAM_BOT_TOKEN"),
+    ({"telegram_backend": "api"}, "telegram_user", "TELEGRAM_API_ID"),
     ({}, "discord", "DISCORD_BOT_TOKEN"),
 ])
 def test_selected_but_not_configured_names_the_missing_setting(selected, get, setting):
@@ -55,7 +58,8 @@ def test_configured_providers_are_built(tmp_path):
     chosen = providers(email_backend="resend", resend_api_key="re_test_key_123456",
                        sms_backend="twilio", twilio_account_sid="AC123",
                        twilio_auth_token="secret", twilio_from="+15550001111",
-                       telegram_bot_token="123456:" + "A" * 35, discord_bot_token="token")
+                       telegram_backend="api", telegram_bot_token="123456:" + "A" * 35,
+                       discord_bot_token="token")
     assert chosen.email().name == "resend"
     assert chosen.sms().name == "twilio"
     assert chosen.telegram_bot().bot_id == 123456

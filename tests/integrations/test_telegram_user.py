@@ -7,12 +7,10 @@ Telethon exception instances; what is tested is the adapter's mapping and its lo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,14 +18,10 @@ from telethon import errors
 from telethon.tl import types
 
 from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
-from integrations.telegram_user import (
-    ChannelInfo,
-    JoinPending,
-    SessionDead,
-    TelegramGateway,
-    TelethonGateway,
-)
+from integrations.telegram_gateway import ChannelInfo, JoinPending, TelegramGateway
+from integrations.telegram_user import SessionDead, TelethonGateway
 from settings import load
+from tests.fakes.telethon import StandIn
 
 SESSION = "1BVtsOKABu0secret-session-string-do-not-print=="
 API_HASH = "0123456789abcdef0123456789abcdef"
@@ -35,131 +29,6 @@ API_HASH = "0123456789abcdef0123456789abcdef"
 NEWS = 1234  # a public channel the account can join
 INSIDE = 5678  # a private channel the account is already in
 MARKED_NEWS, MARKED_INSIDE = -1000000001234, -1000000005678
-
-
-class StandIn:
-    """The part of TelegramClient the gateway uses, with scripted failures and a call log."""
-
-    def __init__(self, *, authorized: bool = True) -> None:
-        self.authorized = authorized
-        self.calls: list[str] = []
-        self.by_username: dict[str, Any] = {}
-        self.by_invite: dict[str, types.Channel] = {}
-        self.channels: dict[int, types.Channel] = {}
-        self.participants: dict[int, int | None] = {}
-        self.joined: set[int] = set()  # channels the account is in
-        self.cached: set[int] = set()  # channels whose access hash the session holds
-        self.failures: dict[str, list[BaseException]] = {}
-        self.hang_on: str | None = None
-        self.calls_at_once = 0
-
-    def add_channel(self, channel_id: int, title: str, *, username: str | None = None,
-                    invite: str | None = None, participants: int | None = None,
-                    joined: bool = False, cached: bool = True) -> types.Channel:
-        channel = types.Channel(id=channel_id, title=title, photo=types.ChatPhotoEmpty(),
-                                date=None, access_hash=channel_id * 7, username=username,
-                                broadcast=True)
-        self.channels[channel_id] = channel
-        self.participants[channel_id] = participants
-        if username:
-            self.by_username[username] = channel
-        if invite:
-            self.by_invite[invite] = channel
-        if joined:
-            self.joined.add(channel_id)
-        if cached:
-            self.cached.add(channel_id)
-        return channel
-
-    def fail(self, step: str, error: BaseException) -> None:
-        """Raise `error` the next time `step` (a method or a request class name) runs."""
-        self.failures.setdefault(step, []).append(error)
-
-    async def _step(self, name: str) -> None:
-        self.calls.append(name)
-        if self.hang_on == name:
-            await asyncio.Event().wait()  # never answers; the gateway's timeout must fire
-        if self.failures.get(name):
-            raise self.failures[name].pop(0)
-
-    # TelegramClient's surface.
-
-    async def connect(self) -> None:
-        # A real connect takes a while: hold it until `calls_at_once` calls are in flight
-        # (polling with a deadline), so they all find the gateway still connecting.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while len(asyncio.all_tasks()) < self.calls_at_once and loop.time() < deadline:
-            await asyncio.sleep(0.001)
-        await self._step("connect")
-
-    async def is_user_authorized(self) -> bool:
-        await self._step("is_user_authorized")
-        return self.authorized
-
-    async def disconnect(self) -> None:
-        await self._step("disconnect")
-
-    async def get_entity(self, username: str) -> Any:
-        await self._step("get_entity")
-        name = username.removeprefix("@")
-        if name not in self.by_username:
-            raise ValueError(f'No user has "{name}" as username')
-        return self.by_username[name]
-
-    async def get_input_entity(self, peer: types.PeerChannel) -> types.InputPeerChannel:
-        await self._step("get_input_entity")
-        if peer.channel_id not in self.cached:
-            raise ValueError(f"Could not find the input entity for {peer} (PeerChannel). "
-                             "Please read https://docs.telethon.dev/en/stable/concepts/"
-                             "entities.html to find out more details.")
-        return types.InputPeerChannel(peer.channel_id, peer.channel_id * 7)
-
-    async def get_dialogs(self) -> list[Any]:
-        await self._step("get_dialogs")
-        self.cached |= self.joined
-        return []
-
-    async def __call__(self, request: Any) -> Any:
-        name = type(request).__name__
-        await self._step(name)
-        return getattr(self, "_" + name)(request)
-
-    # The requests, answered the way Telegram does.
-
-    def _JoinChannelRequest(self, request: Any) -> Any:  # noqa: N802
-        self.joined.add(request.channel.id)
-        return _updates(request.channel)
-
-    def _ImportChatInviteRequest(self, request: Any) -> Any:  # noqa: N802
-        channel = self.by_invite.get(request.hash)
-        if channel is None:
-            raise errors.InviteHashInvalidError(request=request)
-        if channel.id in self.joined:
-            raise errors.UserAlreadyParticipantError(request=request)
-        self.joined.add(channel.id)
-        return _updates(channel)
-
-    def _CheckChatInviteRequest(self, request: Any) -> Any:  # noqa: N802
-        channel = self.by_invite[request.hash]
-        if channel.id in self.joined:
-            return types.ChatInviteAlready(chat=channel)
-        return types.ChatInvitePeek(chat=channel, expires=None)
-
-    def _LeaveChannelRequest(self, request: Any) -> Any:  # noqa: N802
-        channel_id = request.channel.channel_id
-        if channel_id not in self.joined:
-            raise errors.UserNotParticipantError(request=request)
-        self.joined.discard(channel_id)
-        return _updates()
-
-    def _GetFullChannelRequest(self, request: Any) -> Any:  # noqa: N802
-        count = self.participants[request.channel.id]
-        return SimpleNamespace(full_chat=SimpleNamespace(participants_count=count))
-
-
-def _updates(*chats: Any) -> types.Updates:
-    return types.Updates(updates=[], users=[], chats=list(chats), date=None, seq=0)
 
 
 @pytest.fixture
