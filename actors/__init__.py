@@ -8,6 +8,6 @@ from broker import boot
 
 boot()
 
-from actors import ping  # noqa: E402
+from actors import bot, channels, email, notifications, ping  # noqa: E402
 
-__all__ = ["ping"]
+__all__ = ["bot", "channels", "email", "notifications", "ping"]

@@ -9,17 +9,47 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dramatiq
-from pydantic import BaseModel, ValidationError
+from dramatiq.middleware import CurrentMessage
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
 
 from errors import invalid_payload
+from middleware.idempotency import raw_key
 
 M = TypeVar("M", bound=BaseModel)
 
 #: Payload model of every actor declared with `job`, by actor name (the jobs API uses it).
 PAYLOADS: dict[str, type[BaseModel]] = {}
+
+
+class Payload(BaseModel):
+    """A job payload in the seeds' JSON shape: camelCase names, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              str_strip_whitespace=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """The running job, as processors need it."""
+
+    message_id: str
+    #: `<actor>:<idempotency key>`, the same on every retry of this job: what providers
+    #: that deduplicate (Resend's Idempotency-Key, the outbox) are given.
+    key: str
+
+
+def current_job() -> Job:
+    """The job this worker thread is running (Dramatiq's CurrentMessage middleware)."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        raise RuntimeError("current_job() called outside a running job")
+    key, _ = raw_key(dramatiq.get_broker(), message)
+    return Job(message.message_id, f"{message.actor_name}:{key}")
 
 
 def parse(model: type[M], payload: dict[str, Any]) -> M:

@@ -116,15 +116,8 @@ class Idempotency(Middleware):
         self, broker: Broker, message: MessageProxy | dramatiq.Message[Any]
     ) -> tuple[str, bool]:
         """The idempotency key of a message, scoped by its actor, and whether it was given."""
-        explicit = message.options.get("idempotency_key")
-        if isinstance(explicit, str) and explicit:
-            return self.key_for(message.actor_name, explicit), True
-        actor = broker.actors.get(message.actor_name)
-        keyfunc: Callable[..., str] | None = actor.options.get("idempotency_key") if actor else None
-        if callable(keyfunc):
-            key = str(keyfunc(*message.args, **message.kwargs))
-            return self.key_for(message.actor_name, key), True
-        return self.key_for(message.actor_name, message.message_id), False
+        key, explicit = raw_key(broker, message)
+        return self.key_for(message.actor_name, key), explicit
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         key, explicit = self.job_key(broker, message)
@@ -224,6 +217,19 @@ class Idempotency(Middleware):
         except Exception:
             self.client.delete(marker)
             raise
+
+
+def raw_key(broker: Broker, message: MessageProxy | dramatiq.Message[Any]) -> tuple[str, bool]:
+    """A message's idempotency key as given (option, else the actor's key function, else the
+    message id), and whether it was given rather than the message id."""
+    explicit = message.options.get("idempotency_key")
+    if isinstance(explicit, str) and explicit:
+        return explicit, True
+    actor = broker.actors.get(message.actor_name)
+    keyfunc: Callable[..., str] | None = actor.options.get("idempotency_key") if actor else None
+    if callable(keyfunc):
+        return str(keyfunc(*message.args, **message.kwargs)), True
+    return message.message_id, False
 
 
 def option_ttl(actor: dramatiq.Actor[Any, Any], default: int) -> int:

@@ -31,7 +31,8 @@ def cli(process_env):
 def test_unknown_actor_exits_non_zero_with_a_clear_line(cli):
     result = cli("send", "nosuch", "{}")
     assert result.returncode == 2
-    assert result.stderr.strip() == "switchyard: unknown actor 'nosuch' (known: ping)"
+    assert result.stderr.strip().startswith("switchyard: unknown actor 'nosuch' (known: ")
+    assert "join_channel, leave_channel, ping, " in result.stderr
 
 
 @pytest.mark.parametrize("payload, expected", [
@@ -61,6 +62,7 @@ def test_invalid_setting_names_the_variable(cli):
 
 
 def test_send_wait_and_health_with_a_worker(cli, worker_processes):
+    assert cli("db", "upgrade").returncode == 0
     assert cli("health").returncode == 1  # no worker yet
     worker_processes.start()
     result = cli("send", "ping", '{"echo": "hello"}', "--wait", "--timeout", "20")
@@ -77,8 +79,28 @@ def test_send_wait_and_health_with_a_worker(cli, worker_processes):
 def test_actors_lists_queue_and_options(cli):
     result = cli("actors", "--json")
     assert result.returncode == 0
-    ping = next(a for a in json.loads(result.stdout) if a["actor"] == "ping")
-    assert ping["queue"] == "default" and ping["options"]["max_retries"] == 0
+    listed = {a["actor"]: a for a in json.loads(result.stdout)}
+    assert listed["ping"]["queue"] == "default"
+    assert listed["ping"]["options"]["max_retries"] == 0
+
+
+def test_the_seed_job_types_keep_their_names_queues_and_schedules(cli):
+    # The names and queues are a contract: other services address jobs by them.
+    listed = {a["actor"]: a for a in json.loads(cli("actors", "--json").stdout)}
+    queues = {name: listed[name]["queue"] for name in listed if name != "ping"}
+    assert queues == {
+        "join_channel": "channel-ops", "leave_channel": "channel-ops",
+        "invite_user": "bot-operations", "remove_user": "bot-operations",
+        "verify_permissions": "bot-operations", "send_otp": "email",
+        "send_welcome_email": "email", "send_verification_link": "email",
+        "send_push": "notifications", "send_email_notification": "notifications",
+        "send_sms": "notifications", "send_batch_notifications": "notifications"}
+    join = listed["join_channel"]["options"]
+    assert (join["concurrency"], join["max_retries"], join["store_results"]) == (1, 0, True)
+    invite = listed["invite_user"]["options"]
+    assert (invite["min_backoff"], invite["max_backoff"], invite["max_retries"],
+            invite["concurrency"]) == (1_000, 900_000, 5, 10)
+    assert listed["send_push"]["options"]["concurrency"] == 5
 
 
 def test_dead_letter_reason_through_jobs_show_and_dlq_and_replay(

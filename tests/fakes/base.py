@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -35,6 +36,7 @@ class Reply:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     stall: bool = False
+    handle_first: bool = False  # with stall: act on the request, then lose the answer
 
     def encoded(self) -> tuple[bytes, str]:
         if self.body is not None:
@@ -55,6 +57,11 @@ def stall() -> Reply:
     return Reply(stall=True)
 
 
+def lost_answer() -> Reply:
+    """Act on the request as usual, then never answer: the client cannot know it worked."""
+    return Reply(stall=True, handle_first=True)
+
+
 @dataclass
 class Recorded:
     """A request the fake received."""
@@ -64,6 +71,7 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -151,17 +159,24 @@ class FakeServer:
     def _answer(self, request: Recorded) -> Reply:
         with self._lock:
             self.requests.append(request)
-            for item in self._script:
-                if (item.method in (None, request.method)
-                        and (item.path is None or item.path in request.path)):
-                    item.times -= 1
-                    if item.times <= 0:
-                        self._script.remove(item)
-                    return item.reply
+            scripted = self._take_script(request)
+        if scripted is not None and not scripted.handle_first:
+            return scripted
         try:
-            return self.handle(request)
+            answer = self.handle(request)
         except Exception as error:  # a bug in the fake must show, not hang the client
-            return Reply(599, json={"fake_error": repr(error)})
+            answer = Reply(599, json={"fake_error": repr(error)})
+        return scripted if scripted is not None else answer  # handle_first: withheld
+
+    def _take_script(self, request: Recorded) -> Reply | None:
+        for item in self._script:
+            if (item.method in (None, request.method)
+                    and (item.path is None or item.path in request.path)):
+                item.times -= 1
+                if item.times <= 0:
+                    self._script.remove(item)
+                return item.reply
+        return None
 
     def stop(self) -> None:
         self._release.set()

@@ -15,13 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcesses:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, module: str = "tests.support.worker_app") -> None:
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.module = module
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(self, **env: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.worker_app"], cwd=ROOT,
+            [sys.executable, "-m", self.module], cwd=ROOT,
             env={**self.env, **env}, stdout=subprocess.PIPE, text=True,
         )
         self.procs.append(proc)

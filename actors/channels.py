@@ -1,0 +1,67 @@
+"""Channel join and leave on queue `channel-ops` (seed 000).
+
+One at a time across every worker (concurrency 1, to respect Telegram's limits), no
+retries: a failure is final at once and its reason is readable through `switchyard
+jobs show`, the jobs API and the results backend. A FLOOD_WAIT is not a failure: the
+job runs again after the server's wait (up to a day), spending no attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from actors.base import Payload, job
+from broker import current
+from processing import channels
+from settings import DAY_MS
+from store.models import SourceChannel
+
+QUEUE = "channel-ops"
+OPTIONS: dict[str, Any] = {
+    "queue_name": QUEUE, "concurrency": 1, "concurrency_key": QUEUE, "max_retries": 0,
+    "store_results": True, "max_deferral": 2 * DAY_MS,
+}
+
+
+class JoinChannel(Payload):
+    operation: Literal["join"] | None = None
+    channel_id: str = Field(min_length=1, max_length=64, description="SourceChannel id")
+    username: str = Field(min_length=1, max_length=128,
+                          description="@username, t.me link or t.me/+invite link")
+
+
+class LeaveChannel(Payload):
+    operation: Literal["leave"] | None = None
+    channel_id: str | None = Field(None, max_length=64)
+    telegram_id: int = Field(description="The channel's Telegram id (-100...)")
+
+
+@job(JoinChannel, actor_name="join_channel", **OPTIONS)
+def join_channel(payload: JoinChannel) -> dict[str, Any]:
+    sy = current()
+    return channels.join(sy.database, sy.providers.telegram_user(), payload.channel_id,
+                         payload.username)
+
+
+@job(LeaveChannel, actor_name="leave_channel", **OPTIONS)
+def leave_channel(payload: LeaveChannel) -> dict[str, Any]:
+    sy = current()
+    return channels.leave(sy.database, sy.providers.telegram_user(), payload.telegram_id)
+
+
+def find_or_create_channel(username: str) -> SourceChannel:
+    """The API side (seed 000): the SourceChannel for `username`, joining it if new.
+
+    Returns at once; the worker marks the channel active (or failed) when the join is
+    done. A channel whose last join failed, or that was left, is joined again.
+    """
+    return channels.find_or_create(current().database, username, enqueue_join)
+
+
+def enqueue_join(channel_id: str, username: str) -> str:
+    """Enqueue the join of SourceChannel `channel_id`; the job's message id."""
+    message = join_channel.send_with_options(kwargs={
+        "operation": "join", "channelId": channel_id, "username": username})
+    return message.message_id

@@ -1,0 +1,118 @@
+"""Bot operations (seed 001): invite a subscriber, remove one, verify the bot's rights.
+
+- invite: a single-use invite link (member_limit 1, expiring), kept on the
+  subscription and sent to the user in a private message. A retry reuses a link that
+  is still valid instead of making another one.
+- remove: ban then unban with `only_if_banned`, so the user is out but may come back
+  through a new link later; the subscription records why (expiry or refund).
+- verify: the bot must be an administrator with `can_invite_users` and
+  `can_restrict_members`; the answer, yes or no with what is missing, is stored on the
+  listing. A chat the bot cannot see is a "no", not a failed job.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from errors import PermanentError
+from integrations.telegram_bot import BotApi
+from store import subscriptions
+from store.db import Database
+from store.models import utcnow
+
+#: A stored invite link is reused only if it stays valid at least this long.
+REUSE_MARGIN = datetime.timedelta(minutes=5)
+#: The rights the bot needs in a listing's channel.
+REQUIRED_RIGHTS = ("can_invite_users", "can_restrict_members")
+
+
+def _telegram_user(db: Database, user_id: str) -> int:
+    with db.session() as session:
+        user = subscriptions.user(session, user_id)
+        if user is None or user.telegram_user_id is None:
+            raise PermanentError(f"user {user_id} has no linked Telegram account",
+                                 code="user_not_found")
+        return user.telegram_user_id
+
+
+def invite_user(db: Database, bot: BotApi, *, user_id: str, channel_id: int,
+                subscription_id: str, order_id: str | None,
+                link_ttl: datetime.timedelta) -> dict[str, Any]:
+    telegram_user = _telegram_user(db, user_id)
+    with db.session() as session:
+        sub = subscriptions.ensure_subscription(session, subscription_id, user_id=user_id,
+                                                channel_id=channel_id, order_id=order_id)
+        valid = (sub.invite_link is not None and sub.invite_expires_at is not None
+                 and sub.invite_expires_at > utcnow() + REUSE_MARGIN)
+        link, expires = (sub.invite_link, sub.invite_expires_at) if valid else (None, None)
+    if link is None or expires is None:
+        expires = utcnow() + link_ttl
+        created = bot.create_invite_link(channel_id, expire_date=int(expires.timestamp()),
+                                         member_limit=1, name=f"sub {subscription_id}"[:32])
+        link = str(created["invite_link"])
+        with db.session() as session:
+            sub = subscriptions.ensure_subscription(session, subscription_id, user_id=user_id,
+                                                    channel_id=channel_id, order_id=order_id)
+            subscriptions.record_invite(session, sub, link=link, expires_at=expires,
+                                        order_id=order_id)
+    notified = _send_link(bot, telegram_user, link, expires)
+    # The link itself stays out of the result: it is a pass into a paid channel.
+    return {"subscriptionId": subscription_id, "inviteCreated": True,
+            "expiresAt": expires.isoformat(), "notified": notified}
+
+
+def _send_link(bot: BotApi, telegram_user: int, link: str, expires: datetime.datetime) -> bool:
+    """Message the user their link; a user who never started the bot cannot be told."""
+    text = (f"Your subscription is active. Join the channel with this link "
+            f"(single use, valid until {expires:%Y-%m-%d %H:%M} UTC):\n{link}")
+    try:
+        bot.send_message(telegram_user, text)
+    except PermanentError as error:
+        if error.status in (400, 403):  # blocked the bot, never started it, no such chat
+            return False
+        raise
+    return True
+
+
+def remove_user(db: Database, bot: BotApi, *, user_id: str, channel_id: int,
+                subscription_id: str, reason: str) -> dict[str, Any]:
+    telegram_user = _telegram_user(db, user_id)
+    bot.remove_member(channel_id, telegram_user)
+    with db.session() as session:
+        sub = subscriptions.subscription(session, subscription_id)
+        if sub is not None:
+            subscriptions.record_removal(session, sub, reason)
+    return {"subscriptionId": subscription_id, "removed": True, "reason": reason}
+
+
+def verify_permissions(db: Database, bot: BotApi, *, channel_id: int,
+                       listing_id: str | None) -> dict[str, Any]:
+    answer = check_rights(bot, channel_id)
+    if listing_id is not None:
+        with db.session() as session:
+            item = subscriptions.ensure_listing(session, listing_id, channel_id=channel_id)
+            subscriptions.record_verification(
+                session, item, verified=answer["verified"],
+                permissions={k: answer[k] for k in ("status", *REQUIRED_RIGHTS)},
+                error=answer["error"])
+    return {"channelId": channel_id, "listingId": listing_id, **answer}
+
+
+def check_rights(bot: BotApi, channel_id: int) -> dict[str, Any]:
+    """Whether the bot can invite and remove members in the channel, and what it lacks."""
+    try:
+        member = bot.get_chat_member(channel_id, bot.bot_id)
+    except PermanentError as error:
+        if error.status not in (400, 403):  # 401: our token is wrong, not the channel
+            raise
+        return {"verified": False, "status": None, "can_invite_users": False,
+                "can_restrict_members": False, "missing": ["membership", *REQUIRED_RIGHTS],
+                "error": error.message}
+    status = member.get("status")
+    owner = status == "creator"
+    rights = {name: owner or bool(member.get(name)) for name in REQUIRED_RIGHTS}
+    missing = [] if status in ("administrator", "creator") else ["administrator"]
+    missing += [name for name, granted in rights.items() if not granted]
+    return {"verified": not missing, "status": status, **rights, "missing": missing,
+            "error": None if not missing else f"the bot lacks: {', '.join(missing)}"}

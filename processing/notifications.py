@@ -1,0 +1,165 @@
+"""Notifications (seed 003): push, email and SMS to one recipient, and push in batches.
+
+Every delivery has a row keyed by the job's idempotency key (a batch adds the device),
+written `pending` before the provider is called and `sent`, `failed` or `skipped`
+after, with its attempts counted. A retried job finds its rows: what was sent is not
+sent again. A push to a token FCM called dead marks the device dead, and dead tokens
+are skipped from then on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from errors import JobError, PermanentError, RateLimited, RetryableError
+from integrations.fcm import DeadToken
+from integrations.messages import EmailSender, Push, PushSender, Sent, Sms, SmsSender
+from processing import email as templates
+from store import notifications as deliveries
+from store.db import Database
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who a delivery is for, and under which key it is recorded."""
+
+    key: str
+    channel: str
+    job_id: str
+    user_id: str | None
+    batch_id: str | None = None
+    device_id: str | None = None
+
+
+def deliver(db: Database, target: Target, send: Callable[[], Sent], *,
+            retry_failed: bool = True) -> dict[str, Any]:
+    """Send once per key: record the attempt, call `send`, record what came of it."""
+    with db.session() as session:
+        row = deliveries.get_or_create(
+            session, target.key, channel=target.channel, job_id=target.job_id,
+            user_id=target.user_id, batch_id=target.batch_id, device_id=target.device_id)
+        if row.status == deliveries.SENT or (row.status != deliveries.PENDING
+                                             and not retry_failed):
+            return _outcome(row.id, row.status, row.provider, row.provider_id, row.error)
+        row.attempts += 1
+        row_id = row.id
+    try:
+        sent = send()
+    except JobError as error:
+        final = isinstance(error, PermanentError)
+        _record(db, row_id, status=deliveries.FAILED if final else deliveries.PENDING,
+                error=str(error), error_code=error.code)
+        raise
+    _record(db, row_id, status=deliveries.SENT, provider=sent.provider, provider_id=sent.id)
+    return _outcome(row_id, deliveries.SENT, sent.provider, sent.id, None)
+
+
+def skip(db: Database, target: Target, reason: str) -> dict[str, Any]:
+    with db.session() as session:
+        row = deliveries.get_or_create(
+            session, target.key, channel=target.channel, job_id=target.job_id,
+            user_id=target.user_id, batch_id=target.batch_id, device_id=target.device_id)
+        if row.status != deliveries.SENT:
+            deliveries.finish(session, row, status=deliveries.SKIPPED, error=reason)
+        return _outcome(row.id, row.status, row.provider, row.provider_id, row.error)
+
+
+def _record(db: Database, row_id: str, *, status: str, **fields: Any) -> None:
+    with db.session() as session:
+        row = session.get(deliveries.NotificationDelivery, row_id)
+        if row is not None:
+            deliveries.finish(session, row, status=status, **fields)
+
+
+def _outcome(row_id: str, status: str, provider: str | None, provider_id: str | None,
+             error: str | None) -> dict[str, Any]:
+    return {"deliveryId": row_id, "status": status, "provider": provider, "id": provider_id,
+            **({"error": error} if error else {})}
+
+
+def send_push(db: Database, sender: PushSender, target: Target, push: Push) -> dict[str, Any]:
+    """One push; a token already known dead is skipped, a newly dead one marked."""
+    with db.session() as session:
+        dead = deliveries.is_dead_token(session, push.token)
+    if dead:
+        return skip(db, target, "the device token is dead (FCM said UNREGISTERED)")
+    try:
+        return deliver(db, target, lambda: sender.send(push, idempotency_key=target.key))
+    except DeadToken as error:
+        with db.session() as session:
+            deliveries.mark_token_dead(session, push.token, error.message)
+        raise
+
+
+def send_email(db: Database, sender: EmailSender, target: Target, *, to: str, title: str,
+               body: str, data: dict[str, str], app_name: str) -> dict[str, Any]:
+    mail = templates.notification(to, title, body, data, app_name=app_name)
+    return deliver(db, target, lambda: sender.send(mail, idempotency_key=target.key))
+
+
+def send_sms(db: Database, sender: SmsSender, target: Target, *, to: str,
+             body: str) -> dict[str, Any]:
+    return deliver(db, target, lambda: sender.send(Sms(to=to, body=body),
+                                                   idempotency_key=target.key))
+
+
+def send_batch(db: Database, sender: PushSender, job_id: str, key: str, *, user_ids: list[str],
+               title: str, body: str, data: dict[str, str]) -> dict[str, Any]:
+    """Push to every live device of these users; counts of successes and failures.
+
+    Permanent failures (dead token, refused message, a user with no device) count as
+    failures. Transient ones make the whole batch run again later, and that run sends
+    only what is still unsent.
+    """
+    with db.session() as session:
+        devices = [(d.id, d.user_id, d.push_token)
+                   for d in deliveries.live_devices(session, user_ids)]
+    counts = {"sent": 0, "failed": 0}
+    for user_id in sorted(set(user_ids) - {user for _, user, _ in devices}):
+        target = Target(f"{key}:{user_id}", "push", job_id, user_id, batch_id=key)
+        _count(counts, skip(db, target, "no live device"))
+    transient: list[RetryableError] = []
+    for device_id, user_id, token in devices:
+        target = Target(f"{key}:{device_id}", "push", job_id, user_id, batch_id=key,
+                        device_id=device_id)
+        push = Push(token=token, title=title, body=body, data=data)
+        try:
+            _count(counts, _batch_push(db, sender, target, push))
+        except RateLimited as error:  # the rest would wait too: stop, resume later
+            transient.append(error)
+            break
+        except RetryableError as error:
+            transient.append(error)
+        except PermanentError:
+            counts["failed"] += 1
+    if transient:
+        raise _batch_retry(transient, counts)
+    return {"successCount": counts["sent"], "failureCount": counts["failed"],
+            "userCount": len(set(user_ids)), "deviceCount": len(devices)}
+
+
+def _batch_push(db: Database, sender: PushSender, target: Target, push: Push) -> dict[str, Any]:
+    try:
+        return deliver(db, target, lambda: sender.send(push, idempotency_key=target.key),
+                       retry_failed=False)
+    except DeadToken as error:
+        with db.session() as session:
+            deliveries.mark_token_dead(session, push.token, error.message)
+        raise
+
+
+def _count(counts: dict[str, int], outcome: dict[str, Any]) -> None:
+    counts["sent" if outcome["status"] == deliveries.SENT else "failed"] += 1
+
+
+def _batch_retry(errors: list[RetryableError], counts: dict[str, int]) -> RetryableError:
+    progress = f"{counts['sent']} sent, {counts['failed']} failed so far"
+    first = errors[0]
+    if isinstance(first, RateLimited):
+        return RateLimited(f"batch paused ({progress}): {first.message}",
+                           retry_after=first.retry_after, code=first.code,
+                           provider=first.provider)
+    return RetryableError(f"{len(errors)} deliveries will be retried ({progress}): "
+                          f"{first.message}", code=first.code, provider=first.provider)
