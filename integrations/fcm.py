@@ -38,11 +38,13 @@ from errors import JobError, NotConfigured, PermanentError, RateLimited, Retryab
 from integrations.http import (
     Http,
     HttpConfig,
+    accepted_id,
     body_json,
     classify,
     fallback_message,
     retry_after_header,
     short,
+    without,
 )
 from integrations.messages import Push, Sent
 
@@ -261,7 +263,7 @@ class Fcm:
             response, bearer = self._post(body, refresh=True)
         if not response.is_success:
             raise classify_error(response, secrets=(push.token, bearer))
-        return _sent(response)
+        return Sent("fcm", accepted_id(response, "name", provider=PROVIDER, what="message"))
 
     def _post(self, body: dict[str, Any], *, refresh: bool) -> tuple[httpx.Response, str]:
         if self._send_rate is not None:
@@ -273,17 +275,6 @@ class Fcm:
 
     def close(self) -> None:
         self._http.close()
-
-
-def _sent(response: httpx.Response) -> Sent:
-    data = body_json(response)
-    name = data.get("name") if isinstance(data, dict) else None
-    if not isinstance(name, str) or not name:
-        # Accepted, so retrying could notify twice: stop here and say why.
-        raise PermanentError("FCM accepted the message but answered without its name",
-                             code="bad_response", provider=PROVIDER,
-                             status=response.status_code)
-    return Sent("fcm", name)
 
 
 def read_error(response: httpx.Response) -> tuple[str | None, str]:
@@ -304,9 +295,7 @@ def read_error(response: httpx.Response) -> tuple[str | None, str]:
 def classify_error(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> JobError:
     """An FCM error answer as a job error, per the reference's table."""
     code, message = read_error(response)
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
+    message = without(message, secrets)
     status = response.status_code
     text = short(message) or fallback_message(response)
     if code == "UNREGISTERED":

@@ -149,6 +149,29 @@ def retry_after_header(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def accepted_id(response: httpx.Response, field: str, *, provider: str, what: str) -> str:
+    """The id a provider gave to what it accepted (`field` of the JSON body).
+
+    An acceptance without one is a `PermanentError`: the provider has it, so retrying
+    could deliver it twice.
+    """
+    data = body_json(response)
+    value = data.get(field) if isinstance(data, dict) else None
+    if not isinstance(value, str) or not value:
+        raise PermanentError(f"{provider} accepted the {what} but answered without its {field}",
+                             code="bad_response", provider=provider,
+                             status=response.status_code)
+    return value
+
+
+def without(message: str, secrets: tuple[str, ...]) -> str:
+    """`message` with each of our own secrets (a key, a device token) replaced."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[redacted]")
+    return message
+
+
 def short(text: str, limit: int = MAX_MESSAGE) -> str:
     """A provider message fit for an exception: one line, bounded, no personal data."""
     text = scrub_text(" ".join(str(text).split()))

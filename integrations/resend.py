@@ -21,11 +21,13 @@ from errors import JobError, NotConfigured, PermanentError, RateLimited
 from integrations.http import (
     Http,
     HttpConfig,
+    accepted_id,
     body_json,
     classify,
     fallback_message,
     retry_after_header,
     short,
+    without,
 )
 from integrations.messages import Email, Sent
 
@@ -69,7 +71,7 @@ class Resend:
         response = self._http.request("POST", "/emails", json=body, headers=headers)
         if not response.is_success:
             raise classify_error(response, secrets=(self._api_key,))
-        return _sent(response)
+        return Sent("resend", accepted_id(response, "id", provider=PROVIDER, what="email"))
 
     def close(self) -> None:
         self._http.close()
@@ -103,17 +105,6 @@ def build_email(email: Email, *, sender: str) -> dict[str, Any]:
     return body
 
 
-def _sent(response: httpx.Response) -> Sent:
-    data = body_json(response)
-    email_id = data.get("id") if isinstance(data, dict) else None
-    if not isinstance(email_id, str) or not email_id:
-        # Accepted, so a retry without a key could mail twice: stop here and say why.
-        raise PermanentError("Resend accepted the email but answered without its id",
-                             code="bad_response", provider=PROVIDER,
-                             status=response.status_code)
-    return Sent("resend", email_id)
-
-
 def read_error(response: httpx.Response) -> tuple[str | None, str]:
     """Resend's error `name` and `message`; an HTML page gives (None, "")."""
     data = body_json(response)
@@ -127,9 +118,7 @@ def read_error(response: httpx.Response) -> tuple[str | None, str]:
 def classify_error(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> JobError:
     """A Resend error answer as a job error, per the reference."""
     name, message = read_error(response)
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
+    message = without(message, secrets)
     text = short(message) or fallback_message(response)
     status = response.status_code
     wait = _reset_wait(response)

@@ -18,7 +18,16 @@ from typing import Any
 import httpx2 as httpx
 
 from errors import JobError, NotConfigured, PermanentError, RetryableError
-from integrations.http import Http, HttpConfig, body_json, classify, fallback_message, short
+from integrations.http import (
+    Http,
+    HttpConfig,
+    accepted_id,
+    body_json,
+    classify,
+    fallback_message,
+    short,
+    without,
+)
 from integrations.messages import Sent, Sms
 
 PROVIDER = "Twilio"
@@ -83,7 +92,7 @@ class Twilio:
                                  provider=PROVIDER) from error
         if not response.is_success:
             raise classify_error(response, secrets=(self._auth_token,))
-        return _sent(response)
+        return Sent("twilio", accepted_id(response, "sid", provider=PROVIDER, what="SMS"))
 
     def form(self, sms: Sms) -> dict[str, str]:
         """The form fields for `sms`; a body over 1600 characters is refused before sending."""
@@ -101,17 +110,6 @@ class Twilio:
         self._http.close()
 
 
-def _sent(response: httpx.Response) -> Sent:
-    data = body_json(response)
-    sid = data.get("sid") if isinstance(data, dict) else None
-    if not isinstance(sid, str) or not sid:
-        # Accepted, and Twilio cannot deduplicate: a retry would send twice. Stop here.
-        raise PermanentError("Twilio accepted the SMS but answered without its sid",
-                             code="bad_response", provider=PROVIDER,
-                             status=response.status_code)
-    return Sent("twilio", sid)
-
-
 def read_error(response: httpx.Response) -> tuple[int | None, str]:
     """Twilio's error `code` and `message`; an HTML page gives (None, "")."""
     data = body_json(response)
@@ -125,9 +123,7 @@ def read_error(response: httpx.Response) -> tuple[int | None, str]:
 def classify_error(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> JobError:
     """A Twilio error answer as a job error, per the reference."""
     code, message = read_error(response)
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
+    message = without(message, secrets)
     status = response.status_code
     if code in PERMANENT_CODES:
         return PermanentError(short(message) or fallback_message(response), code=code,
