@@ -6,9 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import dramatiq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,3 +54,16 @@ def worker_processes(process_env: dict[str, str], queue: str) -> Iterator[Worker
     procs = WorkerProcesses({**process_env, "TEST_QUEUE": queue})
     yield procs
     procs.stop_all()
+
+
+def serve(sy: Any, *, threads: int, worker_timeout: int = 50) -> None:
+    """A test worker process's main loop: start a worker, say `ready`, stop on SIGTERM."""
+    worker = dramatiq.Worker(sy.broker, worker_threads=threads, worker_timeout=worker_timeout)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker.start()
+    print("ready", flush=True)
+    stop.wait()
+    worker.stop(timeout=10_000)
+    sy.close()
+    sys.exit(0)

@@ -10,13 +10,9 @@ Prints `ready` once consuming, works until SIGTERM.
 from __future__ import annotations
 
 import os
-import signal
-import sys
-import threading
-
-import dramatiq
 
 import broker
+from tests.support.processes import serve
 
 sy = broker.boot()
 import actors  # noqa: E402,F401
@@ -35,16 +31,7 @@ def scripted_telethon() -> None:
 def main() -> None:
     if os.environ.get("TEST_TELETHON") == "scripted":
         scripted_telethon()
-    worker = dramatiq.Worker(sy.broker, worker_threads=int(os.environ.get("THREADS", "8")),
-                             worker_timeout=50)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    worker.start()
-    print("ready", flush=True)
-    stop.wait()
-    worker.stop(timeout=10_000)
-    sy.close()
-    sys.exit(0)
+    serve(sy, threads=int(os.environ.get("THREADS", "8")))
 
 
 if __name__ == "__main__":

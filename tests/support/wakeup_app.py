@@ -9,14 +9,12 @@ key, so a test can tell which process ran each job, and how many times.
 from __future__ import annotations
 
 import os
-import signal
-import sys
-import threading
 import time
 
 import dramatiq
 
 import broker
+from tests.support.processes import serve
 
 sy = broker.boot()
 
@@ -31,16 +29,8 @@ def record(key: str, sleep: float = 0.0) -> None:
 
 
 def main() -> None:
-    worker = dramatiq.Worker(sy.broker, worker_threads=int(os.environ.get("THREADS", "4")),
-                             worker_timeout=int(os.environ.get("WORKER_TIMEOUT", "1000")))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    worker.start()
-    print("ready", flush=True)
-    stop.wait()
-    worker.stop(timeout=10_000)
-    sy.close()
-    sys.exit(0)
+    serve(sy, threads=int(os.environ.get("THREADS", "4")),
+          worker_timeout=int(os.environ.get("WORKER_TIMEOUT", "1000")))
 
 
 if __name__ == "__main__":

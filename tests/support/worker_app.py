@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
-import threading
 import time
 
 import dramatiq
 
 import broker
+from tests.support.processes import serve
 
 sy = broker.boot()
 import actors  # noqa: E402,F401  (the product's actors too, e.g. ping)
@@ -41,16 +39,7 @@ def exclusive(sleep: float) -> None:
 
 
 def main() -> None:
-    worker = dramatiq.Worker(sy.broker, worker_threads=int(os.environ.get("THREADS", "4")),
-                             worker_timeout=50)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    worker.start()
-    print("ready", flush=True)
-    stop.wait()
-    worker.stop(timeout=10_000)
-    sy.close()
-    sys.exit(0)
+    serve(sy, threads=int(os.environ.get("THREADS", "4")))
 
 
 if __name__ == "__main__":
