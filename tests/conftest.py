@@ -19,12 +19,12 @@ import broker
 import settings
 from tests.support.services import (
     IN_CI,
-    POSTGRES_URL,
     RABBITMQ_URL,
     REDIS_URL,
     EmbeddedRedis,
     answers,
     missing,
+    new_postgres_database,
 )
 
 
@@ -164,24 +164,11 @@ def moto_s3() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A PostgreSQL database of this session's own, migrated; dropped at the end."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from store.db import normalize_url
     from store.migrate import upgrade
 
-    if not answers(POSTGRES_URL):
-        missing("PostgreSQL")
-    name = f"switchyard_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_postgres_database() as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
+from collections.abc import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, pool, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect, pool
 
 from store.db import normalize_url
 from store.migrate import current, downgrade, head, upgrade
 from store.models import Base
 from tests.support.processes import ROOT
-from tests.support.services import POSTGRES_URL, answers, missing
+from tests.support.services import new_postgres_database
 
 
 def differences(url: str) -> list[object]:
@@ -53,17 +52,9 @@ def test_upgrade_twice_is_harmless(database_url):
 
 
 @pytest.fixture
-def fresh_postgres():
-    if not answers(POSTGRES_URL):
-        missing("PostgreSQL")
-    name = f"switchyard_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def fresh_postgres() -> Iterator[str]:
+    with new_postgres_database("migrations") as url:
+        yield url
 
 
 def test_processes_upgrading_at_once_do_not_collide(fresh_postgres):
