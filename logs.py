@@ -37,10 +37,17 @@ def quiet_worker_failures() -> None:
         worker_logger.addFilter(_DropPerAttemptLines())
 
 
+def quiet_http_clients() -> None:
+    """httpx logs every request's URL at INFO, and Bot API URLs carry the bot token."""
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def setup(level: int | None = None) -> None:
     """Install the redaction and filters; with `level`, also log to stderr at that level."""
     redact_messages()
     quiet_worker_failures()
+    quiet_http_clients()
     if level is not None:
         logging.basicConfig(
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

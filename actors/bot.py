@@ -29,13 +29,10 @@ OPTIONS: dict[str, Any] = {
     "idempotency_ttl": DEDUPLICATION_MS,
 }
 
-ChatId = int
-
-
 class InviteUser(Payload):
     operation: Literal["INVITE_USER"] | None = None
     user_id: str = Field(min_length=1, max_length=64)
-    channel_id: ChatId = Field(description="The channel's Telegram chat id (-100...)")
+    channel_id: int = Field(description="The channel's Telegram chat id (-100...)")
     subscription_id: str = Field(min_length=1, max_length=64)
     order_id: str | None = Field(None, max_length=64)
 
@@ -43,14 +40,14 @@ class InviteUser(Payload):
 class RemoveUser(Payload):
     operation: Literal["REMOVE_USER"] | None = None
     user_id: str = Field(min_length=1, max_length=64)
-    channel_id: ChatId
+    channel_id: int
     subscription_id: str = Field(min_length=1, max_length=64)
     reason: Literal["expiry", "refund"]
 
 
 class VerifyPermissions(Payload):
     operation: Literal["VERIFY_PERMISSIONS"] | None = None
-    channel_id: ChatId
+    channel_id: int
     listing_id: str | None = Field(None, max_length=64)
 
 

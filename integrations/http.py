@@ -18,7 +18,6 @@ A provider overrides the rule only where its documentation says so (see
 from __future__ import annotations
 
 import email.utils
-import logging
 import os
 import threading
 import time
@@ -34,12 +33,6 @@ from integrations.redact import scrub_text
 USER_AGENT = "Switchyard/0.1 (background jobs)"
 #: Longest provider message kept on an exception (bodies can be whole HTML pages).
 MAX_MESSAGE = 300
-
-# httpx logs every request's URL at INFO, and the Telegram Bot API carries the bot
-# token in the URL path: keep those lines out of the logs.
-for _name in ("httpx", "httpx2", "httpcore", "httpcore2"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-
 
 @dataclass(frozen=True)
 class HttpConfig:

@@ -54,7 +54,7 @@ def invite_user(db: Database, bot: BotApi, *, user_id: str, channel_id: int,
         with db.session() as session:
             sub = subscriptions.ensure_subscription(session, subscription_id, user_id=user_id,
                                                     channel_id=channel_id, order_id=order_id)
-            subscriptions.record_invite(session, sub, link=link, expires_at=expires,
+            subscriptions.record_invite(sub, link=link, expires_at=expires,
                                         order_id=order_id)
     notified = _send_link(bot, telegram_user, link, expires)
     # The link itself stays out of the result: it is a pass into a paid channel.
@@ -82,7 +82,7 @@ def remove_user(db: Database, bot: BotApi, *, user_id: str, channel_id: int,
     with db.session() as session:
         sub = subscriptions.subscription(session, subscription_id)
         if sub is not None:
-            subscriptions.record_removal(session, sub, reason)
+            subscriptions.record_removal(sub, reason)
     return {"subscriptionId": subscription_id, "removed": True, "reason": reason}
 
 
@@ -93,7 +93,7 @@ def verify_permissions(db: Database, bot: BotApi, *, channel_id: int,
         with db.session() as session:
             item = subscriptions.ensure_listing(session, listing_id, channel_id=channel_id)
             subscriptions.record_verification(
-                session, item, verified=answer["verified"],
+                item, verified=answer["verified"],
                 permissions={k: answer[k] for k in ("status", *REQUIRED_RIGHTS)},
                 error=answer["error"])
     return {"channelId": channel_id, "listingId": listing_id, **answer}

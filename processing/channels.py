@@ -58,7 +58,7 @@ def find_or_create(db: Database, username: str,
         with db.session() as session:
             found = channels.get(session, channel.id)
             if found is not None:
-                channels.mark_failed(session, found, f"could not enqueue the join: {error}")
+                channels.mark_failed(found, f"could not enqueue the join: {error}")
         raise
     with db.session() as session:
         found = channels.get(session, channel.id)
@@ -84,7 +84,7 @@ def join(db: Database, gateway: TelegramGateway, channel_id: str, username: str)
     with db.session() as session:
         channel = channels.get(session, channel_id)
         assert channel is not None
-        channels.mark_joined(session, channel, joined.as_dict())
+        channels.mark_joined(channel, joined.as_dict())
     return joined.as_dict()
 
 
@@ -99,7 +99,7 @@ def _failed(db: Database, channel_id: str, reason: str) -> None:
     with db.session() as session:
         channel = channels.get(session, channel_id)
         if channel is not None:
-            channels.mark_failed(session, channel, reason)
+            channels.mark_failed(channel, reason)
 
 
 def leave(db: Database, gateway: TelegramGateway, telegram_id: int) -> dict[str, Any]:
@@ -108,6 +108,6 @@ def leave(db: Database, gateway: TelegramGateway, telegram_id: int) -> dict[str,
     with db.session() as session:
         channel = channels.by_telegram_id(session, telegram_id)
         if channel is not None:
-            channels.mark_left(session, channel)
+            channels.mark_left(channel)
     return {"telegram_id": telegram_id, "left": True,
             "channel_id": channel.id if channel is not None else None}

@@ -85,12 +85,7 @@ def send_push(db: Database, sender: PushSender, target: Target, push: Push) -> d
         dead = deliveries.is_dead_token(session, push.token)
     if dead:
         return skip(db, target, "the device token is dead (FCM said UNREGISTERED)")
-    try:
-        return deliver(db, target, lambda: sender.send(push, idempotency_key=target.key))
-    except DeadToken as error:
-        with db.session() as session:
-            deliveries.mark_token_dead(session, push.token, error.message)
-        raise
+    return _push(db, sender, target, push)
 
 
 def send_email(db: Database, sender: EmailSender, target: Target, *, to: str, title: str,
@@ -126,7 +121,7 @@ def send_batch(db: Database, sender: PushSender, job_id: str, key: str, *, user_
                         device_id=device_id)
         push = Push(token=token, title=title, body=body, data=data)
         try:
-            _count(counts, _batch_push(db, sender, target, push))
+            _count(counts, _push(db, sender, target, push, retry_failed=False))
         except RateLimited as error:  # the rest would wait too: stop, resume later
             transient.append(error)
             break
@@ -140,10 +135,12 @@ def send_batch(db: Database, sender: PushSender, job_id: str, key: str, *, user_
             "userCount": len(set(user_ids)), "deviceCount": len(devices)}
 
 
-def _batch_push(db: Database, sender: PushSender, target: Target, push: Push) -> dict[str, Any]:
+def _push(db: Database, sender: PushSender, target: Target, push: Push, *,
+          retry_failed: bool = True) -> dict[str, Any]:
+    """Deliver one push; a token FCM calls dead is marked so it is not used again."""
     try:
         return deliver(db, target, lambda: sender.send(push, idempotency_key=target.key),
-                       retry_failed=False)
+                       retry_failed=retry_failed)
     except DeadToken as error:
         with db.session() as session:
             deliveries.mark_token_dead(session, push.token, error.message)

@@ -44,7 +44,7 @@ def find_or_create(session: Session, username: str) -> tuple[SourceChannel, bool
     return channel, True
 
 
-def mark_joined(session: Session, channel: SourceChannel, info: dict[str, Any]) -> None:
+def mark_joined(channel: SourceChannel, info: dict[str, Any]) -> None:
     """The join succeeded: the channel is active with what Telegram says of it."""
     channel.telegram_id = info["telegram_id"]
     channel.title = info.get("title")
@@ -56,12 +56,12 @@ def mark_joined(session: Session, channel: SourceChannel, info: dict[str, Any]) 
     channel.last_error = None
 
 
-def mark_failed(session: Session, channel: SourceChannel, reason: str) -> None:
+def mark_failed(channel: SourceChannel, reason: str) -> None:
     channel.is_active = False
     channel.status = FAILED
     channel.last_error = reason[:2000]
 
 
-def mark_left(session: Session, channel: SourceChannel) -> None:
+def mark_left(channel: SourceChannel) -> None:
     channel.is_active = False
     channel.status = LEFT

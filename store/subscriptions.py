@@ -49,7 +49,7 @@ def ensure_listing(session: Session, listing_id: str, *, channel_id: int) -> Lis
     return item
 
 
-def record_invite(session: Session, sub: Subscription, *, link: str,
+def record_invite(sub: Subscription, *, link: str,
                   expires_at: datetime.datetime, order_id: str | None) -> None:
     sub.invite_link = link
     sub.invite_expires_at = expires_at
@@ -59,13 +59,13 @@ def record_invite(session: Session, sub: Subscription, *, link: str,
         sub.order_id = order_id
 
 
-def record_removal(session: Session, sub: Subscription, reason: str) -> None:
+def record_removal(sub: Subscription, reason: str) -> None:
     sub.removed_at = utcnow()
     sub.removal_reason = reason
     sub.status = REMOVAL_STATUS[reason]
 
 
-def record_verification(session: Session, item: Listing, *, verified: bool,
+def record_verification(item: Listing, *, verified: bool,
                         permissions: dict[str, Any], error: str | None) -> None:
     item.bot_verified = verified
     item.bot_permissions = permissions

@@ -6,7 +6,6 @@ import itertools
 import logging
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from broker import Switchyard
 from redis_broker import DoorbellRedisBroker
 from tests.support.jobs import send
-from tests.support.processes import ROOT, WorkerProcesses
+from tests.support.processes import WorkerProcesses
 from tests.support.waiting import wait_for
 
 REDIS_ONLY = pytest.mark.parametrize("broker_kind", ["redis"])
@@ -172,16 +171,8 @@ def test_broken_doorbell_never_fails_an_enqueue(build_switchyard, queue, caplog)
 class WakeupWorkers(WorkerProcesses):
     """Worker subprocesses running tests/support/wakeup_app.py."""
 
-    def start(self, **env: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.wakeup_app"], cwd=ROOT,
-            env={**self.env, **env}, stdout=subprocess.PIPE, text=True,
-        )
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the worker is consuming
-        assert line.strip() == "ready", f"worker did not start: {line!r}"
-        return proc
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env, module="tests.support.wakeup_app")
 
     def stop(self, proc: subprocess.Popen[str]) -> None:
         proc.terminate()
