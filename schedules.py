@@ -1,7 +1,8 @@
 """The clock's cron table: periodic actor name -> cron expression (periodiq syntax).
 
-`apply()` sets each actor's `periodic` option so `switchyard clock` (periodiq) enqueues
-it on its slot. The cleanup actors join this table in their own issue.
+`apply()`, called when a process boots, sets each declared actor's `periodic` option so
+`switchyard clock` (periodiq) enqueues it on its slot. The cleanup actors join this
+table in their own issue.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
-"""Switchyard's actors, one module per job family.
+"""Switchyard's job families, one module per family, and the one list that registers them.
 
-Importing this package boots the process (settings, broker, middleware) and then
-declares every actor on that broker: it is what `dramatiq actors` and the clock load.
+Importing this package declares nothing on any broker: `switchyard.app.boot()` declares
+every job of every module in `FAMILIES` (the entry module `switchyard.entry`, the CLI
+and the web process boot with it). A new family is a module here plus one line below.
 """
 
-from broker import boot
+from actors import bot, channels, email, notifications, ping
 
-boot()
-
-from actors import bot, channels, email, notifications, ping  # noqa: E402
-
-__all__ = ["bot", "channels", "email", "notifications", "ping"]
+#: Every job family, in the order they are declared.
+FAMILIES = (ping, channels, bot, email, notifications)

@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from actors.base import Payload, job
-from broker import current
 from processing import channels
-from settings import DAY_MS
 from store.models import SourceChannel
+from switchyard.app import App
+from switchyard.enqueue import enqueue
+from switchyard.jobs import Context, Payload, job
+from switchyard.settings import DAY_MS
 
 QUEUE = "channel-ops"
 OPTIONS: dict[str, Any] = {
@@ -39,29 +40,24 @@ class LeaveChannel(Payload):
 
 
 @job(JoinChannel, actor_name="join_channel", **OPTIONS)
-def join_channel(payload: JoinChannel) -> dict[str, Any]:
-    sy = current()
-    return channels.join(sy.database, sy.providers.telegram_user(), payload.channel_id,
+def join_channel(ctx: Context, payload: JoinChannel) -> dict[str, Any]:
+    return channels.join(ctx.database, ctx.providers.telegram_user(), payload.channel_id,
                          payload.username)
 
 
 @job(LeaveChannel, actor_name="leave_channel", **OPTIONS)
-def leave_channel(payload: LeaveChannel) -> dict[str, Any]:
-    sy = current()
-    return channels.leave(sy.database, sy.providers.telegram_user(), payload.telegram_id)
+def leave_channel(ctx: Context, payload: LeaveChannel) -> dict[str, Any]:
+    return channels.leave(ctx.database, ctx.providers.telegram_user(), payload.telegram_id)
 
 
-def find_or_create_channel(username: str) -> SourceChannel:
+def find_or_create_channel(app: App, username: str) -> SourceChannel:
     """The API side (seed 000): the SourceChannel for `username`, joining it if new.
 
     Returns at once; the worker marks the channel active (or failed) when the join is
     done. A channel whose last join failed, or that was left, is joined again.
     """
-    return channels.find_or_create(current().database, username, enqueue_join)
+    def enqueue_join(channel_id: str, username: str) -> str:
+        payload = {"operation": "join", "channelId": channel_id, "username": username}
+        return enqueue(app, "join_channel", payload).message_id
 
-
-def enqueue_join(channel_id: str, username: str) -> str:
-    """Enqueue the join of SourceChannel `channel_id`; the job's message id."""
-    message = join_channel.send_with_options(kwargs={
-        "operation": "join", "channelId": channel_id, "username": username})
-    return message.message_id
+    return channels.find_or_create(app.database, username, enqueue_join)

@@ -12,10 +12,9 @@ from typing import Any
 
 from pydantic import EmailStr, Field, HttpUrl
 
-from actors.base import Payload, current_job, job
-from broker import current
 from processing import email
-from settings import DAY_MS
+from switchyard.jobs import Context, Payload, job
+from switchyard.settings import DAY_MS
 
 QUEUE = "email"
 #: Resend's daily quota defers a job until the next day: let it wait that long.
@@ -43,25 +42,22 @@ class SendVerificationLink(Payload):
 
 
 @job(SendOtp, actor_name="send_otp", **OPTIONS)
-def send_otp(payload: SendOtp) -> dict[str, Any]:
-    sy = current()
-    message = email.otp(str(payload.email), payload.code, app_name=sy.settings.app_name,
+def send_otp(ctx: Context, payload: SendOtp) -> dict[str, Any]:
+    message = email.otp(str(payload.email), payload.code, app_name=ctx.settings.app_name,
                         name=payload.name, expires_minutes=payload.expires_in_minutes)
-    return email.send(sy.providers.email(), message, idempotency_key=current_job().key)
+    return email.send(ctx.providers.email(), message, idempotency_key=str(ctx.key))
 
 
 @job(SendWelcome, actor_name="send_welcome_email", **OPTIONS)
-def send_welcome_email(payload: SendWelcome) -> dict[str, Any]:
-    sy = current()
-    message = email.welcome(str(payload.email), app_name=sy.settings.app_name,
+def send_welcome_email(ctx: Context, payload: SendWelcome) -> dict[str, Any]:
+    message = email.welcome(str(payload.email), app_name=ctx.settings.app_name,
                             name=payload.name, link=str(payload.link) if payload.link else None)
-    return email.send(sy.providers.email(), message, idempotency_key=current_job().key)
+    return email.send(ctx.providers.email(), message, idempotency_key=str(ctx.key))
 
 
 @job(SendVerificationLink, actor_name="send_verification_link", **OPTIONS)
-def send_verification_link(payload: SendVerificationLink) -> dict[str, Any]:
-    sy = current()
+def send_verification_link(ctx: Context, payload: SendVerificationLink) -> dict[str, Any]:
     message = email.verification(str(payload.email), str(payload.link),
-                                 app_name=sy.settings.app_name, name=payload.name,
+                                 app_name=ctx.settings.app_name, name=payload.name,
                                  expires_in=payload.expires_in)
-    return email.send(sy.providers.email(), message, idempotency_key=current_job().key)
+    return email.send(ctx.providers.email(), message, idempotency_key=str(ctx.key))

@@ -11,11 +11,10 @@ from typing import Any, Literal
 
 from pydantic import EmailStr, Field
 
-from actors.base import Payload, current_job, job
-from broker import current
 from integrations.messages import Push
 from processing import notifications
 from processing.notifications import Target
+from switchyard.jobs import Context, Payload, job
 
 QUEUE = "notifications"
 OPTIONS: dict[str, Any] = {"queue_name": QUEUE, "concurrency": 5, "concurrency_key": QUEUE}
@@ -56,41 +55,35 @@ class SendBatch(Payload):
     data: Data = Field(default_factory=dict)
 
 
-def _target(channel: str, user_id: str) -> Target:
-    running = current_job()
-    return Target(running.key, channel, running.message_id, user_id)
+def _target(ctx: Context, channel: str, user_id: str) -> Target:
+    return Target(str(ctx.key), channel, ctx.message_id, user_id)
 
 
 @job(SendPush, actor_name="send_push", **OPTIONS)
-def send_push(payload: SendPush) -> dict[str, Any]:
-    sy = current()
+def send_push(ctx: Context, payload: SendPush) -> dict[str, Any]:
     push = Push(token=payload.fcm_token, title=payload.title, body=payload.body,
                 data=payload.data)
-    return notifications.send_push(sy.database, sy.providers.push(),
-                                   _target("push", payload.user_id), push)
+    return notifications.send_push(ctx.database, ctx.providers.push(),
+                                   _target(ctx, "push", payload.user_id), push)
 
 
 @job(SendEmailNotification, actor_name="send_email_notification", **OPTIONS)
-def send_email_notification(payload: SendEmailNotification) -> dict[str, Any]:
-    sy = current()
+def send_email_notification(ctx: Context, payload: SendEmailNotification) -> dict[str, Any]:
     return notifications.send_email(
-        sy.database, sy.providers.email(), _target("email", payload.user_id),
+        ctx.database, ctx.providers.email(), _target(ctx, "email", payload.user_id),
         to=str(payload.email), title=payload.title, body=payload.body, data=payload.data,
-        app_name=sy.settings.app_name)
+        app_name=ctx.settings.app_name)
 
 
 @job(SendSms, actor_name="send_sms", **OPTIONS)
-def send_sms(payload: SendSms) -> dict[str, Any]:
-    sy = current()
-    return notifications.send_sms(sy.database, sy.providers.sms(),
-                                  _target("sms", payload.user_id), to=payload.phone_number,
+def send_sms(ctx: Context, payload: SendSms) -> dict[str, Any]:
+    return notifications.send_sms(ctx.database, ctx.providers.sms(),
+                                  _target(ctx, "sms", payload.user_id), to=payload.phone_number,
                                   body=payload.body)
 
 
 @job(SendBatch, actor_name="send_batch_notifications", **OPTIONS)
-def send_batch_notifications(payload: SendBatch) -> dict[str, Any]:
-    sy = current()
-    running = current_job()
-    return notifications.send_batch(sy.database, sy.providers.push(), running.message_id,
-                                    running.key, user_ids=payload.user_ids,
+def send_batch_notifications(ctx: Context, payload: SendBatch) -> dict[str, Any]:
+    return notifications.send_batch(ctx.database, ctx.providers.push(), ctx.message_id,
+                                    str(ctx.key), user_ids=payload.user_ids,
                                     title=payload.title, body=payload.body, data=payload.data)

@@ -6,7 +6,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.base import job
+from switchyard.jobs import Context, job
 
 
 class Ping(BaseModel):
@@ -16,5 +16,5 @@ class Ping(BaseModel):
 
 
 @job(Ping, queue_name="default", max_retries=0)
-def ping(payload: Ping) -> dict[str, object]:
+def ping(ctx: Context, payload: Ping) -> dict[str, object]:
     return {"pong": True, "echo": payload.echo, "at": int(time.time() * 1000)}

@@ -32,8 +32,8 @@ from urllib.parse import quote
 
 import httpx2 as httpx
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.http import Http, HttpConfig, body_json, classify, short
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 
 logger = logging.getLogger(__name__)
 

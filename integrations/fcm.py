@@ -18,7 +18,6 @@ line or an exception message.
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -34,7 +33,6 @@ from dramatiq.rate_limits.backends import RedisBackend
 from google.auth.credentials import TokenState
 from google.oauth2 import service_account
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.http import (
     Http,
     HttpConfig,
@@ -47,6 +45,8 @@ from integrations.http import (
     without,
 )
 from integrations.messages import Push, Sent
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.perprocess import PerProcess
 
 PROVIDER = "FCM"
 DEFAULT_URL = "https://fcm.googleapis.com"
@@ -106,8 +106,7 @@ class GoogleTokenProvider:
             ) from error
         self._timeout_s = timeout_ms / 1000
         self._lock = threading.Lock()
-        self._request: _TimedRequest | None = None
-        self._pid = 0
+        self._request = PerProcess(lambda: _TimedRequest(self._timeout_s))  # own sockets
 
     def __repr__(self) -> str:
         return f"GoogleTokenProvider({str(self.path)!r})"
@@ -125,10 +124,8 @@ class GoogleTokenProvider:
             return str(self._credentials.token)
 
     def _refresh(self) -> None:
-        if self._request is None or self._pid != os.getpid():  # a forked child: own sockets
-            self._request, self._pid = _TimedRequest(self._timeout_s), os.getpid()
         try:
-            self._credentials.refresh(self._request)
+            self._credentials.refresh(self._request.get())
         except google.auth.exceptions.TransportError as error:
             raise RetryableError("FCM OAuth token endpoint could not be reached",
                                  code="token_unreachable", provider=PROVIDER) from error

@@ -18,16 +18,15 @@ A provider overrides the rule only where its documentation says so (see
 from __future__ import annotations
 
 import email.utils
-import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
 
-from errors import JobError, PermanentError, RateLimited, RetryableError
-from integrations.redact import scrub_text
+from switchyard.errors import JobError, PermanentError, RateLimited, RetryableError
+from switchyard.perprocess import PerProcess
+from switchyard.redaction import scrub_text
 
 #: Sent with every request so providers can tell our traffic apart.
 USER_AGENT = "Switchyard/0.1 (background jobs)"
@@ -60,30 +59,27 @@ class Http:
         self.config = config or HttpConfig()
         self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
         self._auth = auth
-        self._client: httpx.Client | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._client = PerProcess(self._build_client)  # a forked child builds its own
 
     def __repr__(self) -> str:  # headers and auth hold credentials: never show them
         return f"Http({self.provider!r}, {self.base_url!r})"
 
     @property
     def client(self) -> httpx.Client:
-        """The process's pooled client; a forked child builds its own."""
-        with self._lock:
-            if self._client is None or self._pid != os.getpid():
-                seconds = self.config.timeout_ms / 1000
-                self._client = httpx.Client(
-                    base_url=self.base_url,
-                    headers=self._headers,
-                    auth=self._auth,
-                    timeout=httpx.Timeout(seconds, connect=self.config.connect_timeout_ms / 1000),
-                    limits=httpx.Limits(max_connections=self.config.max_connections,
-                                        max_keepalive_connections=self.config.max_connections),
-                    follow_redirects=False,
-                )
-                self._pid = os.getpid()
-            return self._client
+        """The process's pooled client."""
+        return self._client.get()
+
+    def _build_client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            headers=self._headers,
+            auth=self._auth,
+            timeout=httpx.Timeout(self.config.timeout_ms / 1000,
+                                  connect=self.config.connect_timeout_ms / 1000),
+            limits=httpx.Limits(max_connections=self.config.max_connections,
+                                max_keepalive_connections=self.config.max_connections),
+            follow_redirects=False,
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request; a timeout or a network failure raises `RetryableError`.
@@ -102,10 +98,7 @@ class Http:
                                  code=code, provider=self.provider) from error
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None and self._pid == os.getpid():
-                self._client.close()
-            self._client = None
+        self._client.reset(lambda client: client.close())
 
 
 def _transport_failure(error: httpx.TransportError) -> tuple[str, str]:

@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from errors import RetryableError
 from integrations.fcm import build_message
 from integrations.messages import Email, Push, Sent, Sms, to_mime
+from switchyard.errors import RetryableError
 
 PROVIDER = "outbox"
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from integrations.messages import EmailSender, PushSender, SmsSender
-from settings import Settings
+from switchyard.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: boto3 and telethon are slow to import
     from integrations.discord import Discord

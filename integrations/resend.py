@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx2 as httpx
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited
 from integrations.http import (
     Http,
     HttpConfig,
@@ -30,6 +29,7 @@ from integrations.http import (
     without,
 )
 from integrations.messages import Email, Sent
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited
 
 PROVIDER = "Resend"
 DEFAULT_URL = "https://api.resend.com"

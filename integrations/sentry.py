@@ -5,7 +5,7 @@ it sends for every failed attempt are dropped in `before_send`; the dead-letter
 middleware sends the one event that matters. Message arguments and frame locals are kept
 out of every event, since payloads hold personal data.
 
-Every event and breadcrumb then goes through `integrations.redact.scrub`: values under
+Every event and breadcrumb then goes through `switchyard.redaction.scrub`: values under
 secret or body keys (authorization, token, password, body, text, phone, email, ...) are
 blanked, and tokens (the Telegram bot token in Bot API URLs, bearer tokens, provider
 keys), email addresses and phone numbers are masked wherever they appear in text:
@@ -21,8 +21,8 @@ from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
-from integrations.redact import SECRET_KEYS, scrub
-from settings import Settings
+from switchyard.redaction import SECRET_KEYS, scrub
+from switchyard.settings import Settings
 
 
 def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:

@@ -17,9 +17,9 @@ import smtplib
 import ssl
 from typing import Any
 
-from errors import JobError, NotConfigured, PermanentError, RetryableError
 from integrations.http import short
 from integrations.messages import Email, Sent, to_mime
+from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 logger = logging.getLogger("switchyard.smtp")
 

@@ -31,7 +31,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from errors import JobError, NotConfigured, PermanentError, RetryableError
+from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 #: S3's own limit on a key's length, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024

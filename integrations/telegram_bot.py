@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import httpx2 as httpx
 
-from errors import JobError, NotConfigured, PermanentError, RetryableError
 from integrations.http import Http, HttpConfig, body_json, classify, fallback_message, short
+from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 logger = logging.getLogger("switchyard.telegram")
 

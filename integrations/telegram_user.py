@@ -35,9 +35,9 @@ from telethon import errors, utils
 from telethon.errors import rpcerrorlist
 from telethon.tl import functions, types
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.http import short
 from integrations.telegram_gateway import ChannelInfo, JoinPending
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 
 logger = logging.getLogger("switchyard.telegram_user")
 

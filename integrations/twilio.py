@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx2 as httpx
 
-from errors import JobError, NotConfigured, PermanentError, RetryableError
 from integrations.http import (
     Http,
     HttpConfig,
@@ -29,6 +28,7 @@ from integrations.http import (
     without,
 )
 from integrations.messages import Sent, Sms
+from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 PROVIDER = "Twilio"
 DEFAULT_URL = "https://api.twilio.com"

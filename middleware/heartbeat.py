@@ -1,14 +1,10 @@
-"""Worker heartbeats: each worker process says it is alive, so `health` can tell.
-
-A sorted set scored by the last beat (Redis time) holds one member per worker process;
-its details (host, pid, queues) sit in a hash beside it. A worker that stops beating
-for three intervals counts as gone.
+"""Heartbeat: each worker process beats every interval until it shuts down, so `health`
+can tell it is alive (`state.workers` keeps the registry).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -20,52 +16,15 @@ from typing import Any
 import redis
 from dramatiq import Broker, Middleware, Worker
 
+from state.workers import Workers
+
 logger = logging.getLogger("switchyard.heartbeat")
-
-#: Seconds between beats.
-DEFAULT_INTERVAL = 5_000
-
-
-class Heartbeats:
-    """The live-worker registry in the state store."""
-
-    def __init__(
-        self, client: redis.Redis, *, prefix: str, interval: int = DEFAULT_INTERVAL
-    ) -> None:
-        self.client: Any = client  # redis-py's annotations mix sync and async results
-        self.interval = interval
-        self.key = f"{prefix}:workers"
-        self.info_key = f"{prefix}:workers:info"
-
-    def beat(self, worker_id: str, info: dict[str, Any] | None = None) -> None:
-        now = time.time() * 1000
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.key, {worker_id: now})
-        pipe.zremrangebyscore(self.key, "-inf", now - 100 * self.interval)  # long gone
-        if info is not None:
-            pipe.hset(self.info_key, worker_id, json.dumps(info))
-        pipe.execute()
-
-    def forget(self, worker_id: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(self.key, worker_id)
-        pipe.hdel(self.info_key, worker_id)
-        pipe.execute()
-
-    def live(self) -> list[dict[str, Any]]:
-        """Workers that beat within three intervals, with their details."""
-        since = time.time() * 1000 - 3 * self.interval
-        ids = self.client.zrangebyscore(self.key, since, "+inf")
-        if not ids:
-            return []
-        infos = self.client.hmget(self.info_key, ids)
-        return [json.loads(i) if i else {"id": w.decode()} for w, i in zip(ids, infos, strict=True)]
 
 
 class Heartbeat(Middleware):
     """Beat every interval from each worker process until it shuts down."""
 
-    def __init__(self, heartbeats: Heartbeats) -> None:
+    def __init__(self, heartbeats: Workers) -> None:
         self.heartbeats = heartbeats
         self._stop = threading.Event()
         self.worker_id = ""

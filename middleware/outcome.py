@@ -17,6 +17,8 @@ from dramatiq import Actor, Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import MiddlewareError
 
+from switchyard.keys import JobKey
+
 #: Final and intermediate outcomes of one delivery.
 DONE, RETRIED, RATE_LIMITED, DEFERRED, SKIPPED, DEAD = (
     "done", "retried", "rate_limited", "deferred", "skipped", "dead",
@@ -35,12 +37,18 @@ class Deferred(MiddlewareError):
         self.reason = reason
 
 
+class StateStoreUnavailable(MiddlewareError):
+    """The state store did not answer, so the job cannot run safely now."""
+
+
 @dataclass
 class Outcome:
     message_id: str
     status: str = DONE
     delay_ms: int | None = None
     error: dict[str, Any] | None = None
+    #: The job's idempotency key, worked out once by the idempotency middleware.
+    key: JobKey | None = None
     started: float = field(default_factory=time.monotonic)
     started_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
@@ -61,10 +69,13 @@ def begin(message: MessageProxy) -> Outcome:
 
 def current(message: MessageProxy) -> Outcome:
     """The outcome of `message`, started on demand if the outermost middleware is absent."""
+    return running(message.message_id) or begin(message)
+
+
+def running(message_id: str) -> Outcome | None:
+    """The outcome of `message_id` if this thread is handling it."""
     outcome: Outcome | None = getattr(_local, "outcome", None)
-    if outcome is None or outcome.message_id != message.message_id:
-        return begin(message)
-    return outcome
+    return outcome if outcome is not None and outcome.message_id == message_id else None
 
 
 def option(broker: Broker, message: MessageProxy, name: str, default: Any) -> Any:

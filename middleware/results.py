@@ -15,6 +15,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.results import Results as DramatiqResults
 
 from middleware.outcome import DEAD, current
+from switchyard.compat import result_options
 
 
 class Results(DramatiqResults):
@@ -25,6 +26,6 @@ class Results(DramatiqResults):
         super().after_process_message(broker, message, result=result, exception=exception)
         if exception is None or current(message).status != DEAD:
             return
-        store_results, result_ttl = self._lookup_options(broker, message)
+        store_results, result_ttl = result_options(self, broker, message)
         if store_results:
             self.backend.store_exception(message, exception, result_ttl)

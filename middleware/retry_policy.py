@@ -22,23 +22,14 @@ from typing import Any
 from dramatiq import Broker, Middleware, Retry
 from dramatiq.broker import MessageProxy
 
-from errors import PermanentError, RateLimited, describe
 from middleware.outcome import DEAD, DEFERRED, RATE_LIMITED, RETRIED, Deferred, current, option
+from switchyard.errors import PermanentError, RateLimited, describe
+from switchyard.settings import MAX_DELAY_MS as MAX_DELAY
 
 logger = logging.getLogger("switchyard.retry")
 
-#: Retries after the first run, unless the actor says otherwise.
-DEFAULT_MAX_RETRIES = 3
-#: First backoff; each retry doubles it (5 s, 10 s, 20 s).
-DEFAULT_MIN_BACKOFF = 5_000
-#: Longest backoff.
-DEFAULT_MAX_BACKOFF = 20_000
-#: Longest total time a job may spend deferred by rate limits.
-DEFAULT_MAX_DEFERRAL = 3_600_000
 #: Backoff is spread by +/- this fraction so retries of a burst do not land together.
 JITTER = 0.1
-#: Dramatiq's brokers refuse delays of 7 days or more.
-MAX_DELAY = 7 * 86_400_000 - 1
 
 
 def backoff(retries: int, *, min_backoff: int, max_backoff: int) -> int:
@@ -53,10 +44,10 @@ class RetryPolicy(Middleware):
     def __init__(
         self,
         *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        min_backoff: int = DEFAULT_MIN_BACKOFF,
-        max_backoff: int = DEFAULT_MAX_BACKOFF,
-        max_deferral: int = DEFAULT_MAX_DEFERRAL,
+        max_retries: int,
+        min_backoff: int,
+        max_backoff: int,
+        max_deferral: int,
     ) -> None:
         self.max_retries = max_retries
         self.min_backoff = min_backoff

@@ -15,11 +15,11 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from errors import PermanentError
 from integrations.telegram_bot import BotApi
 from store import subscriptions
 from store.db import Database
 from store.models import utcnow
+from switchyard.errors import PermanentError
 
 #: A stored invite link is reused only if it stays valid at least this long.
 REUSE_MARGIN = datetime.timedelta(minutes=5)

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from errors import JobError, PermanentError, RateLimited, RetryableError
 from integrations.fcm import DeadToken
 from integrations.messages import EmailSender, Push, PushSender, Sent, Sms, SmsSender
 from processing import email as templates
 from store import notifications as deliveries
 from store.db import Database
+from switchyard.errors import JobError, PermanentError, RateLimited, RetryableError
 
 
 @dataclass(frozen=True)

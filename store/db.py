@@ -7,8 +7,6 @@ through psycopg 3). A database that does not answer, or is locked, is a
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,23 +17,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from errors import RetryableError
+from store.urls import masked, normalize_url
+from switchyard.errors import RetryableError
+from switchyard.perprocess import PerProcess
 
 #: How long SQLite waits for another writer before giving up (ms).
 SQLITE_BUSY_TIMEOUT = 10_000
-
-
-def normalize_url(url: str) -> str:
-    """`postgres://` and `postgresql://` use psycopg 3; other URLs are left as they are."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
-
-
-def masked(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    return make_url(normalize_url(url)).render_as_string(hide_password=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,10 +44,7 @@ class Database:
     def __init__(self, url: str, *, check_schema: bool = False) -> None:
         self.url = normalize_url(url)
         self._checked = not check_schema
-        self._engine: Engine | None = None
-        self._sessions: sessionmaker[Session] | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._engine = PerProcess(self._create)
 
     def __repr__(self) -> str:
         return f"Database({masked(self.url)!r})"
@@ -71,14 +55,13 @@ class Database:
 
     @property
     def engine(self) -> Engine:
-        with self._lock:
-            if self._engine is None or self._pid != os.getpid():
-                self._engine = self._create()
-                self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-                self._pid = os.getpid()
-            return self._engine
+        return self._engine.get()[0]
 
-    def _create(self) -> Engine:
+    def _create(self) -> tuple[Engine, sessionmaker[Session]]:
+        engine = self._create_engine()
+        return engine, sessionmaker(engine, expire_on_commit=False)
+
+    def _create_engine(self) -> Engine:
         if self.is_sqlite:
             database = make_url(self.url).database
             if database and database != ":memory:":
@@ -92,12 +75,11 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session committed at the end of the block, rolled back on an exception."""
-        engine = self.engine
-        assert self._sessions is not None and engine is not None
+        engine, sessions = self._engine.get()
         if not self._checked:
             self._check_schema(engine)
         try:
-            with self._sessions.begin() as session:
+            with sessions.begin() as session:
                 yield session
         except OperationalError as error:
             raise unavailable(error) from error
@@ -124,10 +106,7 @@ class Database:
         self._checked = True
 
     def dispose(self) -> None:
-        with self._lock:
-            if self._engine is not None and self._pid == os.getpid():
-                self._engine.dispose()
-            self._engine = None
+        self._engine.reset(lambda built: built[0].dispose())
 
 
 def unavailable(error: DBAPIError) -> RetryableError:

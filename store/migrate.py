@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
-from store.db import normalize_url
+from store.urls import normalize_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

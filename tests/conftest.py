@@ -15,8 +15,8 @@ import pytest
 import redis
 from dramatiq.common import dq_name, xq_name
 
-import broker
-import settings
+from switchyard import app as runtime
+from switchyard import settings
 from tests.support.services import (
     IN_CI,
     RABBITMQ_URL,
@@ -91,22 +91,22 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def build_switchyard(
     make_settings: Callable[..., settings.Settings], broker_kind: str
-) -> Iterator[Callable[..., broker.Switchyard]]:
+) -> Iterator[Callable[..., runtime.App]]:
     """Build a Switchyard on the parametrised broker; its queues are deleted afterwards."""
-    built: list[broker.Switchyard] = []
+    built: list[runtime.App] = []
 
-    def build(**overrides: Any) -> broker.Switchyard:
+    def build(**overrides: Any) -> runtime.App:
         if broker_kind == "rabbitmq":
             if not answers(RABBITMQ_URL):
                 missing("RabbitMQ")
             overrides.setdefault("broker_url", RABBITMQ_URL)
-        sy = broker.build(make_settings(**overrides))
+        sy = runtime.build(make_settings(**overrides))
         built.append(sy)
         return sy
 
     yield build
     for sy in built:
-        sy.buffer.flush()
+        sy.state.buffer.flush()
         if broker_kind == "rabbitmq":
             delete_rabbitmq_queues(sy.broker)
         sy.close()
@@ -120,12 +120,12 @@ def delete_rabbitmq_queues(rabbit: Any) -> None:
 
 @pytest.fixture
 def start_worker(
-    build_switchyard: Callable[..., broker.Switchyard],
+    build_switchyard: Callable[..., runtime.App],
 ) -> Iterator[Callable[..., dramatiq.Worker]]:
     """Start a real in-process Dramatiq worker; stopped before its broker closes."""
     workers: list[dramatiq.Worker] = []
 
-    def start(sy: broker.Switchyard, *, threads: int = 4) -> dramatiq.Worker:
+    def start(sy: runtime.App, *, threads: int = 4) -> dramatiq.Worker:
         worker = dramatiq.Worker(sy.broker, worker_threads=threads, worker_timeout=50)
         worker.start()
         workers.append(worker)
@@ -189,8 +189,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
 def truncate_all(url: str) -> None:
     from sqlalchemy import create_engine, pool, text
 
-    from store.db import normalize_url
     from store.models import Base
+    from store.urls import normalize_url
 
     engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)

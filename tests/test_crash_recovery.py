@@ -23,5 +23,5 @@ def test_job_running_when_its_worker_is_killed_completes_once_after_restart(
     # then the job runs again and completes, once
     wait_for(lambda: status(sy, message.message_id) == "done", timeout=30, what="done")
     assert int(state.get(f"{prefix}:effects:report")) == 1
-    job = sy.history.get(message.message_id)
+    job = sy.state.history.get(message.message_id)
     assert job["retries"] == 0  # a crash is not a failed attempt

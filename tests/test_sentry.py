@@ -6,8 +6,8 @@ import dramatiq
 import pytest
 import sentry_sdk
 
-from errors import RetryableError
 from integrations import sentry
+from switchyard.errors import RetryableError
 from tests.support.jobs import finished
 from tests.support.sentry_server import SentryServer
 from tests.support.waiting import wait_for

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from broker import Switchyard
+from state.dead_letters import summary
+from switchyard.app import App
 
 #: Queue names as Dramatiq allows them (letters, digits, `.`, `_`, `-`).
 QUEUE = r"^[A-Za-z0-9_.-]{1,200}$"
@@ -38,45 +39,31 @@ class Replay(BaseModel):
     all: bool = False
 
 
-def summary(record: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
-    """The fields of a dead letter that are safe to show: no args, no kwargs."""
-    reason = record.get("reason") or {}
-    fields = {
-        "message_id": record["message_id"], "queue": record["queue"], "actor": record["actor"],
-        "failed_at": record["failed_at"], "error": reason.get("error"),
-        "message": reason.get("message"), "attempts": reason.get("attempts"),
-        "code": None if reason.get("code") is None else str(reason.get("code")),
-    }
-    if detail:
-        fields.update(traceback=reason.get("traceback"), note=reason.get("note"))
-    return fields
-
-
-def replay(sy: Switchyard, queue: str, ids: list[str] | None) -> dict[str, list[str]]:
-    replayed = sy.dead_letters.replay(sy.broker, queue, ids)
-    sy.buffer.flush()
+def replay(sy: App, queue: str, ids: list[str] | None) -> dict[str, list[str]]:
+    replayed = sy.state.dead_letters.replay(sy.broker, queue, ids)
+    sy.state.buffer.flush()
     return {"replayed": replayed, "missing": sorted(set(ids or ()) - set(replayed))}
 
 
-def router(sy: Switchyard) -> APIRouter:
+def router(sy: App) -> APIRouter:
     routes = APIRouter(prefix="/api", tags=["queues"])
 
     @routes.get("/dead-letters")
     def dead_letter_queues() -> dict[str, list[dict[str, Any]]]:
         """Queues with dead letters, and how many each holds."""
-        return {"queues": [{"name": q, "depth": sy.dead_letters.depth(q)}
-                           for q in sy.dead_letters.queues()]}
+        return {"queues": [{"name": q, "depth": sy.state.dead_letters.depth(q)}
+                           for q in sy.state.dead_letters.queues()]}
 
     @routes.get("/dead-letters/{queue}", response_model=list[DeadLetter])
     def list_dead_letters(queue: str, offset: int = Query(0, ge=0, le=1_000_000),
                           limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         """A queue's dead letters, newest first."""
-        return [summary(r) for r in sy.dead_letters.list(queue, offset=offset, limit=limit)]
+        return [summary(r) for r in sy.state.dead_letters.list(queue, offset=offset, limit=limit)]
 
     @routes.get("/dead-letters/{queue}/{message_id}", response_model=DeadLetterDetail)
     def show_dead_letter(queue: str, message_id: str) -> dict[str, Any]:
         """One dead letter with its reason and traceback."""
-        record = sy.dead_letters.show(message_id)
+        record = sy.state.dead_letters.show(message_id)
         if record is None or record["queue"] != queue:
             raise HTTPException(404, "no such dead letter")
         return summary(record, detail=True)
@@ -91,18 +78,18 @@ def router(sy: Switchyard) -> APIRouter:
     @routes.delete("/dead-letters/{queue}")
     def purge_dead_letters(queue: str) -> dict[str, int]:
         """Drop all of a queue's dead letters."""
-        return {"purged": sy.dead_letters.purge(queue)}
+        return {"purged": sy.state.dead_letters.purge(queue)}
 
     @routes.post("/queues/{queue}/pause")
     def pause(queue: QueueName) -> dict[str, Any]:
         """Hold the queue's jobs (workers defer them) until it is resumed."""
-        sy.paused.pause(queue)
+        sy.state.paused.pause(queue)
         return {"name": queue, "paused": True}
 
     @routes.post("/queues/{queue}/resume")
     def resume(queue: QueueName) -> dict[str, Any]:
         """Let workers run the queue's jobs again (within about a second)."""
-        sy.paused.resume(queue)
+        sy.state.paused.resume(queue)
         return {"name": queue, "paused": False}
 
     return routes

@@ -18,9 +18,9 @@ import redis
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from broker import Switchyard
-from health import check as check_services
-from settings import Settings
+from switchyard.app import App
+from switchyard.health import check as check_services
+from switchyard.settings import Settings, get
 from web import admin, auth, dashboard, jobs, metrics
 
 logger = logging.getLogger("switchyard.web")
@@ -29,17 +29,14 @@ logger = logging.getLogger("switchyard.web")
 READINESS = ("broker", "state_store")
 
 
-def boot(settings: Settings | None) -> Switchyard:
-    """Boot like a worker does: the global broker, then every actor declared on it."""
-    import broker
+def boot(settings: Settings | None) -> App:
+    """Boot like a worker does: every job family on the process's broker."""
+    from switchyard.entry import boot
 
-    sy = broker.boot(settings)
-    import actors  # noqa: F401  (declares every actor on the booted broker)
-
-    return sy
+    return boot(settings)
 
 
-def health(sy: Switchyard, started: float, ready: bool) -> JSONResponse:
+def health(sy: App, started: float, ready: bool) -> JSONResponse:
     body: dict[str, Any] = {
         "status": "healthy",
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
@@ -65,11 +62,9 @@ async def unavailable(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"the {which} is unavailable"}, status_code=503)
 
 
-def create_app(sy: Switchyard | None = None, settings: Settings | None = None) -> FastAPI:
+def create_app(sy: App | None = None, settings: Settings | None = None) -> FastAPI:
     """The web app; boots the process unless given a Switchyard (tests)."""
     if settings is None:
-        from settings import get
-
         settings = sy.settings if sy is not None else get()
     auth.require_credentials(settings)
     sy = sy or boot(settings)
@@ -78,7 +73,7 @@ def create_app(sy: Switchyard | None = None, settings: Settings | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        booted.buffer.flush()  # the last buffered history and metrics writes
+        booted.state.buffer.flush()  # the last buffered history and metrics writes
 
     app = FastAPI(title="Switchyard", summary="Background jobs: enqueue, follow, administer.",
                   openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,

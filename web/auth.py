@@ -20,7 +20,7 @@ import sys
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from settings import Settings, SettingsError
+from switchyard.settings import Settings, SettingsError
 
 #: The only paths open without credentials; everything else (/api, /metrics*,
 #: /dashboard, unknown paths) needs them, so no spelling of a path slips past.

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import dramatiq
 from a2wsgi import WSGIMiddleware
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq_dashboard import DashboardApp
@@ -21,9 +22,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from broker import Switchyard
-from web import queues
-from web.admin import QueueName, replay, summary
+from state.dead_letters import summary
+from switchyard.app import App
+from switchyard.logs import label
+from web.admin import QueueName, replay
 
 PAGE = "/dashboard/dead-letters"
 #: Dead letters shown per queue.
@@ -81,32 +83,32 @@ def _dead_letters(queue: str, items: list[dict[str, Any]], depth: int) -> str:
         "</table>")
 
 
-def render(sy: Switchyard) -> str:
-    depths = {q: sy.dead_letters.depth(q) for q in sy.dead_letters.queues()}
-    sections = [_dead_letters(q, sy.dead_letters.list(q, limit=LIMIT), depth)
+def render(sy: App) -> str:
+    depths = {q: sy.state.dead_letters.depth(q) for q in sy.state.dead_letters.queues()}
+    sections = [_dead_letters(q, sy.state.dead_letters.list(q, limit=LIMIT), depth)
                 for q, depth in depths.items() if depth]
     return (
         '<!doctype html><html><head><meta charset="utf-8"><title>Switchyard: queues and dead '
         f'letters</title><style>{STYLE}</style></head><body><h1>Queues and dead letters</h1>'
         '<p><a href="/dashboard/">Dramatiq dashboard</a></p><h2>Queues</h2>'
-        f"{_queues_table(queues.snapshot(sy))}<h2>Dead letters</h2>"
+        f"{_queues_table(sy.queues.snapshot())}<h2>Dead letters</h2>"
         f"{''.join(sections) or '<p>No dead letters.</p>'}</body></html>")
 
 
-def _act(sy: Switchyard, queue: str, action: str, ids: list[str]) -> None:
+def _act(sy: App, queue: str, action: str, ids: list[str]) -> None:
     if action == "replay" and ids:
         replay(sy, queue, ids)
     elif action == "replay-all":
         replay(sy, queue, None)
     elif action == "purge":
-        sy.dead_letters.purge(queue)
+        sy.state.dead_letters.purge(queue)
     elif action == "pause":
-        sy.paused.pause(queue)
+        sy.state.paused.pause(queue)
     elif action == "resume":
-        sy.paused.resume(queue)
+        sy.state.paused.resume(queue)
 
 
-def router(sy: Switchyard) -> APIRouter:
+def router(sy: App) -> APIRouter:
     routes = APIRouter(include_in_schema=False)
 
     @routes.get(PAGE, response_class=HTMLResponse)
@@ -129,10 +131,19 @@ def router(sy: Switchyard) -> APIRouter:
     return routes
 
 
-def mount(app: FastAPI, sy: Switchyard) -> None:
+def _no_payload(value: Any) -> Any:
+    """A message (or the dashboard's job wrapping one) as `actor[message_id]`."""
+    message = getattr(value, "message", value)
+    return label(message) if isinstance(message, dramatiq.Message) else value
+
+
+def mount(app: FastAPI, sy: App) -> None:
     """dramatiq-dashboard under /dashboard (it reads the Redis broker's keys only)."""
     if isinstance(sy.broker, RedisBroker):
         dashboard = DashboardApp(broker=sy.broker, prefix="/dashboard")
+        # Its queue page prints each job as `str(message)`, arguments included: every
+        # value its templates print goes through `_no_payload` first (Jinja's finalize).
+        dashboard.templates.finalize = _no_payload
         app.mount("/dashboard", WSGIMiddleware(dashboard))  # type: ignore[arg-type]
     else:
         @app.get("/dashboard", include_in_schema=False)

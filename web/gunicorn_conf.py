@@ -4,7 +4,7 @@ The credentials are checked in the master before any worker starts, so a product
 process without them stops with one line naming the missing variable.
 """
 
-from settings import get
+from switchyard.settings import get
 from web.auth import require_credentials
 
 worker_class = "uvicorn.workers.UvicornWorker"

@@ -1,24 +1,22 @@
 """The jobs API: enqueue a job over HTTP, then follow it by its message id.
 
-Each actor declared with a payload model (`actors.base.PAYLOADS`) gets its own
-`POST /api/jobs/<actor>` route, so the OpenAPI document carries every payload schema
-and FastAPI answers 422 with the field errors. Actors without a model are not
-reachable over HTTP (404, like an unknown actor).
+Each declared job (`app.jobs`) gets its own `POST /api/jobs/<actor>` route, so the
+OpenAPI document carries every payload schema and FastAPI answers 422 with the field
+errors. The route enqueues through the one way in (`switchyard.enqueue`); a repeated
+Idempotency-Key is refused (409).
 """
 
 from typing import Any
 
-import dramatiq
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from actors.base import PAYLOADS
-from broker import Switchyard
-from middleware.retry_policy import MAX_DELAY
-
-#: Longest Idempotency-Key accepted.
-MAX_KEY_CHARS = 200
+from switchyard.app import App
+from switchyard.enqueue import MAX_KEY_CHARS, enqueue
+from switchyard.errors import DuplicateJob
+from switchyard.jobs import Job as JobType
+from switchyard.settings import MAX_DELAY_MS
 
 
 class Enqueued(BaseModel):
@@ -26,7 +24,7 @@ class Enqueued(BaseModel):
 
 
 class Job(BaseModel):
-    """A job's record from the history (see middleware/history.py)."""
+    """A job's record from the history (see state/history.py)."""
 
     id: str
     actor: str | None = None
@@ -43,44 +41,31 @@ class Job(BaseModel):
                                          "no traceback (see `switchyard jobs show`).")
 
 
-def _send(sy: Switchyard, actor: dramatiq.Actor[..., Any], payload: BaseModel,
-          delay: int | None, key: str | None) -> str:
-    kwargs = payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    if key is None:
-        message = actor.send_with_options(kwargs=kwargs, delay=delay)
-    else:
-        sent = sy.idempotency.send_unique(actor, key=key, kwargs=kwargs, delay=delay)
-        if sent is None:
-            raise HTTPException(409, "a job with this Idempotency-Key is already queued, "
-                                     "running or done")
-        message = sent
-    sy.buffer.flush()  # so GET /api/jobs/<id> finds it queued at once
-    return message.message_id
-
-
-def _enqueue_route(routes: APIRouter, sy: Switchyard, name: str, model: type[BaseModel]) -> None:
-    actor = sy.broker.get_actor(name)
-
-    def enqueue(
+def _enqueue_route(routes: APIRouter, app: App, job: JobType[Any]) -> None:
+    def enqueue_job(
         payload: BaseModel,
-        delay: int | None = Query(None, ge=0, le=MAX_DELAY, description="Run after (ms)."),
+        delay: int | None = Query(None, ge=0, le=MAX_DELAY_MS, description="Run after (ms)."),
         idempotency_key: str | None = Header(None, min_length=1, max_length=MAX_KEY_CHARS),
     ) -> Enqueued:
-        return Enqueued(message_id=_send(sy, actor, payload, delay, idempotency_key))
+        try:
+            sent = enqueue(app, job.name, payload, key=idempotency_key, delay=delay,
+                           on_duplicate="refuse")
+        except DuplicateJob as error:
+            raise HTTPException(409, error.message) from None
+        return Enqueued(message_id=sent.message_id)
 
-    enqueue.__annotations__["payload"] = model  # the schema FastAPI validates and documents
+    enqueue_job.__annotations__["payload"] = job.model  # the schema FastAPI validates
     routes.add_api_route(
-        f"/api/jobs/{name}", enqueue, methods=["POST"], status_code=202,
-        response_model=Enqueued, name=f"enqueue_{name}", summary=f"Enqueue {name}",
+        f"/api/jobs/{job.name}", enqueue_job, methods=["POST"], status_code=202,
+        response_model=Enqueued, name=f"enqueue_{job.name}", summary=f"Enqueue {job.name}",
         responses={409: {"description": "Duplicate Idempotency-Key"}},
     )
 
 
-def router(sy: Switchyard) -> APIRouter:
+def router(sy: App) -> APIRouter:
     routes = APIRouter(tags=["jobs"])
-    for name, model in sorted(PAYLOADS.items()):
-        if name in sy.broker.actors:
-            _enqueue_route(routes, sy, name, model)
+    for name in sorted(sy.jobs):
+        _enqueue_route(routes, sy, sy.jobs[name])
 
     @routes.post("/api/jobs/{actor}", status_code=404, include_in_schema=False)
     def unknown_actor(actor: str) -> JSONResponse:
@@ -90,7 +75,7 @@ def router(sy: Switchyard) -> APIRouter:
                 responses={404: {"description": "Unknown, or past its history retention"}})
     def job_status(message_id: str) -> Job:
         """A job's status, attempts, and result or failure reason."""
-        record = sy.history.get(message_id)
+        record = sy.state.history.get(message_id)
         if record is None:
             raise HTTPException(404, "no such job (unknown, or past its history retention)")
         error = record.get("error")

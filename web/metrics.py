@@ -22,9 +22,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from broker import Switchyard
-from middleware.metrics import BUCKETS_MS
-from web import queues
+from state.metrics import BUCKETS_MS
+from switchyard.app import App
 
 
 def now_iso() -> str:
@@ -44,18 +43,18 @@ def histogram_buckets(values: dict[str, float]) -> list[tuple[str, float]]:
 class PipelineCollector:
     """Reads the metrics store and the queues at each scrape."""
 
-    def __init__(self, sy: Switchyard) -> None:
+    def __init__(self, sy: App) -> None:
         self.sy = sy
 
     def collect(self) -> Iterator[Metric]:
         jobs = CounterMetricFamily("switchyard_jobs", "Job deliveries by outcome.",
                                    labels=["actor", "queue", "outcome"])
-        for (actor, queue, outcome), n in sorted(self.sy.metrics.counters().items()):
+        for (actor, queue, outcome), n in sorted(self.sy.state.metrics.counters().items()):
             jobs.add_metric([actor, queue, outcome], n)
         yield jobs
         durations = HistogramMetricFamily("switchyard_job_duration_seconds",
                                           "Run time of jobs that ran.", labels=["actor", "queue"])
-        for (actor, queue), values in sorted(self.sy.metrics.durations().items()):
+        for (actor, queue), values in sorted(self.sy.state.metrics.durations().items()):
             durations.add_metric([actor, queue], histogram_buckets(values),
                                  sum_value=values.get("sum", 0.0) / 1000)
         yield durations
@@ -66,10 +65,10 @@ class PipelineCollector:
                                  labels=["queue"])
         paused = GaugeMetricFamily("switchyard_queue_paused", "1 while the queue is paused.",
                                    labels=["queue"])
-        paused_now = self.sy.paused.paused()
-        for queue in queues.names(self.sy):
-            depth.add_metric([queue], self.sy.queue_depth(queue))
-            dead.add_metric([queue], self.sy.dead_letters.depth(queue))
+        paused_now = self.sy.state.paused.paused()
+        for queue in self.sy.queues.names():
+            depth.add_metric([queue], self.sy.queues.depth(queue))
+            dead.add_metric([queue], self.sy.state.dead_letters.depth(queue))
             paused.add_metric([queue], int(queue in paused_now))
         yield from (depth, dead, paused)
 
@@ -99,7 +98,7 @@ def system(started: float) -> dict[str, Any]:
     }
 
 
-def router(sy: Switchyard) -> APIRouter:
+def router(sy: App) -> APIRouter:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(sy))  # type: ignore[arg-type]
     psutil.cpu_percent(interval=None)  # the first reading only starts the measurement
@@ -113,7 +112,7 @@ def router(sy: Switchyard) -> APIRouter:
     @routes.get("/metrics/queues")
     def queue_metrics() -> dict[str, Any]:
         """Per queue: waiting, active, completed, failed, delayed, paused."""
-        return {"queues": queues.snapshot(sy), "timestamp": now_iso()}
+        return {"queues": sy.queues.snapshot(), "timestamp": now_iso()}
 
     @routes.get("/metrics/system")
     def system_metrics(request: Request) -> dict[str, Any]:

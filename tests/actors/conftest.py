@@ -17,9 +17,9 @@ import dramatiq
 import pytest
 import redis
 
-import broker
-import settings
 from store.db import Database
+from switchyard import app as runtime
+from switchyard import settings
 from tests.fakes.fcm import FcmFake
 from tests.fakes.resend import ResendFake
 from tests.fakes.telegram import TelegramFake
@@ -42,7 +42,7 @@ QUEUES = {
 
 @dataclass
 class World:
-    sy: broker.Switchyard
+    sy: runtime.App
     db: Database
     telegram: TelegramFake
     telethon: TelethonScript
@@ -59,8 +59,8 @@ class World:
             queue_name=queue, actor_name=actor, args=(), kwargs=payload, options=options))
 
     def job(self, message_id: str) -> dict[str, Any] | None:
-        self.sy.buffer.flush()
-        return self.sy.history.get(message_id)
+        self.sy.state.buffer.flush()
+        return self.sy.state.history.get(message_id)
 
     def finished(self, message_id: str, timeout: float = 30) -> dict[str, Any]:
         """The job's history record once it is done, skipped or failed."""
@@ -117,7 +117,7 @@ def world(request: pytest.FixtureRequest, redis_url: str,
     }
     workers = WorkerProcesses(env, module="tests.support.product_worker")
     workers.start()
-    sy = broker.build(settings.load(_env_file=None, **{k.lower(): v for k, v in env.items()
+    sy = runtime.build(settings.load(_env_file=None, **{k.lower(): v for k, v in env.items()
                                                         if k != "TEST_TELETHON"}))
     state = redis.Redis.from_url(redis_url)
     yield World(sy, Database(database_url), telegram, TelethonScript(state, prefix), resend,

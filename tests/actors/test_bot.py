@@ -125,7 +125,7 @@ def test_retries_stop_at_the_limit_and_dead_letter(world):
     message = world.send("invite_user", invite(user_id, chat_id, unique("sub")), max_retries=1)
     job = world.finished(message.message_id)
     assert job["status"] == "failed" and job["runs"] == 2
-    assert world.sy.dead_letters.show(message.message_id) is not None
+    assert world.sy.state.dead_letters.show(message.message_id) is not None
 
 
 def test_remove_for_expiry_bans_then_unbans_and_closes_the_subscription(world):

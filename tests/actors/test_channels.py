@@ -67,7 +67,7 @@ def test_a_failed_join_is_final_at_once_with_its_reason_readable(world):
     with pytest.raises(ResultFailure) as caught:
         world.result(message)
     assert "CHANNEL_PRIVATE" in caught.value.orig_exc_msg
-    assert world.sy.dead_letters.show(message.message_id) is not None
+    assert world.sy.state.dead_letters.show(message.message_id) is not None
     with world.db.session() as session:
         channel = store.get(session, channel_id)
         assert channel is not None and channel.status == "failed" and not channel.is_active

@@ -15,10 +15,10 @@ from urllib.parse import unquote
 
 import pytest
 
-import settings
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.discord import USER_AGENT, Discord
 from integrations.http import HttpConfig
+from switchyard import settings
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.discord import DiscordFake
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import redis
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.fcm import (
     MAX_PAYLOAD_BYTES,
     DeadToken,
@@ -24,7 +23,8 @@ from integrations.fcm import (
 )
 from integrations.http import Http, HttpConfig
 from integrations.messages import Push
-from settings import Settings
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.fcm import FcmFake
 from tests.support.waiting import wait_for

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from errors import PermanentError, RateLimited, RetryableError
 from integrations.http import Http, HttpConfig, body_json, classify, retry_after_header
+from switchyard.errors import PermanentError, RateLimited, RetryableError
 from tests.fakes.base import FakeServer, Recorded, Reply, closed_port_url, html_error, stall
 
 QUICK = HttpConfig(connect_timeout_ms=500, timeout_ms=300)

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from errors import PermanentError, RetryableError
 from integrations.messages import Email, Push, Sms
 from integrations.outbox import EmailOutbox, PushOutbox, SmsOutbox
+from switchyard.errors import PermanentError, RetryableError
 
 SENDER = "Switchyard <noreply@example.com>"
 

@@ -6,12 +6,12 @@ import logging
 
 import pytest
 
-import settings
-from errors import NotConfigured
 from integrations.outbox import EmailOutbox, PushOutbox, SmsOutbox
 from integrations.providers import Providers, warn_local_backends
 from integrations.storage import LocalStorage
 from integrations.telegram_outbox import TelegramBotOutbox, TelegramUserOutbox
+from switchyard import settings
+from switchyard.errors import NotConfigured
 
 
 def providers(**overrides: object) -> Providers:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.http import Http, HttpConfig
 from integrations.messages import Email
 from integrations.resend import MAX_IDEMPOTENCY_KEY, Resend
-from settings import Settings
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.resend import ResendFake
 

@@ -7,9 +7,9 @@ import logging
 import pytest
 import sentry_sdk
 
-from errors import PermanentError
 from integrations import sentry
 from integrations.http import Http
+from switchyard.errors import PermanentError
 from tests.fakes.base import FakeServer, Recorded, Reply
 from tests.support.sentry_server import SentryServer
 from tests.support.waiting import wait_for

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-import settings
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.messages import Email
 from integrations.smtp import Smtp
+from switchyard import settings
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from tests.fakes.smtp import SmtpFake
 from tests.support.services import free_port
 

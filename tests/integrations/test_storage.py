@@ -8,8 +8,6 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-import settings
-from errors import NotConfigured, PermanentError, RetryableError
 from integrations.storage import (
     InvalidKey,
     LocalStorage,
@@ -18,6 +16,8 @@ from integrations.storage import (
     Storage,
     validate_key,
 )
+from switchyard import settings
+from switchyard.errors import NotConfigured, PermanentError, RetryableError
 from tests.fakes.s3 import ACCESS_KEY, SECRET_KEY
 from tests.support.services import free_port
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.http import Http, HttpConfig, body_json
 from integrations.telegram_bot import TelegramBot
-from settings import load
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.settings import load
 from tests.fakes.base import closed_port_url, html_error, stall
 from tests.fakes.telegram import TelegramFake
 

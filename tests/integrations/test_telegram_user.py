@@ -17,10 +17,10 @@ import pytest
 from telethon import errors
 from telethon.tl import types
 
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.telegram_gateway import ChannelInfo, JoinPending, TelegramGateway
 from integrations.telegram_user import SessionDead, TelethonGateway
-from settings import load
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.settings import load
 from tests.fakes.telethon import StandIn
 
 SESSION = "1BVtsOKABu0secret-session-string-do-not-print=="

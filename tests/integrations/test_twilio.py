@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import integrations.twilio
-from errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from integrations.http import HttpConfig
 from integrations.messages import Sms
 from integrations.twilio import MAX_BODY, Twilio
-from settings import Settings
+from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.twilio import TwilioFake
 

@@ -49,5 +49,5 @@ def test_over_the_limit_is_deferred_without_spending_attempts(
                         timeout=15, what="all")
     assert set(statuses.values()) == {"done"} and sorted(ran) == [0, 1, 2]
     for message in messages:
-        assert sy.history.get(message.message_id)["retries"] == 0
-    assert sum(sy.metrics.totals("deferred").values()) >= 1
+        assert sy.state.history.get(message.message_id)["retries"] == 0
+    assert sum(sy.state.metrics.totals("deferred").values()) >= 1

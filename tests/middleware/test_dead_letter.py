@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from errors import PermanentError
+from switchyard.errors import PermanentError
 from tests.support.jobs import finished, status
 from tests.support.waiting import wait_for
 
@@ -23,17 +23,17 @@ def test_replay_all_and_purge(build_switchyard, start_worker, queue):
     start_worker(sy)
     messages = [reject.send(n) for n in range(3)]
     wait_for(lambda: finished(sy, *(m.message_id for m in messages)), what="dead letters")
-    assert sy.dead_letters.depth(queue) == 3 and sy.dead_letters.queues() == [queue]
+    assert sy.state.dead_letters.depth(queue) == 3 and sy.state.dead_letters.queues() == [queue]
 
     # when all are replayed (and now succeed)
-    replayed = sy.dead_letters.replay(sy.broker, queue)
+    replayed = sy.state.dead_letters.replay(sy.broker, queue)
 
     # then each ran once more, is done, and the dead-letter queue is empty
     assert sorted(replayed) == sorted(m.message_id for m in messages)
     wait_for(lambda: len(runs) == 6, what="replays")
     wait_for(lambda: all(status(sy, m.message_id) == "done" for m in messages), what="done")
-    assert sy.dead_letters.depth(queue) == 0 and sorted(runs[3:]) == [0, 1, 2]
-    assert sy.dead_letters.purge(queue) == 0
+    assert sy.state.dead_letters.depth(queue) == 0 and sorted(runs[3:]) == [0, 1, 2]
+    assert sy.state.dead_letters.purge(queue) == 0
 
 
 def test_replay_of_selected_ids_leaves_the_others(build_switchyard, start_worker, queue):
@@ -48,10 +48,10 @@ def test_replay_of_selected_ids_leaves_the_others(build_switchyard, start_worker
     wait_for(lambda: finished(sy, *(m.message_id for m in messages)), what="dead letters")
     sy.broker.join(queue, timeout=10_000)
     chosen = [messages[0].message_id, "no-such-id"]
-    assert sy.dead_letters.replay(sy.broker, queue, chosen) == [messages[0].message_id]
-    assert {d["message_id"] for d in sy.dead_letters.list(queue)} >= {
+    assert sy.state.dead_letters.replay(sy.broker, queue, chosen) == [messages[0].message_id]
+    assert {d["message_id"] for d in sy.state.dead_letters.list(queue)} >= {
         messages[1].message_id, messages[2].message_id}
-    assert sy.dead_letters.purge(queue) >= 2
+    assert sy.state.dead_letters.purge(queue) >= 2
 
 
 def test_delayed_send_runs_no_earlier_than_its_delay(build_switchyard, start_worker, queue):
@@ -66,9 +66,9 @@ def test_delayed_send_runs_no_earlier_than_its_delay(build_switchyard, start_wor
 
     sent_at = time.time()
     message = later.send_with_options(delay=1_500)
-    sy.buffer.flush()
-    assert sy.history.get(message.message_id)["status"] == "queued"
-    assert sy.queue_depth(queue) == 1  # before a worker holds it (RabbitMQ counts ready ones)
+    sy.state.buffer.flush()
+    assert sy.state.history.get(message.message_id)["status"] == "queued"
+    assert sy.queues.depth(queue) == 1  # before a worker holds it (RabbitMQ counts ready ones)
     start_worker(sy)
     wait_for(lambda: finished(sy, message.message_id), what="done")
     assert started[0] - sent_at >= 1.5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dramatiq
 from pydantic import BaseModel
 
-from actors.base import job
-from errors import PermanentError
+from switchyard.errors import PermanentError
+from switchyard.jobs import Context, job
 from tests.support.jobs import finished, status
 from tests.support.waiting import wait_for
 
@@ -33,11 +33,11 @@ def test_retention_keeps_the_newest_done_and_failed(build_switchyard, start_work
                          for m in done + failed), what="all recorded")
 
     # then only the caps' worth of records remain, the rest are gone entirely
-    kept_done = sy.history.finished(queue, "done")
-    kept_failed = sy.history.finished(queue, "failed")
+    kept_done = sy.state.history.finished(queue, "done")
+    kept_failed = sy.state.history.finished(queue, "failed")
     assert len(kept_done) == 3 and len(kept_failed) == 2
     all_ids = {m.message_id for m in done + failed}
-    remaining = {i for i in all_ids if sy.history.get(i) is not None}
+    remaining = {i for i in all_ids if sy.state.history.get(i) is not None}
     assert remaining == set(kept_done) | set(kept_failed)
 
 
@@ -48,24 +48,25 @@ def test_invalid_payload_dead_letters_with_the_field_errors(build_switchyard, st
         user_id: int
         channel_id: str
 
-    dramatiq.set_broker(sy.broker)
     ran: list[Invite] = []
 
     @job(Invite, actor_name=f"invite_{queue}", queue_name=queue, max_retries=3)
-    def invite(payload: Invite) -> None:
+    def invite(ctx: Context, payload: Invite) -> None:
         ran.append(payload)
+
+    sy.declare([invite])
 
     start_worker(sy)
     message = invite.send(user_id="not a number")
     wait_for(lambda: finished(sy, message.message_id), what="finished")
 
-    job_record = sy.history.get(message.message_id)
+    job_record = sy.state.history.get(message.message_id)
     assert job_record["status"] == "failed" and job_record["runs"] == 1 and not ran
     error = job_record["error"]
     assert error["error"] == "InvalidPayload"
     assert "user_id" in error["message"] and "channel_id: Field required" in error["message"]
     assert "not a number" not in error["message"]  # values stay out: they may be personal
-    assert sy.dead_letters.show(message.message_id)["reason"]["error"] == "InvalidPayload"
+    assert sy.state.dead_letters.show(message.message_id)["reason"]["error"] == "InvalidPayload"
 
 
 def test_statuses_move_from_queued_to_done(build_switchyard, start_worker, queue):
@@ -76,10 +77,10 @@ def test_statuses_move_from_queued_to_done(build_switchyard, start_worker, queue
         return 42
 
     message = noop.send()
-    sy.buffer.flush()
-    assert sy.history.get(message.message_id)["status"] == "queued"
+    sy.state.buffer.flush()
+    assert sy.state.history.get(message.message_id)["status"] == "queued"
     start_worker(sy)
     wait_for(lambda: finished(sy, message.message_id), what="done")
-    record = sy.history.get(message.message_id)
+    record = sy.state.history.get(message.message_id)
     assert record["status"] == "done" and record["result"] == 42
     assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]

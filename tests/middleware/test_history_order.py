@@ -15,16 +15,16 @@ def test_a_late_earlier_update_fills_gaps_but_never_wins(build_switchyard, queue
         queue_name=queue, actor_name="a", args=(), kwargs={}, options={})
 
     # given the final update written first (as a second flusher might)
-    sy.history.record(message, 1 * 4 + TERMINAL, {"status": "done", "finished_at": 30})
-    sy.buffer.flush()
+    sy.state.history.record(message, 1 * 4 + TERMINAL, {"status": "done", "finished_at": 30})
+    sy.state.buffer.flush()
     # when the earlier updates land afterwards
-    sy.history.record(message, 1 * 4 + RUNNING, {"status": "running", "started_at": 20,
+    sy.state.history.record(message, 1 * 4 + RUNNING, {"status": "running", "started_at": 20,
                                                   "error": "{}"})
-    sy.buffer.flush()
-    sy.history.record(message, 0 * 4 + QUEUED, {"status": "queued", "enqueued_at": 10})
-    sy.buffer.flush()
+    sy.state.buffer.flush()
+    sy.state.history.record(message, 0 * 4 + QUEUED, {"status": "queued", "enqueued_at": 10})
+    sy.state.buffer.flush()
 
     # then the status stays done, and the times are all there
-    job = sy.history.get(message.message_id)
+    job = sy.state.history.get(message.message_id)
     assert job["status"] == "done" and "error" not in job
     assert (job["enqueued_at"], job["started_at"], job["finished_at"]) == (10, 20, 30)

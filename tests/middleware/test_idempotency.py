@@ -7,7 +7,6 @@ import time
 
 import dramatiq
 
-from middleware.idempotency import send_unique
 from tests.support.jobs import finished, send, status
 from tests.support.waiting import wait_for
 
@@ -81,20 +80,6 @@ def test_failed_run_releases_the_key_for_its_retry(build_switchyard, start_worke
     message = once_flaky.send_with_options(idempotency_key="k")
     wait_for(lambda: status(sy, message.message_id) == "done", what="done")
     assert len(runs) == 2
-
-
-def test_send_unique_drops_duplicates_at_enqueue(build_switchyard, start_worker, queue):
-    sy = build_switchyard()
-    charge, effects = counting_actor(sy, queue)
-
-    first = send_unique(charge, key="order-5", kwargs={"order": "o-5"})
-    duplicate = send_unique(charge, key="order-5", kwargs={"order": "o-5"})
-    assert first is not None and duplicate is None
-
-    start_worker(sy)
-    wait_for(lambda: status(sy, first.message_id) == "done", what="done")
-    assert send_unique(charge, key="order-5", kwargs={"order": "o-5"}) is None
-    assert len(effects) == 1
 
 
 def test_redelivery_after_sigkill_runs_the_effect_once(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from errors import PermanentError, RateLimited
+from switchyard.errors import PermanentError, RateLimited
 from tests.support.jobs import finished
 from tests.support.waiting import wait_for
 
@@ -29,14 +29,14 @@ def test_outcomes_are_counted_per_actor(build_switchyard, start_worker, queue):
     wait_for(lambda: finished(sy, limited.message_id), what="limited")
     duplicate = varied.send_with_options(args=("ok",), idempotency_key=messages[0].message_id)
     wait_for(lambda: finished(sy, duplicate.message_id), what="duplicate")
-    sy.buffer.flush()
+    sy.state.buffer.flush()
 
-    counters = sy.metrics.counters()
+    counters = sy.state.metrics.counters()
     name = "varied"
     assert counters[(name, queue, "done")] == 2
     assert counters[(name, queue, "dead")] == 1
     assert counters[(name, queue, "rate_limited")] == 2
     assert counters[(name, queue, "skipped")] == 1
     assert counters[(name, queue, "enqueued")] == 4
-    durations = sy.metrics.durations()[(name, queue)]
+    durations = sy.state.metrics.durations()[(name, queue)]
     assert durations["count"] >= 3 and durations["sum"] > 0

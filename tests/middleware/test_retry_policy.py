@@ -6,13 +6,13 @@ import time
 
 import dramatiq
 
-from errors import PermanentError, RateLimited, RetryableError
+from switchyard.errors import PermanentError, RateLimited, RetryableError
 from tests.support.waiting import wait_for
 
 
 def job_status(sy, message_id, status):
-    sy.buffer.flush()
-    job = sy.history.get(message_id)
+    sy.state.buffer.flush()
+    job = sy.state.history.get(message_id)
     return job if job and job["status"] == status else None
 
 
@@ -54,7 +54,7 @@ def test_rate_limits_past_the_deferral_budget_dead_letter(build_switchyard, star
     job = wait_for(lambda: job_status(sy, message.message_id, "failed"), what="dead letter")
     assert job["runs"] == 2  # 300 ms deferred, the next 300 ms would pass 500 ms
     assert "rate-limit deferrals" in job["error"]["note"]
-    assert sy.dead_letters.show(message.message_id) is not None
+    assert sy.state.dead_letters.show(message.message_id) is not None
 
 
 def test_retryable_error_backs_off_then_dead_letters_and_replays(
@@ -74,19 +74,20 @@ def test_retryable_error_backs_off_then_dead_letters_and_replays(
     message = flaky.send()
 
     # then it runs max_retries + 1 times with growing gaps, then is dead-lettered
-    wait_for(lambda: sy.dead_letters.show(message.message_id), timeout=15, what="dead letter")
+    wait_for(lambda: sy.state.dead_letters.show(message.message_id), timeout=15, what="dead letter")
     assert len(runs) == 4
     gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
     assert gaps == sorted(gaps) and gaps[0] >= 0.27 and gaps[2] >= 1.08, gaps
-    reason = sy.dead_letters.show(message.message_id)["reason"]
+    reason = sy.state.dead_letters.show(message.message_id)["reason"]
     assert reason["error"] == "RetryableError" and reason["code"] == "timeout"
     assert reason["attempts"] == 4 and "provider timed out" in reason["traceback"]
 
     # when it is replayed, it runs again (and, still failing, all its retries again)
-    assert sy.dead_letters.replay(sy.broker, queue, [message.message_id]) == [message.message_id]
-    wait_for(lambda: len(runs) == 8 and sy.dead_letters.show(message.message_id),
+    replayed = sy.state.dead_letters.replay(sy.broker, queue, [message.message_id])
+    assert replayed == [message.message_id]
+    wait_for(lambda: len(runs) == 8 and sy.state.dead_letters.show(message.message_id),
              timeout=15, what="second dead letter")
-    assert sy.dead_letters.depth(queue) == 1
+    assert sy.state.dead_letters.depth(queue) == 1
 
 
 def test_permanent_error_runs_once_and_dead_letters(build_switchyard, start_worker, queue):
@@ -103,7 +104,7 @@ def test_permanent_error_runs_once_and_dead_letters(build_switchyard, start_work
     job = wait_for(lambda: job_status(sy, message.message_id, "failed"), what="failed")
     assert len(runs) == 1
     assert job["error"]["error"] == "PermanentError" and job["error"]["code"] == 403
-    assert sy.dead_letters.list(queue)[0]["message_id"] == message.message_id
+    assert sy.state.dead_letters.list(queue)[0]["message_id"] == message.message_id
 
 
 def test_unknown_exception_is_retried(build_switchyard, start_worker, queue):

@@ -11,9 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, pool
 
-from store.db import normalize_url
 from store.migrate import current, downgrade, head, upgrade
 from store.models import Base
+from store.urls import normalize_url
 from tests.support.processes import ROOT
 from tests.support.services import new_postgres_database
 

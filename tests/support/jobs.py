@@ -6,10 +6,10 @@ from typing import Any
 
 import dramatiq
 
-from broker import Switchyard
+from switchyard.app import App
 
 
-def send(sy: Switchyard, queue: str, actor: str, **kwargs: Any) -> dramatiq.Message[Any]:
+def send(sy: App, queue: str, actor: str, **kwargs: Any) -> dramatiq.Message[Any]:
     """Enqueue a message for an actor declared in another process."""
     options = kwargs.pop("options", {})
     sy.broker.declare_queue(queue)
@@ -17,13 +17,13 @@ def send(sy: Switchyard, queue: str, actor: str, **kwargs: Any) -> dramatiq.Mess
         queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options=options))
 
 
-def status(sy: Switchyard, message_id: str) -> str | None:
-    sy.buffer.flush()
-    job = sy.history.get(message_id)
+def status(sy: App, message_id: str) -> str | None:
+    sy.state.buffer.flush()
+    job = sy.state.history.get(message_id)
     return job["status"] if job else None
 
 
-def finished(sy: Switchyard, *message_ids: str) -> dict[str, str] | None:
+def finished(sy: App, *message_ids: str) -> dict[str, str] | None:
     """Each message's final status once all are done, skipped or failed; else None."""
     statuses = {m: status(sy, m) for m in message_ids}
     if all(s in ("done", "skipped", "failed") for s in statuses.values()):

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 
-import broker
+from switchyard import entry
 from tests.support.processes import serve
 
-sy = broker.boot()
-import actors  # noqa: E402,F401
+sy = entry.boot()
 
 
 def scripted_telethon() -> None:
@@ -24,7 +23,7 @@ def scripted_telethon() -> None:
 
     prefix = sy.settings.key_prefix
     gateway = TelethonGateway(12345, "0" * 32, "stand-in session",
-                              client_factory=lambda: ScriptedStandIn(sy.state, prefix))
+                              client_factory=lambda: ScriptedStandIn(sy.state.client, prefix))
     sy.providers.use("telegram_user", gateway)
 
 

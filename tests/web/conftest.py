@@ -8,15 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
-import broker
-from actors.base import job
-from errors import PermanentError
+from switchyard import app as runtime
+from switchyard.errors import PermanentError
+from switchyard.jobs import Context, job
 from web.app import create_app
 
 USERNAME = "operator"
@@ -49,7 +48,7 @@ class Flaky(BaseModel):
 
 @dataclass
 class Web:
-    sy: broker.Switchyard
+    sy: runtime.App
     app: FastAPI
     client: TestClient  # with the bearer token
     anonymous: TestClient
@@ -57,7 +56,7 @@ class Web:
 
     def fix(self, name: str) -> None:
         """Make the flaky job `name` succeed from now on."""
-        self.sy.state.set(f"{self.sy.settings.key_prefix}:fixed:{name}", 1)
+        self.sy.state.client.set(f"{self.sy.settings.key_prefix}:fixed:{name}", 1)
 
 
 @pytest.fixture(params=["redis"])
@@ -66,23 +65,24 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def declare_actors(sy: broker.Switchyard, queue: str) -> None:
-    dramatiq.set_broker(sy.broker)
+def declare_actors(sy: runtime.App, queue: str) -> None:
     prefix = sy.settings.key_prefix
 
     @job(Echo, actor_name=ECHO, queue_name=queue, max_retries=0)
-    def web_echo(payload: Echo) -> dict[str, Any]:
+    def web_echo(ctx: Context, payload: Echo) -> dict[str, Any]:
         return {"echo": payload.text * payload.times}
 
     @job(Flaky, actor_name=FLAKY, queue_name=queue, max_retries=0)
-    def web_flaky(payload: Flaky) -> str:
-        if not sy.state.exists(f"{prefix}:fixed:{payload.name}"):
+    def web_flaky(ctx: Context, payload: Flaky) -> str:
+        if not sy.state.client.exists(f"{prefix}:fixed:{payload.name}"):
             raise PermanentError("still broken")
         return "fixed"
 
+    sy.declare([web_echo, web_flaky])
+
 
 @pytest.fixture
-def make_web(build_switchyard: Callable[..., broker.Switchyard],
+def make_web(build_switchyard: Callable[..., runtime.App],
              queue: str) -> Callable[..., Web]:
     def make(**overrides: Any) -> Web:
         sy = build_switchyard(**{**CREDENTIALS, **overrides})

@@ -7,7 +7,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount
 
-from settings import SettingsError
+from switchyard.settings import SettingsError
 from tests.web.conftest import ECHO, PASSWORD, TOKEN, USERNAME, basic
 from web.app import create_app
 

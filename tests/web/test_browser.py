@@ -72,7 +72,7 @@ def test_a_dead_letter_is_replayed_from_the_dashboard(web, start_worker, base_ur
     # given a dead-lettered job
     start_worker(web.sy)
     message_id = web.client.post(f"/api/jobs/{FLAKY}", json={"name": "b"}).json()["message_id"]
-    wait_for(lambda: web.sy.dead_letters.depth(web.queue), what="dead letter")
+    wait_for(lambda: web.sy.state.dead_letters.depth(web.queue), what="dead letter")
     web.fix("b")
 
     # when a person logs in and opens the dead letters
@@ -90,7 +90,7 @@ def test_a_dead_letter_is_replayed_from_the_dashboard(web, start_worker, base_ur
     # then the page comes back without it, and the job has run again
     wait_for(lambda: not browser.find_elements(By.ID, f"dl-{message_id}"), what="row gone")
     assert "No dead letters." in browser.page_source
-    wait_for(lambda: (web.sy.buffer.flush() or web.sy.history.get(message_id) or {})
+    wait_for(lambda: (web.sy.state.buffer.flush() or web.sy.state.history.get(message_id) or {})
              .get("status") == "done", what="replayed job done")
 
 

@@ -18,7 +18,7 @@ def dead(web) -> dramatiq.Message[Any]:
     message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=web.queue, actor_name=FLAKY, args=(), kwargs={"name": "+15550001111"},
         options={})
-    web.sy.dead_letters.add(message, {"error": "PermanentError", "attempts": 1,
+    web.sy.state.dead_letters.add(message, {"error": "PermanentError", "attempts": 1,
                                       "message": "<script>alert(1)</script>"})
     return message
 
@@ -36,16 +36,16 @@ def test_purge_from_the_page_empties_the_queue(web, dead):
                                follow_redirects=False)
 
     assert response.status_code == 303 and response.headers["location"] == PAGE
-    assert web.sy.dead_letters.depth(web.queue) == 0
+    assert web.sy.state.dead_letters.depth(web.queue) == 0
 
 
 def test_pause_and_resume_from_the_page(web, dead):
     web.client.post(f"{PAGE}/{web.queue}/pause", data={"go": "1"})
-    assert web.sy.paused.paused() == {web.queue}
+    assert web.sy.state.paused.paused() == {web.queue}
     assert "Resume" in web.client.get(PAGE).text
 
     web.client.post(f"{PAGE}/{web.queue}/resume", data={"go": "1"})
-    assert web.sy.paused.paused() == frozenset()
+    assert web.sy.state.paused.paused() == frozenset()
 
 
 def test_the_dramatiq_dashboard_job_page_shows_no_payload(web):

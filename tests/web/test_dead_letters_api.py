@@ -83,4 +83,4 @@ def test_purge_drops_the_queues_dead_letters(web):
     response = web.client.delete(f"/api/dead-letters/{web.queue}")
 
     assert response.json() == {"purged": 1}
-    assert web.sy.dead_letters.depth(web.queue) == 0
+    assert web.sy.state.dead_letters.depth(web.queue) == 0

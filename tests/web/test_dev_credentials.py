@@ -7,8 +7,7 @@ import os
 
 import pytest
 
-import cli
-import settings
+from switchyard import cli, settings
 
 
 class Started(Exception):

@@ -70,7 +70,7 @@ def test_delay_holds_the_job_back(web):
     response = web.client.post(f"/api/jobs/{ECHO}?delay=60000", json={"text": "later"})
 
     assert response.status_code == 202
-    assert web.sy.queue_depth(web.queue) == 1
+    assert web.sy.queues.depth(web.queue) == 1
     assert web.client.get("/metrics/queues").json()["queues"][0]["delayed"] == 1
 
 
@@ -84,7 +84,7 @@ def test_a_repeated_idempotency_key_is_409(web):
 
     # then only the first is queued
     assert first.status_code == 202 and second.status_code == 409
-    assert web.sy.queue_depth(web.queue) == 1
+    assert web.sy.queues.depth(web.queue) == 1
 
 
 def test_the_openapi_document_carries_each_actors_payload_schema(web):

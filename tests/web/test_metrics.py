@@ -19,7 +19,7 @@ def scrape(web) -> dict[str, list]:
 def run(web, actor: str, payload: dict) -> str:
     message_id = web.client.post(f"/api/jobs/{actor}", json=payload).json()["message_id"]
     wait_for(lambda: done(web, message_id), what="job finished")
-    web.sy.buffer.flush()
+    web.sy.state.buffer.flush()
     return message_id
 
 

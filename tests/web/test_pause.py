@@ -22,8 +22,8 @@ def test_a_paused_queues_job_runs_only_after_resume(web, start_worker):
     message_id = web.client.post(f"/api/jobs/{ECHO}", json={"text": "x"}).json()["message_id"]
 
     # then the worker defers it (more than once) without running it
-    metrics = web.sy.metrics
-    wait_for(lambda: web.sy.buffer.flush() or metrics.totals("deferred")[ECHO] >= 2,
+    metrics = web.sy.state.metrics
+    wait_for(lambda: web.sy.state.buffer.flush() or metrics.totals("deferred")[ECHO] >= 2,
              what="two deferrals")
     assert status_of(web, message_id)["status"] == "queued"
     assert status_of(web, message_id)["attempts"] == 0

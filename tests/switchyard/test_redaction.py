@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from integrations.redact import MASK, scrub, scrub_text
+from switchyard.redaction import MASK, scrub, scrub_text
 
 
 @pytest.mark.parametrize(("text", "secret"), [

@@ -12,12 +12,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import pika.exceptions
 import redis
+
+from switchyard.redaction import masked_url
+from switchyard.settings import get
+
+if TYPE_CHECKING:
+    from switchyard.app import App
 
 #: Exit codes: 1 the job (or check) failed, 2 bad input, 3 a service is unreachable.
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -29,35 +34,17 @@ class CliError(Exception):
         self.code = code
 
 
-def masked(url: str) -> str:
-    """`url` with its password replaced, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def emit(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def booted() -> Any:
-    """Boot the process and declare every actor (what a worker does)."""
-    import actors  # noqa: F401  (importing the package boots and declares the actors)
-    from broker import current
+def booted() -> App:
+    """Boot the process with every job family (what a worker does)."""
+    from switchyard.entry import boot
 
-    sy = current()
-    sy.state.ping()  # every command needs the state store: fail early and clearly
-    return sy
-
-
-def find_actor(sy: Any, name: str) -> dramatiq.Actor[..., Any]:
-    try:
-        return sy.broker.get_actor(name)
-    except dramatiq.errors.ActorNotFound:
-        known = ", ".join(sorted(sy.broker.actors)) or "none"
-        raise CliError(f"unknown actor {name!r} (known: {known})") from None
+    app = boot()
+    app.state.client.ping()  # every command needs the state store: fail early and clearly
+    return app
 
 
 def parse_payload(text: str) -> dict[str, Any]:
@@ -71,51 +58,48 @@ def parse_payload(text: str) -> dict[str, Any]:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from actors.base import PAYLOADS, parse
-    from errors import InvalidPayload
+    from switchyard.enqueue import enqueue
+    from switchyard.errors import InvalidPayload, UnknownJob
 
-    sy = booted()
-    actor = find_actor(sy, args.actor)
+    app = booted()
     payload = parse_payload(args.payload)
-    if args.actor in PAYLOADS:
-        try:
-            parse(PAYLOADS[args.actor], payload)
-        except InvalidPayload as error:
-            raise CliError(error.message) from None
-    options = {"idempotency_key": args.idempotency_key} if args.idempotency_key else {}
-    message = actor.send_with_options(kwargs=payload, delay=args.delay, **options)
-    sy.buffer.flush()
-    print(message.message_id, flush=True)
+    try:
+        message_id = enqueue(app, args.actor, payload, key=args.idempotency_key,
+                             delay=args.delay).message_id
+    except (UnknownJob, InvalidPayload) as error:
+        raise CliError(error.message) from None
+    print(message_id, flush=True)
     if not args.wait:
         return 0
-    job = sy.history.wait(message.message_id, timeout=args.timeout)
+    history = app.state.history
+    job = history.wait(message_id, timeout=args.timeout)
     if job is None:
-        last = sy.history.get(message.message_id)
+        last = history.get(message_id)
         status = last["status"] if last else "unknown"
-        raise CliError(f"job {message.message_id} not finished after {args.timeout:g}s "
+        raise CliError(f"job {message_id} not finished after {args.timeout:g}s "
                        f"(status: {status})", EXIT_FAILED)
     emit(job)
     return 0 if job["status"] in ("done", "skipped") else EXIT_FAILED
 
 
-def cmd_jobs_show(args: argparse.Namespace) -> int:
-    job = booted().history.get(args.id)
-    if job is None:
-        raise CliError(f"no job {args.id} (unknown, or past its history retention)", EXIT_FAILED)
-    emit(job)
+def emit_found(record: dict[str, Any] | None, missing: str) -> int:
+    if record is None:
+        raise CliError(missing, EXIT_FAILED)
+    emit(record)
     return 0
 
 
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    return emit_found(booted().state.history.get(args.id),
+                      f"no job {args.id} (unknown, or past its history retention)")
+
+
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    store = booted().dead_letters
+    from state.dead_letters import summary
+
+    store = booted().state.dead_letters
     queues = [args.queue] if args.queue else store.queues()
-    rows = []
-    for queue in queues:
-        for item in store.list(queue, limit=args.limit):
-            reason = item["reason"]
-            rows.append({"message_id": item["message_id"], "queue": queue, "actor": item["actor"],
-                         "failed_at": item["failed_at"], "error": reason.get("error"),
-                         "message": reason.get("message"), "attempts": reason.get("attempts")})
+    rows = [summary(item) for queue in queues for item in store.list(queue, limit=args.limit)]
     if args.json:
         emit(rows)
     elif not rows:
@@ -127,19 +111,16 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
-    item = booted().dead_letters.show(args.id)
-    if item is None:
-        raise CliError(f"no dead letter {args.id}", EXIT_FAILED)
-    emit(item)
-    return 0
+    return emit_found(booted().state.dead_letters.show(args.id), f"no dead letter {args.id}")
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     if not args.all and not args.ids:
         raise CliError("name the message ids to replay, or --all")
-    sy = booted()
-    replayed = sy.dead_letters.replay(sy.broker, args.queue, None if args.all else args.ids)
-    sy.buffer.flush()
+    app = booted()
+    replayed = app.state.dead_letters.replay(app.broker, args.queue,
+                                             None if args.all else args.ids)
+    app.state.buffer.flush()
     missing = sorted(set(args.ids) - set(replayed))
     print(f"replayed {len(replayed)} from {args.queue}")
     if missing:
@@ -149,12 +130,12 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    print(f"purged {booted().dead_letters.purge(args.queue)} from {args.queue}")
+    print(f"purged {booted().state.dead_letters.purge(args.queue)} from {args.queue}")
     return 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from health import check
+    from switchyard.health import check
 
     report = check(booted(), ping_timeout=args.ping)
     emit(report) if args.json else print("\n".join(
@@ -164,11 +145,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_actors(args: argparse.Namespace) -> int:
-    sy = booted()
-    rows = [{"actor": a.actor_name, "queue": a.queue_name, "priority": a.priority,
-             "options": {k: v if isinstance(v, int | str | float | bool) else repr(v)
-                         for k, v in sorted(a.options.items())}}
-            for a in sorted(sy.broker.actors.values(), key=lambda a: a.actor_name)]
+    app = booted()
+    rows: list[dict[str, Any]] = [
+        {"actor": a.actor_name, "queue": a.queue_name, "priority": a.priority,
+         "options": {k: v if isinstance(v, int | str | float | bool) else repr(v)
+                     for k, v in sorted(a.options.items())}}
+        for a in sorted(app.broker.actors.values(), key=lambda a: a.actor_name)]
     if args.json:
         emit(rows)
         return 0
@@ -180,25 +162,25 @@ def cmd_actors(args: argparse.Namespace) -> int:
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
-    import redis_server
-    from settings import get
+    from switchyard import embedded_redis
 
     settings = get()
     if settings.redis_url is not None:
         raise CliError("REDIS_URL is set: the embedded Redis is only for the default setup")
     print(f"embedded Redis on {settings.embedded_redis_url}, data in "
           f"{settings.var_dir / 'redis'}", flush=True)
-    redis_server.run(settings)
+    embedded_redis.run(settings)
     return 0
 
 
 def cmd_clock(args: argparse.Namespace) -> int:
     """Run periodiq on the periodic actors; with none declared yet, idle until stopped."""
-    sy = booted()
-    if any("periodic" in a.options for a in sy.broker.actors.values()):
+    app = booted()
+    if any("periodic" in a.options for a in app.broker.actors.values()):
         import periodiq
 
-        return int(periodiq.main(periodiq.make_argument_parser().parse_args(["actors"])))
+        parsed = periodiq.make_argument_parser().parse_args(["switchyard.entry:boot"])
+        return int(periodiq.main(parsed))
     print("clock: no periodic actors declared; idling", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     return 0
@@ -208,9 +190,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     """Migrate the database (`upgrade`) or say which migration it is at (`current`)."""
     from sqlalchemy.exc import OperationalError
 
-    from settings import get
     from store import migrate
-    from store.db import masked as masked_db
+    from store.urls import masked as masked_db
 
     url = get().db_url
     try:
@@ -227,8 +208,6 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from settings import get
-
     settings = get()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     processes = ["web", "worker", "clock"]
@@ -247,14 +226,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     os.environ.update(made)
     shown = {name: made.get(name, "(set)") for name in ("WEB_PASSWORD", "API_TOKEN")}
     print("Switchyard (development):")
-    print(f"  redis   {masked(settings.state_url)}"
+    print(f"  redis   {masked_url(settings.state_url)}"
           + ("  (embedded, data in var/redis)" if settings.redis_url is None else ""))
-    print(f"  broker  {masked(settings.queue_url)}")
+    print(f"  broker  {masked_url(settings.queue_url)}")
     print(f"  web     http://127.0.0.1:{port}/health")
     print(f"  login   http://127.0.0.1:{port}/dashboard/dead-letters  user "
           f"{made.get('WEB_USERNAME', settings.web_username)}  password {shown['WEB_PASSWORD']}")
     print(f"  api     Authorization: Bearer {shown['API_TOKEN']}")
-    print("  worker  dramatiq actors (every queue, 8 threads)")
+    print("  worker  dramatiq switchyard.entry:boot (every queue, 8 threads)")
     print("  clock   periodic jobs")
     print("Try:     uv run switchyard send ping '{}' --wait", flush=True)
     os.execvp("honcho", ["honcho", "-f", "Procfile.dev", "start", *processes])
@@ -318,14 +297,12 @@ def add_dlq(sub: Any) -> None:
 
 
 def unreachable(error: Exception) -> str:
-    from settings import get
-
     settings = get()
     if isinstance(error, redis.RedisError):
         hint = "" if settings.redis_url else " (start it with `switchyard redis`, or set REDIS_URL)"
-        return f"cannot reach Redis at {masked(settings.state_url)}: {error}{hint}"
+        return f"cannot reach Redis at {masked_url(settings.state_url)}: {error}{hint}"
     detail = str(error) or type(error).__name__
-    return f"cannot reach the broker at {masked(settings.queue_url)}: {detail}"
+    return f"cannot reach the broker at {masked_url(settings.queue_url)}: {detail}"
 
 
 def main(argv: list[str] | None = None) -> int:

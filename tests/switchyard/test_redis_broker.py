@@ -14,8 +14,8 @@ from typing import Any
 import dramatiq
 import pytest
 
-from broker import Switchyard
-from redis_broker import DoorbellRedisBroker
+from switchyard.app import App
+from switchyard.redis_broker import DoorbellRedisBroker
 from tests.support.jobs import send
 from tests.support.processes import WorkerProcesses
 from tests.support.waiting import wait_for
@@ -25,19 +25,19 @@ REDIS_ONLY = pytest.mark.parametrize("broker_kind", ["redis"])
 POLL_INTERVAL = 1.0
 
 
-def doorbell_of(sy: Switchyard) -> DoorbellRedisBroker:
+def doorbell_of(sy: App) -> DoorbellRedisBroker:
     assert isinstance(sy.broker, DoorbellRedisBroker)
     return sy.broker
 
 
-def waiting_on_doorbell(sy: Switchyard, queue: str) -> bool:
+def waiting_on_doorbell(sy: App, queue: str) -> bool:
     """Some consumer of `queue` is blocked on its doorbell right now (per CLIENT LIST)."""
     name = doorbell_of(sy).doorbell_key(queue)
     return any(client.get("name") == name and "b" in client.get("flags", "")
-               for client in sy.state.client_list())
+               for client in sy.state.client.client_list())
 
 
-def stored_messages(sy: Switchyard, queue: str) -> int:
+def stored_messages(sy: App, queue: str) -> int:
     """Messages Redis still holds for `queue`: waiting, delayed, or fetched but not acked."""
     broker = doorbell_of(sy)
     return sum(int(broker.client.hlen(f"{broker.namespace}:{name}.msgs"))
@@ -49,7 +49,7 @@ def default_worker(build_switchyard: Any) -> Iterator[Any]:
     """Start an in-process Worker with Dramatiq's default worker timeout (1 s)."""
     workers: list[dramatiq.Worker] = []
 
-    def start(sy: Switchyard) -> dramatiq.Worker:
+    def start(sy: App) -> dramatiq.Worker:
         worker = dramatiq.Worker(sy.broker, worker_threads=2)
         worker.start()
         workers.append(worker)
@@ -149,7 +149,7 @@ def test_doorbell_keeps_few_short_lived_tokens_when_nobody_listens(build_switchy
     bell = broker.doorbell_key(queue)
     assert broker.client.llen(bell) == broker.doorbell_cap
     assert 0 < broker.client.pttl(bell) <= broker.doorbell_ttl
-    assert sy.queue_depth(queue) == 3 * broker.doorbell_cap
+    assert sy.queues.depth(queue) == 3 * broker.doorbell_cap
 
 
 @REDIS_ONLY
@@ -164,7 +164,7 @@ def test_broken_doorbell_never_fails_an_enqueue(build_switchyard, queue, caplog)
         send(sy, queue, "record", key="k")
 
     # then it is queued all the same, and the failure is logged
-    assert sy.queue_depth(queue) == 1
+    assert sy.queues.depth(queue) == 1
     assert "Could not ring the doorbell" in caplog.text
 
 
@@ -189,7 +189,7 @@ def wakeup_workers(process_env: dict[str, str], queue: str) -> Iterator[WakeupWo
 class Producers:
     """Threads sending `record` jobs at a random pace until stopped; every fifth delayed."""
 
-    def __init__(self, sy: Switchyard, queue: str, count: int = 4) -> None:
+    def __init__(self, sy: App, queue: str, count: int = 4) -> None:
         self.sy, self.queue = sy, queue
         self.sent: list[str] = []
         self.stopping = threading.Event()

@@ -19,6 +19,8 @@ DEFAULT_EMBEDDED_REDIS_PORT = 6399
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+#: Longest delay Dramatiq's brokers accept (they refuse 7 days or more).
+MAX_DELAY_MS = 7 * DAY_MS - 1
 #: What a provider's base URL must look like.
 _HTTP_URL = r"^https?://[^\s]+$"
 

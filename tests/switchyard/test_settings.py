@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import settings
+from switchyard import settings
 
 
 def test_invalid_value_stops_with_one_line_naming_the_variable(capsys):

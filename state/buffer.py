@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import redis
+
+from switchyard.perprocess import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ class WriteBuffer:
         # flush()) could write a job's later update before its earlier one.
         self._flushing = threading.Lock()
         self._wake = threading.Event()
-        self._pid: int | None = None
-        self._thread: threading.Thread | None = None
+        # A forked child inherits the buffer but not its thread: one flusher per process.
+        self._thread = PerProcess(self._start_thread)
         self._closed = False
 
     def add(self, write: Write) -> None:
@@ -90,21 +91,18 @@ class WriteBuffer:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join(timeout=5)
+        self._thread.reset(lambda thread: thread.join(timeout=5))
         self.flush()
 
     def _ensure_thread(self) -> None:
-        # A forked child inherits the buffer but not its thread: start one per process.
-        if self._pid == os.getpid() or self._closed:
-            return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="switchyard-flush", daemon=True)
-            self._thread.start()
+        if not self._closed:
+            self._thread.get()
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="switchyard-flush", daemon=True)
+        thread.start()
         atexit.register(self.flush)
+        return thread
 
     def _run(self) -> None:
         while not self._closed:

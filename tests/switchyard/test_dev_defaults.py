@@ -52,7 +52,7 @@ def dev(test_env: dict[str, str]):
     env.pop("DATABASE_URL", None)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env,
+        return subprocess.run([sys.executable, "-m", "switchyard.cli", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
 
     assert cli("db", "upgrade").returncode == 0

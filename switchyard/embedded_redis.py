@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from settings import Settings
+from switchyard.settings import Settings
 
 
 def binary() -> Path:

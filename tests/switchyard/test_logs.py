@@ -7,7 +7,7 @@ import logging
 import dramatiq
 import pytest
 
-from errors import RetryableError
+from switchyard.errors import RetryableError
 from tests.support.jobs import finished
 from tests.support.waiting import wait_for
 

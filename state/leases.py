@@ -2,18 +2,19 @@
 
 Idempotency locks and concurrency slots are leases: they expire `lease_ms` after the
 last renewal, so a worker that dies (SIGKILL, lost host) frees them within one lease.
-One thread per process renews every held lease each `lease_ms / 3`.
+One thread per process renews every held lease each `lease_ms / 3`, in one pipeline.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import redis
+
+from switchyard.perprocess import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +29,13 @@ class LeaseKeeper:
         self.lease_ms = lease_ms
         self._held: dict[str, Renew] = {}
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._thread = PerProcess(self._start_thread)
 
     def hold(self, name: str, renew: Renew) -> None:
+        """Renew `name` with `renew(pipe)` until it is dropped."""
         with self._lock:
             self._held[name] = renew
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="switchyard-leases", daemon=True).start()
+        self._thread.get()
 
     def drop(self, name: str) -> None:
         with self._lock:
@@ -50,6 +50,11 @@ class LeaseKeeper:
         for renew in renewals:
             renew(pipe)
         pipe.execute()
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="switchyard-leases", daemon=True)
+        thread.start()
+        return thread
 
     def _run(self) -> None:
         stop = threading.Event()

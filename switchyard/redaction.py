@@ -1,16 +1,18 @@
-"""Scrubbing secrets and personal data out of text and nested data.
+"""Redaction, in one place: secrets and personal data out of text, data and URLs.
 
 Provider error messages can echo an address or a phone number back, URLs carry the
 Telegram bot token in their path, and headers carry bearer tokens. `scrub_text` masks
 those shapes in free text; `scrub` also blanks whole values under keys that name a
-secret or a message body. Sentry's `before_send` and every provider message put on an
-exception go through here.
+secret or a message body; `masked_url` hides a connection URL's password. Sentry's
+`before_send`, every provider message put on an exception and every URL a message
+shows go through here; log records are redacted by `switchyard.logs`.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 #: What a scrubbed value becomes.
 MASK = "[redacted]"
@@ -75,3 +77,12 @@ def scrub(value: Any, *, keys: frozenset[str] = SECRET_KEYS | BODY_KEYS, depth: 
     if isinstance(value, list | tuple):
         return type(value)(scrub(v, keys=keys, depth=depth + 1) for v in value)
     return value
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password replaced, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -10,7 +10,7 @@ import sys
 import dramatiq
 import pytest
 
-from errors import PermanentError
+from switchyard.errors import PermanentError
 from tests.support.jobs import finished
 from tests.support.processes import ROOT
 from tests.support.services import free_port
@@ -21,7 +21,8 @@ from tests.support.waiting import wait_for
 def cli(process_env):
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
         return subprocess.run(
-            [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
+            [sys.executable, "-m", "switchyard.cli", *args], cwd=ROOT, capture_output=True,
+            text=True,
             env={**os.environ, **process_env, **(env or {})}, timeout=timeout,
         )
 
@@ -131,7 +132,7 @@ def test_dead_letter_reason_through_jobs_show_and_dlq_and_replay(
     # and replay runs it again, purge empties the queue
     replay = cli("dlq", "replay", queue, message.message_id)
     assert replay.returncode == 0 and "replayed 1" in replay.stdout
-    wait_for(lambda: len(runs) == 2 and sy.dead_letters.depth(queue) == 1, what="rerun")
+    wait_for(lambda: len(runs) == 2 and sy.state.dead_letters.depth(queue) == 1, what="rerun")
     assert "purged 1" in cli("dlq", "purge", queue).stdout
-    assert sy.dead_letters.depth(queue) == 0
+    assert sy.state.dead_letters.depth(queue) == 0
     assert cli("dlq", "show", message.message_id).returncode == 1

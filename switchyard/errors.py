@@ -87,6 +87,29 @@ class InvalidPayload(PermanentError):
     """The job's payload does not match its actor's model."""
 
 
+class InvalidOptions(InvalidPayload):
+    """A job's options (delay, idempotency key) are out of range."""
+
+
+class UnknownJob(PermanentError):
+    """No actor (job type) of that name is declared."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        listed = f" (known: {', '.join(sorted(known)) or 'none'})" if known is not None else ""
+        super().__init__(f"unknown actor {name!r}{listed}", code="unknown_actor")
+        self.name = name
+
+
+class DuplicateJob(PermanentError):
+    """A job with the same idempotency key is already queued, running or done."""
+
+    def __init__(self, existing: str) -> None:
+        super().__init__("a job with this idempotency key is already queued, running or done",
+                         code="duplicate")
+        #: The message id of that job ("" when it is not known by id).
+        self.existing = existing
+
+
 class NotConfigured(PermanentError):
     """A provider is selected (or needed) but a setting it requires is missing."""
 

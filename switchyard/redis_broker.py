@@ -57,10 +57,17 @@ from typing import Any
 
 import redis
 from dramatiq.broker import Consumer, MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 from redis.commands.core import Script
+
+from switchyard.compat import (
+    RedisConsumer,
+    dispatch_script,
+    redis_dispatch,
+    replace_dispatch_script,
+)
 
 logger = logging.getLogger("switchyard.redis_broker")
 
@@ -90,8 +97,8 @@ class DoorbellRedisBroker(RedisBroker):
             raise ValueError("doorbell_cap and doorbell_ttl must be positive")
         self.doorbell_cap = doorbell_cap
         self.doorbell_ttl = doorbell_ttl
-        self.dispatch_script = _DivertableScript(self.scripts["dispatch"])
-        self.scripts["dispatch"] = self.dispatch_script
+        self.dispatch_script = _DivertableScript(dispatch_script(self))
+        replace_dispatch_script(self, self.dispatch_script)
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -107,12 +114,12 @@ class DoorbellRedisBroker(RedisBroker):
         """Dramatiq's enqueue, then the doorbell, in one round trip."""
         with self.client.pipeline(transaction=False) as pipe:
             with self.dispatch_script.diverted_to(pipe):
-                self._dispatch("enqueue")(queue_name, message_id, data)
+                redis_dispatch(self, "enqueue")(queue_name, message_id, data)
             self.add_ring(pipe, queue_name)
             enqueued, *rung = pipe.execute(raise_on_error=False)
         if isinstance(enqueued, redis.exceptions.NoScriptError):
             # Script not loaded yet (first use, a restart, SCRIPT FLUSH): redis-py loads it.
-            self._dispatch("enqueue")(queue_name, message_id, data)
+            redis_dispatch(self, "enqueue")(queue_name, message_id, data)
             self.ring(queue_name)
         elif isinstance(enqueued, Exception):
             raise enqueued
@@ -120,7 +127,7 @@ class DoorbellRedisBroker(RedisBroker):
             self.check_rung(queue_name, rung)
 
     def do_requeue(self, queue_name: str, *message_ids: str) -> None:
-        self._dispatch("requeue")(queue_name, *message_ids)
+        redis_dispatch(self, "requeue")(queue_name, *message_ids)
         self.ring(queue_name)
 
     def ring(self, queue_name: str) -> None:
@@ -148,7 +155,7 @@ class DoorbellRedisBroker(RedisBroker):
 class _DivertableScript(Script):
     """Dramatiq's dispatch script, which a thread can divert into its own pipeline.
 
-    `RedisBroker._dispatch` builds the script's arguments and calls it; diverted, the
+    The broker's dispatch call builds the script's arguments and calls it; diverted, the
     call is queued on the pipeline instead, so the enqueue and the doorbell travel
     together without this module knowing the script's arguments.
     """
@@ -222,7 +229,7 @@ class Doorbell:
             self.connection = None
 
 
-class _DoorbellConsumer(_RedisConsumer):
+class _DoorbellConsumer(RedisConsumer):
     """Dramatiq's Redis consumer, waiting on its queue's doorbell instead of sleeping."""
 
     broker: DoorbellRedisBroker

@@ -1,0 +1,72 @@
+"""The Redis-backed stores that the pipeline's hooks, the web process and the CLI share.
+
+Each store is a class with a small API over its keys (history, dead letters, metrics,
+paused queues, live workers, idempotency keys, concurrency slots); the middleware in
+`middleware/` are thin hooks over them, and everything else reads state through them.
+Buffered writes (history, metrics, buffered `done` marks) go through one `WriteBuffer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from state.buffer import WriteBuffer
+from state.concurrency import ConcurrencySlots
+from state.dead_letters import DeadLetters
+from state.history import JobHistory
+from state.idempotency import IdempotencyKeys
+from state.metrics import MetricsStore
+from state.paused import PausedQueues
+from state.workers import Workers
+from switchyard.settings import Settings
+
+
+@dataclass
+class State:
+    """One process's view of the state store."""
+
+    client: redis.Redis
+    buffer: WriteBuffer
+    history: JobHistory
+    dead_letters: DeadLetters
+    metrics: MetricsStore
+    workers: Workers
+    paused: PausedQueues
+    keys: IdempotencyKeys
+    slots: ConcurrencySlots
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """The state store client."""
+    # No read timeout: result waits block as long as the caller asks; keepalive and
+    # health checks find dead connections instead.
+    return redis.Redis.from_url(
+        settings.state_url, socket_connect_timeout=5, socket_timeout=None,
+        socket_keepalive=True, health_check_interval=30,
+    )
+
+
+def open_state(settings: Settings, client: redis.Redis | None = None) -> State:
+    """Every store on one client, with the retention and leases the settings give."""
+    client = client or connect(settings)
+    prefix = settings.key_prefix
+    buffer = WriteBuffer(client, interval_ms=settings.flush_interval_ms)
+    return State(
+        client=client,
+        buffer=buffer,
+        history=JobHistory(client, buffer, prefix=prefix, keep_done=settings.history_keep_done,
+                           keep_failed=settings.history_keep_failed,
+                           ttl=settings.history_ttl_ms),
+        dead_letters=DeadLetters(client, prefix=prefix),
+        metrics=MetricsStore(client, buffer, prefix=prefix),
+        workers=Workers(client, prefix=prefix, interval=settings.worker_heartbeat_ms),
+        paused=PausedQueues(client, prefix=prefix),
+        keys=IdempotencyKeys(client, buffer, prefix=prefix, ttl=settings.idempotency_ttl_ms,
+                             lease=settings.idempotency_lease_ms),
+        slots=ConcurrencySlots(client, prefix=prefix, lease=settings.concurrency_lease_ms),
+    )

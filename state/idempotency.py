@@ -1,0 +1,158 @@
+"""Idempotency keys in the state store: who holds a key, and which keys are done.
+
+A key's value says where its job is: `run:<message id>/<nonce>` while a worker holds
+it (a lease, renewed by `LeaseKeeper`, so a killed worker frees it within one lease),
+`done:<message id>` once the job succeeded, for the key's TTL. A key reserved at
+enqueue time (`reserve`) also has a `:queued` marker naming the message that holds it,
+from enqueue until the TTL after it would be done.
+
+Marking `done` can be buffered (`finish(..., buffered=True)`): for a key that is only
+the message id, the only possible duplicate is a redelivery of this very message, which
+cannot happen once it is acked, and until the buffered write lands the lock (a lease)
+already turns it away.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import redis
+
+from state.buffer import Write, WriteBuffer
+from state.leases import LeaseKeeper
+from switchyard.keys import JobKey
+
+#: What `take` found.
+ACQUIRED, DONE, RUNNING = 1, 0, 2
+
+# Marks done (ARGV[2] = ttl, ARGV[3] = message id) or releases (ARGV[2] = 0), only if
+# we still hold the lock.
+_FINISH = """
+if redis.call('get', KEYS[1]) ~= 'run:' .. ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('set', KEYS[1], 'done:' .. ARGV[3], 'PX', ARGV[2])
+else
+  redis.call('del', KEYS[1])
+end
+return 1
+"""
+# The buffered `done` marks of one flush. KEYS: keys. ARGV: ttl, then a token per key.
+# A token starts with its message id: `<message id>/<nonce>`.
+_FINISH_MANY = """
+for i, key in ipairs(KEYS) do
+  local token = ARGV[i + 1]
+  if redis.call('get', key) == 'run:' .. token then
+    redis.call('set', key, 'done:' .. string.match(token, '^[^/]*'), 'PX', ARGV[1])
+  end
+end
+return 1
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == 'run:' .. ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class IdempotencyKeys:
+    """Take, renew, finish and reserve job keys."""
+
+    def __init__(self, client: redis.Redis, buffer: WriteBuffer, *, prefix: str, ttl: int,
+                 lease: int) -> None:
+        self.client: Any = client  # redis-py's annotations mix sync and async results
+        self.buffer = buffer
+        self.prefix = prefix
+        self.ttl = ttl
+        self.lease = lease
+        self.leases = LeaseKeeper(client, lease_ms=lease)
+        self._finish = client.register_script(_FINISH)
+        self._finish_many = client.register_script(_FINISH_MANY)
+        self._renew = client.register_script(_RENEW)
+        self._done: dict[int, list[tuple[str, str]]] = {}  # ttl -> [(redis key, token)]
+        self._lock = threading.Lock()
+        buffer.add_source(self._drain_done)
+
+    def redis_key(self, key: JobKey) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def take(self, key: JobKey, message_id: str) -> tuple[int, str]:
+        """Try to hold `key` for `message_id`: (ACQUIRED, DONE or RUNNING, the token).
+
+        While held, the lease is renewed until `finish`.
+        """
+        name, token = self.redis_key(key), f"{message_id}/{uuid.uuid4().hex[:12]}"
+        state = self._take(name, token)
+        if state == ACQUIRED:
+            self.leases.hold(token, lambda pipe: self._renew(
+                keys=[name], args=[token, self.lease], client=pipe))
+        return state, token
+
+    def _take(self, name: str, token: str) -> int:
+        # SET NX is the common case's only round trip; a taken key costs a second one.
+        # (execute_command directly: redis-py's argument-checking wrappers around `set`
+        # cost as much CPU as the round trip on this hot path.)
+        if self.client.execute_command("SET", name, f"run:{token}", "NX", "PX", self.lease):
+            return ACQUIRED
+        value = self.client.execute_command("GET", name)
+        if value is None:  # expired in between: try once more
+            taken = self.client.execute_command("SET", name, f"run:{token}", "NX", "PX",
+                                                self.lease)
+            return ACQUIRED if taken else RUNNING
+        return DONE if value.startswith(b"done") else RUNNING
+
+    def finish(self, key: JobKey, token: str, ttl: int, *, buffered: bool = False) -> bool:
+        """Mark `key` done for `ttl` ms (0: release it), if `token` still holds it.
+
+        False when the lock was lost (its lease expired while the job ran).
+        """
+        self.leases.drop(token)
+        name = self.redis_key(key)
+        if ttl and buffered:
+            with self._lock:
+                self._done.setdefault(int(ttl), []).append((name, token))
+            self.buffer.wake_soon()
+            return True
+        return bool(self._finish(keys=[name], args=[token, ttl, token.split("/")[0]]))
+
+    def _drain_done(self) -> Write | None:
+        with self._lock:
+            if not self._done:
+                return None
+            done, self._done = self._done, {}
+
+        def write(pipe: Any) -> None:
+            for ttl, marks in done.items():
+                self._finish_many(keys=[k for k, _ in marks],
+                                  args=[ttl, *(t for _, t in marks)], client=pipe)
+
+        return write
+
+    def reserve(self, key: JobKey, message_id: str, ttl: int) -> str | None:
+        """Reserve `key` for `message_id`, about to be enqueued, for `ttl` ms.
+
+        None when reserved; else the message id of the job that already has the key
+        (queued, running or done), or "" when that job is not known by id.
+        """
+        marker = f"{self.redis_key(key)}:queued"
+        held = self.holder(key)
+        if held is None and self.client.set(marker, message_id, nx=True, px=ttl):
+            return None
+        return self.holder(key) or ""
+
+    def unreserve(self, key: JobKey) -> None:
+        """Drop a reservation whose message could not be enqueued."""
+        self.client.delete(f"{self.redis_key(key)}:queued")
+
+    def holder(self, key: JobKey) -> str | None:
+        """The message id of the job that has `key` (queued, running or done), if any."""
+        name = self.redis_key(key)
+        marker, value = self.client.mget(f"{name}:queued", name)
+        if marker:
+            return str(marker.decode())
+        if value:
+            held = value.decode().split(":", 1)[1]
+            return held.split("/")[0]
+        return None

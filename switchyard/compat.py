@@ -1,0 +1,52 @@
+"""Every use of a private (or undocumented) Dramatiq name, in one place.
+
+Dramatiq is pinned below 2.3 for these; `tests/switchyard/test_compat.py` checks each
+one and fails naming it when an upgrade changes it. Everything else in Switchyard uses
+Dramatiq's public API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dramatiq import Broker
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import _RedisConsumer as RedisConsumer
+from dramatiq.results import Results
+
+__all__ = ["RedisConsumer", "REDIS_CONSUMER_ATTRIBUTES", "ACTOR_ARGUMENTS_LINE",
+           "WORKER_FAILURE_LINES", "redis_dispatch", "dispatch_script", "replace_dispatch_script",
+           "result_options"]
+
+#: What the doorbell consumer (`switchyard.redis_broker`) reads of Dramatiq's Redis
+#: consumer, besides its constructor's arguments: the fetched-but-unhandled messages,
+#: and how many messages it handed out that are not acked yet.
+REDIS_CONSUMER_ATTRIBUTES = ("message_cache", "outstanding_message_count")
+
+#: The start of the line an actor logs with its arguments at DEBUG (payloads: dropped).
+ACTOR_ARGUMENTS_LINE = "Received args="
+#: Lines of Dramatiq's worker thread that the retry policy's and dead letter's own
+#: lines replace (one per failed attempt, with a traceback).
+WORKER_FAILURE_LINES = ("Failed to process message", "Message %s was skipped.")
+
+
+def redis_dispatch(broker: RedisBroker, command: str) -> Callable[..., Any]:
+    """The Redis broker's call of its Lua dispatch script for `command`."""
+    return broker._dispatch(command)  # type: ignore[no-any-return]
+
+
+def dispatch_script(broker: RedisBroker) -> Any:
+    """The Redis broker's registered Lua dispatch script."""
+    return broker.scripts["dispatch"]
+
+
+def replace_dispatch_script(broker: RedisBroker, script: Any) -> None:
+    broker.scripts["dispatch"] = script
+
+
+def result_options(results: Results, broker: Broker, message: MessageProxy) -> tuple[bool, int]:
+    """(store_results, result_ttl) of `message`, looked up as the Results middleware does."""
+    store, ttl = results._lookup_options(broker, message)
+    return bool(store), int(ttl)

@@ -1,0 +1,85 @@
+"""The one way in: every producer (CLI, HTTP API, Python helpers, ingress) enqueues here.
+
+`enqueue(app, name, payload, ...)`:
+
+1. finds the job type (`UnknownJob`), validates the payload against its model
+   (`InvalidPayload`, naming the fields, never the values) and the options
+   (`InvalidOptions`: delay within what the brokers accept, key length);
+2. applies the idempotency key with the caller's duplicate rule:
+   - `skip` (the default): the job is queued; a duplicate is skipped when it runs;
+   - `refuse`: a job whose key is already queued, running or done is not queued, and
+     `DuplicateJob` names the one that has it;
+   - `existing`: the same, but that job's id is returned as if it had been queued;
+3. queues it (after `delay` ms) and returns its message id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from switchyard.errors import DuplicateJob, InvalidOptions, UnknownJob
+from switchyard.jobs import parse
+from switchyard.keys import JobKey
+from switchyard.settings import MAX_DELAY_MS as MAX_DELAY
+
+if TYPE_CHECKING:
+    from switchyard.app import App
+
+OnDuplicate = Literal["skip", "refuse", "existing"]
+
+#: Longest idempotency key accepted.
+MAX_KEY_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    message_id: str
+    #: True when nothing new was queued: `message_id` is the job that had the key.
+    duplicate: bool = False
+
+
+def enqueue(
+    app: App, name: str, payload: BaseModel | dict[str, Any], *, key: str | None = None,
+    on_duplicate: OnDuplicate = "skip", delay: int | None = None, flush: bool = True,
+) -> Enqueued:
+    """Validate and queue one job (see the module docstring); `flush` makes its history
+    record visible at once (one more round trip)."""
+    job = app.jobs.get(name)
+    if job is None:
+        raise UnknownJob(name, list(app.jobs))
+    check_options(key, delay)
+    kwargs = parse(job.model, payload).model_dump(mode="json", by_alias=True,
+                                                  exclude_unset=True, exclude_none=True)
+    assert job.actor is not None  # declared with the app
+    options: dict[str, Any] = {"idempotency_key": key} if key is not None else {}
+    message = job.actor.message_with_options(kwargs=kwargs, **options)
+    if key is not None and on_duplicate != "skip":
+        job_key = JobKey(name, key)
+        ttl = int(job.options.get("idempotency_ttl", app.state.keys.ttl)) + (delay or 0)
+        existing = app.state.keys.reserve(job_key, message.message_id, ttl)
+        if existing is not None:
+            if on_duplicate == "refuse":
+                raise DuplicateJob(existing)
+            return Enqueued(existing, duplicate=True)
+        try:
+            app.broker.enqueue(message, delay=delay)
+        except BaseException:
+            app.state.keys.unreserve(job_key)
+            raise
+    else:
+        app.broker.enqueue(message, delay=delay)
+    if flush:
+        app.state.buffer.flush()
+    return Enqueued(message.message_id)
+
+
+def check_options(key: str | None, delay: int | None) -> None:
+    if delay is not None and not 0 <= delay <= MAX_DELAY:
+        raise InvalidOptions(f"delay must be between 0 and {MAX_DELAY} ms (under 7 days)",
+                             code="invalid")
+    if key is not None and not 0 < len(key) <= MAX_KEY_CHARS:
+        raise InvalidOptions(f"the idempotency key must be 1 to {MAX_KEY_CHARS} characters",
+                             code="invalid")
