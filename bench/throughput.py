@@ -18,7 +18,6 @@ The last line printed is `pipeline/bare=<median b / median a>`.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -38,8 +37,10 @@ from urllib.parse import urlparse
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make `settings`, `broker` importable
+if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
+
+from bench.common import check_loopback, purge  # noqa: E402
 
 DEFAULT_URL = "redis://127.0.0.1:6379/14"
 THREADS = 8
@@ -113,22 +114,6 @@ def timed(start: Callable[[], None], done: Completions, timeout: float) -> Outco
     return {"seconds": seconds, "jobs_per_s": done.n / seconds, "completed": completed}
 
 
-def purge(url: str, pattern: str) -> int:
-    """Delete the keys matching `pattern` with SCAN + DEL (never FLUSHDB/FLUSHALL)."""
-    client = redis.Redis.from_url(url)
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += int(client.delete(*batch))
-            batch.clear()
-    if batch:
-        deleted += int(client.delete(*batch))
-    client.close()
-    return deleted
-
-
 # --- (a) and (b): Dramatiq ----------------------------------------------------------
 
 
@@ -174,40 +159,41 @@ def run_bare(run: Run) -> Outcome:
 
 
 def run_switchyard(run: Run) -> Outcome:
-    """(b) Switchyard's broker with its full middleware stack, as `broker.build` makes it."""
-    import broker as switchyard_broker
-    import settings
+    """(b) Switchyard's broker with its full middleware stack, as `runtime.build` makes it."""
+    from switchyard import app as runtime
+    from switchyard import settings
 
     # broker_url too, so a BROKER_URL in the environment cannot move the queues elsewhere.
     config = settings.load(
         redis_url=run.url, broker_url=run.url, key_prefix=run.tag, broker_namespace=f"{run.tag}-ns"
     )
-    sy = switchyard_broker.build(config)
+    sy = runtime.build(config)
     messages: list[Any] = []
     try:
         # Enqueue-side history/metrics writes are flushed before the clock starts.
         outcome = run_dramatiq(
-            sy.broker, run, {}, before_start=sy.buffer.flush, sent=messages
+            sy.broker, run, {}, before_start=sy.state.buffer.flush, sent=messages
         )
-        sy.buffer.flush()
+        sy.state.buffer.flush()
         outcome["checks"] = check_switchyard(sy, run.n)
         return outcome
     finally:
-        sy.buffer.flush()
+        sy.state.buffer.flush()
         sy.close()
 
 
 def check_switchyard(sy: Any, n: int) -> list[str]:
     """Cross-check the pipeline's own records against the N jobs that ran."""
     problems = []
-    done = sy.metrics.totals("done").get(ACTOR, 0)
-    enqueued = sy.metrics.totals("enqueued").get(ACTOR, 0)
+    done = sy.state.metrics.totals("done").get(ACTOR, 0)
+    enqueued = sy.state.metrics.totals("enqueued").get(ACTOR, 0)
     if done != n or enqueued != n:
         problems.append(f"metrics count done={done} enqueued={enqueued}, expected {n}")
-    kept = len(sy.history.finished("bench", "done"))
-    if kept != min(n, sy.history.keep_done):
-        problems.append(f"history keeps {kept} done jobs, expected {min(n, sy.history.keep_done)}")
-    left = sy.queue_depth("bench")
+    history = sy.state.history
+    kept = len(history.finished("bench", "done"))
+    if kept != min(n, history.keep_done):
+        problems.append(f"history keeps {kept} done jobs, expected {min(n, history.keep_done)}")
+    left = sy.queues.depth("bench")
     if left:
         problems.append(f"{left} messages still in the queue")
     return problems
@@ -443,19 +429,6 @@ def print_summary(results: dict[str, list[Outcome]]) -> None:
     bare, pipeline = median_rate(results["a"]), median_rate(results["b"])
     ratio = f"{pipeline / bare:.2f}" if bare and pipeline else "nan"
     print(f"pipeline/bare={ratio}")
-
-
-def check_loopback(url: str) -> str:
-    """Refuse anything but a loopback Redis: this writes and deletes keys."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if parsed.scheme != "redis" or not loopback:
-        raise SystemExit(f"--redis-url must be redis:// on a loopback address, not {host!r}")
-    return url
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,43 @@
+"""What the benchmarks share: loopback-only targets and key cleanup."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlparse
+
+import redis
+
+
+def check_loopback(url: str) -> str:
+    """Refuse anything but a loopback Redis: the benchmarks write and delete keys."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parsed.scheme != "redis" or not loopback:
+        raise SystemExit(f"--redis-url must be redis:// on a loopback address, not {host!r}")
+    return url
+
+
+def answers(url: str, default_port: int) -> bool:
+    """A server accepts connections at `url`'s host and port."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1",
+                                       parsed.port or default_port), 1):
+            return True
+    except OSError:
+        return False
+
+
+def purge(url: str, pattern: str) -> int:
+    """Delete the keys matching `pattern` with SCAN + DEL (never FLUSHDB/FLUSHALL)."""
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+    client.close()
+    return len(keys)
