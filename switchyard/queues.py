@@ -80,13 +80,18 @@ class Queues:
         return type(self.broker).__name__
 
     def names(self) -> list[str]:
-        """Every queue anyone knows of: declared, with actors, dead letters, metrics, paused."""
+        """The queues this process knows: declared, with actors, or holding dead letters.
+
+        Names that only a request mentioned (a pause, a replay) are not queues: callers
+        refuse them with `is_known`, so they never become rows of their own.
+        """
         found = {q_name(name) for name in self.broker.get_declared_queues()}
         found |= {q_name(actor.queue_name) for actor in self.broker.actors.values()}
         found |= set(self.state.dead_letters.queues())
-        found |= {queue for (_actor, queue, _outcome) in self.state.metrics.counters()}
-        found |= self.state.paused.paused()
         return sorted(found)
+
+    def is_known(self, queue: str) -> bool:
+        return queue in self.names()
 
     def snapshot(self) -> list[dict[str, Any]]:
         """One row per queue in the monitoring API's shape."""

@@ -36,12 +36,16 @@ def redis_broker(redis_url: str) -> Iterator[RedisBroker]:
 
 
 @pytest.fixture
-def default_record_factory() -> Iterator[None]:
-    """Log records as Dramatiq emits them, before Switchyard's redaction rewrites them."""
+def dramatiq_logging() -> Iterator[None]:
+    """Log records as Dramatiq emits them, before Switchyard's redaction and filters."""
     factory = logging.getLogRecordFactory()
+    worker = logging.getLogger("dramatiq.worker.WorkerThread")
+    filters = list(worker.filters)
     logging.setLogRecordFactory(logging.LogRecord)
+    worker.filters.clear()
     yield
     logging.setLogRecordFactory(factory)
+    worker.filters[:] = filters
 
 
 def test_the_redis_consumer_class_keeps_its_state(redis_broker: RedisBroker) -> None:
@@ -88,7 +92,7 @@ def test_result_options_are_looked_up_from_the_actor() -> None:
 
 
 def test_the_worker_still_logs_the_lines_switchyard_replaces(
-    default_record_factory: None, caplog: pytest.LogCaptureFixture
+    dramatiq_logging: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = StubBroker()
 
