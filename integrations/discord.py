@@ -17,6 +17,10 @@ All of that state lives in the `Discord` object, guarded by a lock: each process
 its own, so the budget is per process (processes x budget must stay under 10,000).
 Interaction calls (the callback, follow-ups, editing the original) are authenticated by
 the interaction token in their path and carry no bot token.
+
+An error keeps Discord's JSON `code` and the status with a fixed phrase for the code
+(`CODES`), never Discord's `message`, and of a 50035's form errors only the fields and
+their error codes: Discord's texts can repeat the values it was sent.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from urllib.parse import quote
 
 import httpx2 as httpx
 
-from integrations.http import Http, HttpConfig, body_json, classify, short
+from integrations.error_text import phrase, safe_code
+from integrations.http import Http, HttpConfig, body_json, classify
 from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +65,18 @@ NO_MENTIONS: dict[str, list[str]] = {"parse": []}
 DEFERRED_CHANNEL_MESSAGE = 5
 #: Path parameters that split a bucket into separate limits, in Discord's order.
 MAJOR_PARAMETERS = ("channel_id", "guild_id", "webhook_id", "interaction_id", "token")
+#: Our phrase for each JSON error code the client meets (the reference, section 3).
+CODES: dict[int, str] = {
+    10003: "unknown channel", 10004: "unknown guild", 10007: "unknown member",
+    10011: "unknown role", 10013: "unknown user", 10015: "unknown webhook",
+    10062: "unknown interaction (its token is gone)",
+    40060: "interaction already acknowledged", 50001: "missing access",
+    50006: "cannot send an empty message", 50007: "cannot send messages to this user",
+    50013: "missing permissions", 50027: "invalid webhook token",
+    50035: "invalid form body",
+}
+#: Form errors named in a 50035's message, at most.
+MAX_FORM_ERRORS = 5
 
 Clock = Callable[[], float]
 
@@ -243,36 +260,41 @@ def _reset_after(headers: httpx.Headers) -> float | None:
 
 
 def _form_errors(errors: Any, where: str = "") -> list[str]:
-    """A 50035's nested `errors` as `field: message` (Discord does not echo values)."""
+    """A 50035's nested `errors` as `field: CODE`; Discord's texts can repeat values."""
     if not isinstance(errors, dict):
         return []
     found: list[str] = []
     for key, value in errors.items():
         if key == "_errors" and isinstance(value, list):
-            found += [f"{where or 'body'}: {item.get('message')}" for item in value
-                      if isinstance(item, dict)]
-        else:
+            found += [f"{where or 'body'}: {safe_code(item.get('code')) or 'invalid'}"
+                      for item in value if isinstance(item, dict)]
+        elif safe_code(key) is not None:  # a field name or an index, never a value
             found += _form_errors(value, f"{where}.{key}" if where else str(key))
     return found
+
+
+def _words(code: int | None, data: Any, status: int) -> str:
+    """Our phrase for the code, with a 50035's fields and their error codes."""
+    words = phrase(CODES, code, status)
+    details = _form_errors(data.get("errors")) if isinstance(data, dict) else []
+    if code == 50035 and details:
+        words += f" ({'; '.join(details[:MAX_FORM_ERRORS])})"
+    return words
 
 
 def error_from(response: httpx.Response) -> JobError:
     """Classify a failed answer; Discord's JSON `code` is kept, token-gone codes are final."""
     data = body_json(response)
     code: int | None = None
-    message = ""
     retry_after: float | None = None
     if isinstance(data, dict):
         code = data["code"] if isinstance(data.get("code"), int) else None
-        message = str(data.get("message") or "")
-        details = _form_errors(data.get("errors"))
-        if details:
-            message = f"{message} ({'; '.join(details)})"
         if isinstance(data.get("retry_after"), int | float):
             retry_after = max(0.0, float(data["retry_after"]))
+    message = _words(code, data, response.status_code)
     if code in TOKEN_GONE:
-        return PermanentError(short(message) or "interaction token is gone", code=code,
-                              provider=PROVIDER, status=response.status_code)
+        return PermanentError(message, code=safe_code(code), provider=PROVIDER,
+                              status=response.status_code)
     return classify(response, provider=PROVIDER, code=code, message=message,
                     retry_after=retry_after)
 

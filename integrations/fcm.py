@@ -12,7 +12,9 @@ through Redis. FCM has no idempotency key: a retry after a timeout can show the 
 notification twice.
 
 The device token is a credential for that device: it never appears in a repr, a log
-line or an exception message.
+line or an exception message. No exception carries FCM's own `message` either (it can
+repeat what it was sent): an error keeps FCM's code and the status, with a fixed
+phrase for the code (`CODES`).
 """
 
 from __future__ import annotations
@@ -33,17 +35,8 @@ from dramatiq.rate_limits.backends import RedisBackend
 from google.auth.credentials import TokenState
 from google.oauth2 import service_account
 
-from integrations.http import (
-    Http,
-    HttpConfig,
-    accepted_id,
-    body_json,
-    classify,
-    fallback_message,
-    retry_after_header,
-    short,
-    without,
-)
+from integrations.error_text import phrase, safe_code
+from integrations.http import Http, HttpConfig, accepted_id, body_json, classify, retry_after_header
 from integrations.messages import Push, Sent
 from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from switchyard.perprocess import PerProcess
@@ -62,6 +55,20 @@ DEFAULT_RATE_LIMIT = 500
 DEFAULT_RATE_WAIT_MS = 2_000
 #: The `@type` of the detail that carries FCM's own error code.
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+#: Our phrase for each FCM error code (`details[].errorCode`) and Google status.
+CODES: dict[str, str] = {
+    "UNREGISTERED": "the device token is no longer registered",
+    "INVALID_ARGUMENT": "FCM refused an argument of the message",
+    "SENDER_ID_MISMATCH": "the device token belongs to another sender",
+    "THIRD_PARTY_AUTH_ERROR": "the APNs or web push credentials were refused",
+    "UNAUTHENTICATED": "the OAuth token was refused",
+    "PERMISSION_DENIED": "permission denied",
+    "NOT_FOUND": "not found",
+    "QUOTA_EXCEEDED": "the sending quota is exceeded",
+    "RESOURCE_EXHAUSTED": "the sending quota is exhausted",
+    "UNAVAILABLE": "FCM is unavailable",
+    "INTERNAL": "FCM had an internal error",
+}
 
 
 class DeadToken(PermanentError):
@@ -131,9 +138,15 @@ class GoogleTokenProvider:
                                  code="token_unreachable", provider=PROVIDER) from error
         except google.auth.exceptions.RefreshError as error:
             kind = RetryableError if error.retryable else PermanentError
-            reason = short(str(error.args[0])) if error.args else type(error).__name__
-            raise kind(f"FCM OAuth token refresh refused: {reason}", code="token_refused",
-                       provider=PROVIDER) from error
+            raise kind(f"FCM OAuth token refresh refused ({_oauth_error(error)})",
+                       code="token_refused", provider=PROVIDER) from None
+
+
+def _oauth_error(error: google.auth.exceptions.RefreshError) -> str:
+    """The token endpoint's OAuth `error` code (`invalid_grant`, ...), never its description."""
+    answer = error.args[1] if len(error.args) > 1 else None
+    code = safe_code(answer.get("error")) if isinstance(answer, dict) else None
+    return str(code) if code is not None else type(error).__name__
 
 
 class SendRate:
@@ -254,51 +267,48 @@ class Fcm:
     def send(self, push: Push, *, idempotency_key: str | None = None) -> Sent:
         """Send `push`; FCM has no idempotency key, so `idempotency_key` is not used."""
         body = {"message": build_message(push)}
-        response, bearer = self._post(body, refresh=False)
-        if response.status_code == 401 and read_error(response)[0] == "UNAUTHENTICATED":
+        response = self._post(body, refresh=False)
+        if response.status_code == 401 and read_error(response) == "UNAUTHENTICATED":
             # The OAuth token expired or was revoked early: get a new one and try once more.
-            response, bearer = self._post(body, refresh=True)
+            response = self._post(body, refresh=True)
         if not response.is_success:
-            raise classify_error(response, secrets=(push.token, bearer))
+            raise classify_error(response)
         return Sent("fcm", accepted_id(response, "name", provider=PROVIDER, what="message"))
 
-    def _post(self, body: dict[str, Any], *, refresh: bool) -> tuple[httpx.Response, str]:
+    def _post(self, body: dict[str, Any], *, refresh: bool) -> httpx.Response:
         if self._send_rate is not None:
             self._send_rate.take()
         bearer = self._tokens.token(refresh=refresh)
-        response = self._http.request("POST", self._path, json=body,
-                                      headers={"Authorization": f"Bearer {bearer}"})
-        return response, bearer
+        return self._http.request("POST", self._path, json=body,
+                                  headers={"Authorization": f"Bearer {bearer}"})
 
     def close(self) -> None:
         self._http.close()
 
 
-def read_error(response: httpx.Response) -> tuple[str | None, str]:
-    """FCM's code (`details[].errorCode`, else `error.status`) and message; HTML gives None."""
+def read_error(response: httpx.Response) -> str | None:
+    """FCM's code: `details[].errorCode`, else `error.status`; None for an HTML page."""
     data = body_json(response)
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
-        return None, ""
+        return None
     code = error.get("status") if isinstance(error.get("status"), str) else None
     for detail in error.get("details") or []:
         if (isinstance(detail, dict) and detail.get("@type") == FCM_ERROR_TYPE
                 and isinstance(detail.get("errorCode"), str)):
             code = detail["errorCode"]
-    message = error.get("message")
-    return code, message if isinstance(message, str) else ""
+    return code
 
 
-def classify_error(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> JobError:
+def classify_error(response: httpx.Response) -> JobError:
     """An FCM error answer as a job error, per the reference's table."""
-    code, message = read_error(response)
-    message = without(message, secrets)
+    code = read_error(response)
     status = response.status_code
-    text = short(message) or fallback_message(response)
+    text = phrase(CODES, code, status)
     if code == "UNREGISTERED":
-        return DeadToken(text, code=code, provider=PROVIDER, status=status)
+        return DeadToken(text, code=safe_code(code), provider=PROVIDER, status=status)
     if status == 429 or code == "QUOTA_EXCEEDED":
         wait = retry_after_header(response)
         return RateLimited(text, retry_after=QUOTA_BACKOFF_S if wait is None else wait,
-                           code=code, provider=PROVIDER, status=status)
-    return classify(response, provider=PROVIDER, code=code, message=message)
+                           code=safe_code(code), provider=PROVIDER, status=status)
+    return classify(response, provider=PROVIDER, code=code, message=text)

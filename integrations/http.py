@@ -12,7 +12,9 @@ shared rule:
 - any other 4xx -> `PermanentError`.
 
 A provider overrides the rule only where its documentation says so (see
-`shared/reference/external-apis.md`).
+`shared/reference/external-apis.md`). What the error says is never the provider's
+text: each provider hands `classify()` a fixed phrase for the code it knows, and the
+code itself goes through `integrations.error_text.safe_code`.
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ from typing import Any
 
 import httpx2 as httpx
 
+from integrations.error_text import safe_code, status_phrase
 from switchyard.errors import JobError, PermanentError, RateLimited, RetryableError
 from switchyard.perprocess import PerProcess
-from switchyard.redaction import scrub_text
 
 #: Sent with every request so providers can tell our traffic apart.
 USER_AGENT = "Switchyard/0.1 (background jobs)"
-#: Longest provider message kept on an exception (bodies can be whole HTML pages).
-MAX_MESSAGE = 300
 
 @dataclass(frozen=True)
 class HttpConfig:
@@ -150,43 +150,25 @@ def accepted_id(response: httpx.Response, field: str, *, provider: str, what: st
     return value
 
 
-def without(message: str, secrets: tuple[str, ...]) -> str:
-    """`message` with each of our own secrets (a key, a device token) replaced."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
-    return message
-
-
-def short(text: str, limit: int = MAX_MESSAGE) -> str:
-    """A provider message fit for an exception: one line, bounded, no personal data."""
-    text = scrub_text(" ".join(str(text).split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def fallback_message(response: httpx.Response) -> str:
-    """What to say about an answer whose body we cannot read (HTML, empty)."""
-    phrase = response.reason_phrase or "error"
-    return f"HTTP {response.status_code} {phrase}"
-
-
 def classify(
-    response: httpx.Response, *, provider: str, code: str | int | None, message: str,
+    response: httpx.Response, *, provider: str, code: object, message: str | None = None,
     retry_after: float | None = None,
 ) -> JobError:
     """The shared rule: 429 -> RateLimited/Retryable, 5xx -> Retryable, 4xx -> Permanent.
 
-    `retry_after` is the delay the provider put in its body; the `Retry-After` header is
-    used when the body has none.
+    `message` is the provider's fixed phrase for `code` (None: the status class's
+    phrase); the provider's own text is never passed in. `retry_after` is the delay
+    the provider put in its body; the `Retry-After` header is used when the body has none.
     """
     status = response.status_code
-    message = short(message) or fallback_message(response)
+    text = message or status_phrase(status)
+    kept = safe_code(code)
     wait = retry_after if retry_after is not None else retry_after_header(response)
     if status == 429 or (status >= 500 and wait is not None):
         if wait is not None:
-            return RateLimited(message, retry_after=wait, code=code, provider=provider,
+            return RateLimited(text, retry_after=wait, code=kept, provider=provider,
                                status=status)
-        return RetryableError(message, code=code, provider=provider, status=status)
+        return RetryableError(text, code=kept, provider=provider, status=status)
     if status >= 500:
-        return RetryableError(message, code=code, provider=provider, status=status)
-    return PermanentError(message, code=code, provider=provider, status=status)
+        return RetryableError(text, code=kept, provider=provider, status=status)
+    return PermanentError(text, code=kept, provider=provider, status=status)

@@ -6,7 +6,9 @@ twice (it remembers a key for 24 hours). Errors classify as
 `shared/reference/external-apis.md` section 5 says: rate limits and
 concurrent_idempotent_requests wait and retry, daily_quota_exceeded waits for the
 window to reset, monthly_quota_exceeded and every other 4xx are permanent, 5xx and
-network failures retry.
+network failures retry. An error keeps Resend's `name` and the status, with a fixed
+phrase for the name (`NAMES`); Resend's `message` can repeat the addresses and text it
+was sent, so it is never kept.
 """
 
 from __future__ import annotations
@@ -17,17 +19,8 @@ from typing import Any
 
 import httpx2 as httpx
 
-from integrations.http import (
-    Http,
-    HttpConfig,
-    accepted_id,
-    body_json,
-    classify,
-    fallback_message,
-    retry_after_header,
-    short,
-    without,
-)
+from integrations.error_text import phrase, safe_code
+from integrations.http import Http, HttpConfig, accepted_id, body_json, classify, retry_after_header
 from integrations.messages import Email, Sent
 from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited
 
@@ -37,6 +30,25 @@ DEFAULT_URL = "https://api.resend.com"
 MAX_IDEMPOTENCY_KEY = 256
 #: concurrent_idempotent_requests: the first request with this key is still running (s).
 CONCURRENT_RETRY_S = 1.0
+#: Our phrase for each error name Resend documents (the reference, section 5).
+NAMES: dict[str, str] = {
+    "validation_error": "Resend refused a field of the email",
+    "invalid_idempotency_key": "the idempotency key is invalid",
+    "missing_api_key": "no API key was sent",
+    "restricted_api_key": "the API key may not send emails",
+    "invalid_api_key": "the API key is invalid",
+    "not_found": "not found",
+    "invalid_idempotent_request": "the idempotency key was used for another email",
+    "concurrent_idempotent_requests": "a request with this idempotency key is in progress",
+    "missing_required_field": "a required field is missing",
+    "invalid_from_address": "the from address is invalid",
+    "invalid_parameter": "a parameter is invalid",
+    "rate_limit_exceeded": "rate limited",
+    "daily_quota_exceeded": "the daily quota is used up",
+    "monthly_quota_exceeded": "the monthly quota is used up",
+    "application_error": "Resend had an application error",
+    "internal_server_error": "Resend had an internal error",
+}
 
 
 class Resend:
@@ -47,7 +59,6 @@ class Resend:
     def __init__(self, api_key: str, *, sender: str, base_url: str = DEFAULT_URL,
                  config: HttpConfig | None = None) -> None:
         self.sender = sender
-        self._api_key = api_key
         self._http = Http(PROVIDER, base_url, config=config,
                           headers={"Authorization": f"Bearer {api_key}"})
 
@@ -70,7 +81,7 @@ class Resend:
         body = build_email(email, sender=self.sender)
         response = self._http.request("POST", "/emails", json=body, headers=headers)
         if not response.is_success:
-            raise classify_error(response, secrets=(self._api_key,))
+            raise classify_error(response)
         return Sent("resend", accepted_id(response, "id", provider=PROVIDER, what="email"))
 
     def close(self) -> None:
@@ -105,32 +116,28 @@ def build_email(email: Email, *, sender: str) -> dict[str, Any]:
     return body
 
 
-def read_error(response: httpx.Response) -> tuple[str | None, str]:
-    """Resend's error `name` and `message`; an HTML page gives (None, "")."""
+def read_error(response: httpx.Response) -> str | None:
+    """Resend's error `name`; an HTML page gives None."""
     data = body_json(response)
-    if not isinstance(data, dict):
-        return None, ""
-    name, message = data.get("name"), data.get("message")
-    return (name if isinstance(name, str) else None,
-            message if isinstance(message, str) else "")
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
 
 
-def classify_error(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> JobError:
+def classify_error(response: httpx.Response) -> JobError:
     """A Resend error answer as a job error, per the reference."""
-    name, message = read_error(response)
-    message = without(message, secrets)
-    text = short(message) or fallback_message(response)
+    name = read_error(response)
     status = response.status_code
+    text, code = phrase(NAMES, name, status), safe_code(name)
     wait = _reset_wait(response)
     if name == "monthly_quota_exceeded":
-        return PermanentError(text, code=name, provider=PROVIDER, status=status)
+        return PermanentError(text, code=code, provider=PROVIDER, status=status)
     if name == "daily_quota_exceeded":
         return RateLimited(text, retry_after=_until_utc_midnight() if wait is None else wait,
-                           code=name, provider=PROVIDER, status=status)
+                           code=code, provider=PROVIDER, status=status)
     if name == "concurrent_idempotent_requests":
         return RateLimited(text, retry_after=CONCURRENT_RETRY_S if wait is None else wait,
-                           code=name, provider=PROVIDER, status=status)
-    return classify(response, provider=PROVIDER, code=name, message=message,
+                           code=code, provider=PROVIDER, status=status)
+    return classify(response, provider=PROVIDER, code=name, message=text,
                     retry_after=wait if status == 429 else None)
 
 

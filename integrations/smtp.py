@@ -8,6 +8,11 @@ in `Sent.refused`, and the send counts as done for the rest.
 
 SMTP has no idempotency key; the Message-ID is derived from the job's key instead, so
 a retried send carries the same Message-ID and mail clients can fold the copies.
+
+A reply's text often repeats the address or the message it refused ("550 5.1.1
+<ann@example.com>: no such user"), so errors and refusals keep the reply code with a
+fixed phrase for it (`REPLIES`), never the text; smtplib's exceptions, whose strings
+hold that text, are not chained onto the job error either.
 """
 
 from __future__ import annotations
@@ -17,25 +22,43 @@ import smtplib
 import ssl
 from typing import Any
 
-from integrations.http import short
+from integrations.error_text import safe_code
 from integrations.messages import Email, Sent, to_mime
 from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 logger = logging.getLogger("switchyard.smtp")
 
 PROVIDER = "SMTP"
+#: Our phrase for each reply code of RFC 5321 (and RFC 4954's authentication replies).
+REPLIES: dict[int, str] = {
+    421: "service not available, closing the connection",
+    450: "mailbox unavailable, try again later", 451: "local error in processing",
+    452: "insufficient storage", 454: "temporary authentication failure",
+    500: "command not recognised", 501: "syntax error in parameters",
+    502: "command not implemented", 503: "bad sequence of commands",
+    504: "command parameter not implemented", 530: "authentication required",
+    534: "authentication mechanism too weak", 535: "authentication credentials invalid",
+    550: "mailbox unavailable", 551: "user not local", 552: "exceeded storage allocation",
+    553: "mailbox name not allowed", 554: "transaction failed",
+    555: "MAIL or RCPT parameters not recognised",
+}
 
 
-def classify_reply(code: int, text: str, *, rcpt: bool = False) -> JobError:
-    """An SMTP reply code and text as a job error (552 on RCPT counts as 452)."""
-    message = short(text) or f"SMTP reply {code}"
+def reply_phrase(code: int) -> str:
+    """Our words for a reply code: its fixed phrase, else its class (4yz or 5yz)."""
+    known = REPLIES.get(code)
+    if known is not None:
+        return f"{known} (reply {code})"
+    kind = "temporary failure" if 400 <= code < 500 else "failure"
+    return f"{kind} (reply {code})" if safe_code(code) is not None else kind
+
+
+def classify_reply(code: int, *, rcpt: bool = False) -> JobError:
+    """An SMTP reply code as a job error (552 on RCPT counts as 452); its text is not kept."""
+    message, kept = reply_phrase(code), safe_code(code)
     if 400 <= code < 500 or (rcpt and code == 552):
-        return RetryableError(message, code=code, provider=PROVIDER)
-    return PermanentError(message, code=code, provider=PROVIDER)
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return RetryableError(message, code=kept, provider=PROVIDER)
+    return PermanentError(message, code=kept, provider=PROVIDER)
 
 
 class Smtp:
@@ -73,22 +96,23 @@ class Smtp:
 
     def send(self, email: Email, *, idempotency_key: str | None = None) -> Sent:
         message = to_mime(email, sender=self.sender, idempotency_key=idempotency_key)
+        # smtplib's exceptions hold the server's reply text: none is chained (`from None`).
         try:
             refused = self._deliver(message)
         except smtplib.SMTPRecipientsRefused as error:
-            raise _all_refused(error.recipients) from error
+            raise _all_refused(error.recipients) from None
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as error:
-            raise _connection(error) from error
+            raise _connection(error) from None
         except smtplib.SMTPNotSupportedError as error:
             raise PermanentError(f"SMTP server: {error}", code="not_supported",
                                  provider=PROVIDER) from error
         except smtplib.SMTPResponseException as error:  # sender refused, data refused, auth
-            raise classify_reply(error.smtp_code, _text(error.smtp_error)) from error
+            raise classify_reply(error.smtp_code) from None
         except OSError as error:  # refused connection, socket timeout, TLS failure
             raise _connection(error) from error
         if refused:
             logger.warning("SMTP server refused %d of %d recipients.", len(refused), len(email.to))
-        reasons = {rcpt: f"{code} {_text(text)}" for rcpt, (code, text) in refused.items()}
+        reasons = {rcpt: reply_phrase(code) for rcpt, (code, _) in refused.items()}
         return Sent("smtp", str(message["Message-ID"]), refused=reasons)
 
     def _deliver(self, message: Any) -> dict[str, tuple[int, bytes]]:
@@ -107,16 +131,20 @@ class Smtp:
 
 
 def _connection(error: Exception) -> RetryableError:
-    return RetryableError(f"SMTP server {type(error).__name__}: {short(str(error))}",
+    """A connection that failed or dropped; only the exception's type is said."""
+    return RetryableError(f"SMTP connection failed ({type(error).__name__})",
                           code="connection", provider=PROVIDER)
 
 
 def _all_refused(recipients: dict[str, tuple[int, bytes]]) -> JobError:
     """Every recipient refused: retry if any refusal was transient, else permanent."""
-    errors = [classify_reply(code, _text(text), rcpt=True) for code, text in recipients.values()]
+    errors = [classify_reply(code, rcpt=True) for code, _ in recipients.values()]
     codes = sorted({code for code, _ in recipients.values()})
-    summary = f"all {len(recipients)} recipient(s) refused ({', '.join(map(str, codes))})"
+    shown = ", ".join(str(code) for code in codes if safe_code(code) is not None)
+    summary = f"all {len(recipients)} recipient(s) refused ({shown})"
     first = errors[0]
     if any(isinstance(e, RetryableError) for e in errors):
-        return RetryableError(f"{summary}: {first.message}", code=codes[0], provider=PROVIDER)
-    return PermanentError(f"{summary}: {first.message}", code=codes[0], provider=PROVIDER)
+        return RetryableError(f"{summary}: {first.message}", code=safe_code(codes[0]),
+                              provider=PROVIDER)
+    return PermanentError(f"{summary}: {first.message}", code=safe_code(codes[0]),
+                          provider=PROVIDER)

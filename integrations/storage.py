@@ -5,6 +5,11 @@ addressing), with botocore's standard retry mode; what is left after its retries
 as `errors.py`'s classes. `LocalStorage` keeps objects under `var/storage` for
 development. Both validate every key the same way: no `..` or `.` segments, no absolute
 paths, no empty segments, no NUL or other control characters, at most 1024 bytes.
+
+An S3 error keeps S3's code and status with a fixed phrase for the code (`S3_CODES`):
+S3-compatible servers can repeat the bucket, the key or the request in their message,
+and keys can hold personal data, so neither S3's message, botocore's text (which quotes
+it, or the parameters it refused) nor the key is put on an error or chained to it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from integrations.error_text import phrase, safe_code
 from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 #: S3's own limit on a key's length, in UTF-8 bytes.
@@ -57,9 +63,9 @@ def validate_key(key: str) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidKey("storage key is empty", code="invalid_key", provider="storage")
     problem = _key_problem(key)
-    if problem:
-        raise InvalidKey(f"storage key {key[:80]!r} is invalid: {problem}",
-                         code="invalid_key", provider="storage")
+    if problem:  # the key itself is left out: keys can hold personal data
+        raise InvalidKey(f"storage key is invalid: {problem}", code="invalid_key",
+                         provider="storage")
     return key
 
 
@@ -111,15 +117,15 @@ class LocalStorage:
     def _path(self, key: str) -> Path:
         path = (self.root / validate_key(key)).resolve()
         if self.root not in path.parents:  # a symlink pointing out of the root
-            raise InvalidKey(f"storage key {key[:80]!r} leaves the storage root",
-                             code="invalid_key", provider="storage")
+            raise InvalidKey("storage key leaves the storage root", code="invalid_key",
+                             provider="storage")
         return path
 
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise _not_found(key, "local") from None
+            raise _not_found("local") from None
         except OSError as error:
             raise _disk(error) from error
 
@@ -155,7 +161,7 @@ class LocalStorage:
             shutil.copyfile(source, path)
         except (FileNotFoundError, IsADirectoryError) as error:
             if not source.is_file():
-                raise _not_found(key, "local") from error
+                raise _not_found("local") from None
             raise _disk(error) from error
         except OSError as error:
             raise _disk(error) from error
@@ -190,7 +196,7 @@ class LocalStorage:
         """A `file://` URL (local files need no signature; `expires_in_ms` is ignored)."""
         path = self._path(key)
         if not path.is_file():
-            raise _not_found(key, "local")
+            raise _not_found("local")
         return path.as_uri()
 
 
@@ -239,31 +245,31 @@ class S3Storage:
         )
 
     def get(self, key: str) -> bytes:
-        with s3_errors(key):
+        with s3_errors():
             body = self.client.get_object(Bucket=self.bucket, Key=validate_key(key))["Body"]
             return bytes(body.read())
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
-        with s3_errors(key):
+        with s3_errors():
             self.client.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, **extra)
 
     def upload(self, path: Path, key: str, *, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else None
-        with s3_errors(key):
+        with s3_errors():
             self.client.upload_file(str(path), self.bucket, validate_key(key), ExtraArgs=extra)
 
     def download(self, key: str, path: Path) -> None:
-        with s3_errors(key):
+        with s3_errors():
             self.client.download_file(self.bucket, validate_key(key), str(path))
 
     def delete(self, key: str) -> None:
-        with s3_errors(key):  # S3 answers 204 for a missing key: deleting is idempotent
+        with s3_errors():  # S3 answers 204 for a missing key: deleting is idempotent
             self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 
     def exists(self, key: str) -> bool:
         try:
-            with s3_errors(key):
+            with s3_errors():
                 self.client.head_object(Bucket=self.bucket, Key=validate_key(key))
         except ObjectNotFound:
             return False
@@ -272,7 +278,7 @@ class S3Storage:
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix)
-        with s3_errors(prefix or "/"):
+        with s3_errors():
             for page in pages:
                 for item in page.get("Contents", []):
                     yield StoredObject(item["Key"], int(item["Size"]), item["LastModified"])
@@ -280,7 +286,7 @@ class S3Storage:
     def url(self, key: str, *, expires_in_ms: int | None = None) -> str:
         """A presigned GET URL, valid for `expires_in_ms` (default STORAGE_URL_TTL_MS)."""
         seconds = max(1, (expires_in_ms or self.url_ttl_ms) // 1000)
-        with s3_errors(key):
+        with s3_errors():
             return str(self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": validate_key(key)},
                 ExpiresIn=seconds))
@@ -292,47 +298,65 @@ S3_RETRYABLE = frozenset({
     "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
     "ThrottlingException", "RequestLimitExceeded", "500", "502", "503", "504", "429",
 })
+#: Our phrase for each S3 error code the workers meet.
+S3_CODES: dict[str, str] = {
+    "NoSuchBucket": "no such bucket", "AccessDenied": "access denied",
+    "InvalidAccessKeyId": "the access key id is not known",
+    "SignatureDoesNotMatch": "the request signature does not match (wrong secret key?)",
+    "ExpiredToken": "the credentials have expired", "InvalidToken": "the token is invalid",
+    "InvalidArgument": "invalid argument", "InvalidRequest": "invalid request",
+    "InvalidBucketName": "invalid bucket name", "EntityTooLarge": "the object is too large",
+    "KeyTooLongError": "the key is too long", "MethodNotAllowed": "method not allowed",
+    "SlowDown": "slow down: request rate too high", "InternalError": "internal error",
+    "ServiceUnavailable": "service unavailable", "RequestTimeout": "request timed out",
+    "Throttling": "throttled", "ThrottlingException": "throttled",
+    "RequestLimitExceeded": "request limit exceeded",
+}
 
 
 @contextmanager
-def s3_errors(key: str) -> Iterator[None]:
-    """Turn what boto3 raises (after its own retries) into `errors.py`'s classes."""
+def s3_errors() -> Iterator[None]:
+    """Turn what boto3 raises (after its own retries) into `errors.py`'s classes.
+
+    botocore's exceptions quote S3's message or the refused parameters, so none is
+    chained onto the job error (`from None`).
+    """
     try:
         yield
     except S3UploadFailedError as error:  # boto3 wraps the ClientError it caught
         cause = error.__context__
         if isinstance(cause, ClientError):
-            raise _classify_s3(cause, key) from error
-        raise RetryableError(f"S3 upload failed: {error}", provider="S3") from error
+            raise _classify_s3(cause) from None
+        raise RetryableError("S3 upload failed", provider="S3") from None
     except ClientError as error:
-        raise _classify_s3(error, key) from error
+        raise _classify_s3(error) from None
     except (NoCredentialsError, PartialCredentialsError) as error:
         raise PermanentError("S3 has no credentials: set S3_ACCESS_KEY_ID and "
                              "S3_SECRET_ACCESS_KEY (or give the process a role)",
                              code="NoCredentials", provider="S3") from error
-    except ParamValidationError as error:
-        raise PermanentError(f"S3 refused the request: {error}", code="ParamValidation",
-                             provider="S3") from error
+    except ParamValidationError:
+        raise PermanentError("S3 refused the request's parameters before sending",
+                             code="ParamValidation", provider="S3") from None
     except (BotoConnectionError, HTTPClientError) as error:
         raise RetryableError(f"S3 could not be reached ({type(error).__name__})",
                              code="connection", provider="S3") from error
 
 
-def _classify_s3(error: ClientError, key: str) -> JobError:
+def _classify_s3(error: ClientError) -> JobError:
     info = error.response.get("Error", {})
     code = str(info.get("Code") or "")
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    message = str(info.get("Message") or code or "error")
+    status = status if isinstance(status, int) else None
     if code in S3_NOT_FOUND:
-        return ObjectNotFound(f"no object {key[:80]!r}", code="NoSuchKey", provider="S3",
-                              status=status)
-    if code in S3_RETRYABLE or (isinstance(status, int) and status >= 500):
-        return RetryableError(f"S3: {message}", code=code, provider="S3", status=status)
-    return PermanentError(f"S3: {message}", code=code, provider="S3", status=status)
+        return ObjectNotFound("no such object", code="NoSuchKey", provider="S3", status=status)
+    text = phrase(S3_CODES, code, status)
+    if code in S3_RETRYABLE or (status is not None and status >= 500):
+        return RetryableError(text, code=safe_code(code), provider="S3", status=status)
+    return PermanentError(text, code=safe_code(code), provider="S3", status=status)
 
 
-def _not_found(key: str, provider: str) -> ObjectNotFound:
-    return ObjectNotFound(f"no object {key[:80]!r}", code="NoSuchKey", provider=provider)
+def _not_found(provider: str) -> ObjectNotFound:
+    return ObjectNotFound("no such object", code="NoSuchKey", provider=provider)
 
 
 def _disk(error: OSError) -> JobError:

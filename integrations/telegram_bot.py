@@ -12,7 +12,9 @@ overrides (shared/reference/external-apis.md, section 1):
 - HIDE_REQUESTER_MISSING / USER_ALREADY_PARTICIPANT on approveChatJoinRequest: the
   request was already handled, which is what the caller wanted: success.
 
-The token is in every URL, so URLs never go into messages, logs or reprs.
+An error keeps Telegram's `error_code` and status with a fixed phrase for the
+description (`DESCRIPTIONS`), never the description itself: Telegram can echo what it
+was sent. The token is in every URL, so URLs never go into messages, logs or reprs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, Protocol
 
 import httpx2 as httpx
 
-from integrations.http import Http, HttpConfig, body_json, classify, fallback_message, short
+from integrations.error_text import safe_code, status_phrase
+from integrations.http import Http, HttpConfig, body_json, classify
 from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 logger = logging.getLogger("switchyard.telegram")
@@ -32,6 +35,36 @@ PROVIDER = "Telegram"
 DEFAULT_API_URL = "https://api.telegram.org"
 #: approveChatJoinRequest answers meaning the request is already handled.
 ALREADY_APPROVED = ("HIDE_REQUESTER_MISSING", "USER_ALREADY_PARTICIPANT")
+#: Our phrase for each description Telegram is known to give (matched at its start,
+#: case-folded); any other description gets its status class's phrase.
+DESCRIPTIONS: tuple[tuple[str, str], ...] = (
+    ("bad request: chat not found", "chat not found"),
+    ("bad request: user not found", "user not found"),
+    ("bad request: participant_id_invalid", "user is not known to the chat "
+                                            "(PARTICIPANT_ID_INVALID)"),
+    ("bad request: user_id_invalid", "invalid user id (USER_ID_INVALID)"),
+    ("bad request: not enough rights to restrict/unrestrict chat member",
+     "the bot has not enough rights to restrict members"),
+    ("bad request: not enough rights to manage chat invite link",
+     "the bot has not enough rights to manage invite links"),
+    ("bad request: can't remove chat owner", "the chat owner cannot be removed"),
+    ("bad request: hide_requester_missing", "no such join request (HIDE_REQUESTER_MISSING)"),
+    ("bad request: user_already_participant",
+     "the user is already a participant (USER_ALREADY_PARTICIPANT)"),
+    ("bad request: group chat was upgraded to a supergroup chat",
+     "the group was upgraded to a supergroup"),
+    ("bad request: message text is empty", "the message text is empty"),
+    ("bad request: member_limit_invalid", "invalid member limit (MEMBER_LIMIT_INVALID)"),
+    ("bad request: chat_id is empty", "no chat id given"),
+    ("forbidden: bot is not a member of the", "the bot is not a member of the chat"),
+    ("forbidden: bot was kicked from the", "the bot was kicked from the chat"),
+    ("forbidden: bot was blocked by the user", "the bot was blocked by the user"),
+    ("forbidden: bot can't initiate conversation with a user",
+     "the bot cannot start a conversation with the user"),
+    ("unauthorized", "the bot token was refused"),
+    ("not found", "the bot token is malformed or the method unknown"),
+    ("too many requests", "rate limited"),
+)
 
 #: A chat id: a number (-100... for channels and supergroups) or "@channelusername".
 ChatId = int | str
@@ -127,13 +160,8 @@ class TelegramBot:
 
     def approve_join_request(self, chat_id: ChatId, user_id: int) -> bool:
         """Let the user in; a request already handled (or the user already in) is success."""
-        try:
-            return bool(self._call("approveChatJoinRequest",
-                                   {"chat_id": chat_id, "user_id": user_id}))
-        except PermanentError as error:
-            if error.status == 400 and any(s in error.message for s in ALREADY_APPROVED):
-                return True
-            raise
+        return bool(self._call("approveChatJoinRequest", {"chat_id": chat_id, "user_id": user_id},
+                               already_done=ALREADY_APPROVED))
 
     def ban_member(self, chat_id: ChatId, user_id: int, *, until_date: int | None = None,
                    revoke_messages: bool | None = None) -> bool:
@@ -165,21 +193,45 @@ class TelegramBot:
 
     # Transport and error mapping.
 
-    def _call(self, method: str, payload: dict[str, Any]) -> Any:
-        """Call `method`, following a group's move to a supergroup once."""
+    def _call(self, method: str, payload: dict[str, Any], *,
+              already_done: tuple[str, ...] = ()) -> Any:
+        """Call `method`, following a group's move to a supergroup once.
+
+        A 400 whose description names one of `already_done` is success (`True`).
+        """
         try:
-            return self._send(method, payload)
+            return self._send(method, payload, already_done)
         except ChatMigrated as moved:
             logger.warning("Telegram chat %s was upgraded to supergroup %s; %s retried there.",
                            payload.get("chat_id"), moved.migrate_to_chat_id, method)
-            return self._send(method, {**payload, "chat_id": moved.migrate_to_chat_id})
+            return self._send(method, {**payload, "chat_id": moved.migrate_to_chat_id},
+                              already_done)
 
-    def _send(self, method: str, payload: dict[str, Any]) -> Any:
+    def _send(self, method: str, payload: dict[str, Any], already_done: tuple[str, ...]) -> Any:
         response = self._http.request("POST", f"/bot{self._token}/{method}", json=payload)
         data = body_json(response)
         if response.status_code == 200 and isinstance(data, dict) and data.get("ok") is True:
             return data.get("result")
-        raise error_from(response, data)
+        error = error_from(response, data)
+        if (error.status == 400 and not isinstance(error, ChatMigrated)
+                and any(marker in description(data) for marker in already_done)):
+            return True
+        raise error
+
+
+def description(data: Any) -> str:
+    """Telegram's `description` of an error answer ("" when there is none)."""
+    text = data.get("description") if isinstance(data, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+def describe(text: str, status: int) -> str:
+    """Our fixed phrase for a Telegram description; the description itself is not kept."""
+    folded = text.casefold()
+    for start, words in DESCRIPTIONS:
+        if folded.startswith(start):
+            return words
+    return status_phrase(status)
 
 
 def error_from(response: httpx.Response, data: Any) -> JobError:
@@ -189,15 +241,14 @@ def error_from(response: httpx.Response, data: Any) -> JobError:
     if not isinstance(parameters, dict):
         parameters = {}
     code = body.get("error_code", response.status_code)
-    description = str(body.get("description") or "")
+    message = describe(description(data), response.status_code)
     if response.status_code == 200:  # "ok" missing or false on a 200: a broken proxy
-        return RetryableError(f"unreadable answer ({fallback_message(response)})",
-                              code="bad_answer", provider=PROVIDER, status=200)
+        return RetryableError("unreadable answer (HTTP 200)", code="bad_answer",
+                              provider=PROVIDER, status=200)
     migrate_to = parameters.get("migrate_to_chat_id")
     if response.status_code == 400 and isinstance(migrate_to, int):
-        return ChatMigrated(short(description) or fallback_message(response),
-                            migrate_to_chat_id=migrate_to, code=code, status=400)
+        return ChatMigrated(message, migrate_to_chat_id=migrate_to, code=safe_code(code),
+                            status=400)
     retry_after = parameters.get("retry_after")
     wait = float(retry_after) if isinstance(retry_after, int | float) else None
-    return classify(response, provider=PROVIDER, code=code, message=description,
-                    retry_after=wait)
+    return classify(response, provider=PROVIDER, code=code, message=message, retry_after=wait)

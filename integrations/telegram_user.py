@@ -17,6 +17,11 @@ cannot act (SessionDead); other 4xx (400, 403, 404, 406) are the request's fault
 (PermanentError); 420 is a flood limit (RateLimited when it names seconds); 303, 5xx
 and anything else are Telegram's trouble (RetryableError).
 
+An error keeps the RPC name as its code (only when it is a plain RPC name) with a fixed
+phrase for it (`RPC_PHRASES`), never the text of Telethon's exception: an unknown RPC
+error's text is whatever the server sent, and Telethon's ValueErrors quote the username
+or invite they were given. Those exceptions are not chained onto the job error either.
+
 Telethon is asyncio, the workers are threads: each gateway runs one event loop in a
 daemon thread and every call is submitted to it, so one client serves every thread.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -35,7 +41,7 @@ from telethon import errors, utils
 from telethon.errors import rpcerrorlist
 from telethon.tl import functions, types
 
-from integrations.http import short
+from integrations.error_text import safe_code
 from integrations.telegram_gateway import ChannelInfo, JoinPending
 from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 
@@ -74,10 +80,60 @@ _PERMANENT = (
 )
 
 
+#: An RPC name at the start of a server's error text: upper case, digits and `_`.
+_RPC_NAME = re.compile(r"[A-Z][A-Z0-9_]*(?![A-Za-z0-9_])")
+#: Our phrase for each RPC name the reference names; others get their class's phrase.
+RPC_PHRASES: dict[str, str] = {
+    "FLOOD_WAIT": "Telegram asked to wait before the next request",
+    "FLOOD_PREMIUM_WAIT": "Telegram asked to wait before the next request",
+    "SLOWMODE_WAIT": "slow mode: Telegram asked to wait before the next request",
+    "CHANNEL_PRIVATE": "the channel is private, or this account is banned from it",
+    "CHANNEL_INVALID": "the channel is invalid",
+    "USERNAME_NOT_OCCUPIED": "nothing on Telegram has that username",
+    "USERNAME_INVALID": "the username is invalid",
+    "INVITE_HASH_EXPIRED": "the invite link has expired",
+    "INVITE_HASH_INVALID": "the invite link is invalid",
+    "CHANNELS_TOO_MUCH": "this account is in too many channels",
+    "USER_CHANNELS_TOO_MUCH": "this account is in too many channels",
+    "AUTH_KEY_UNREGISTERED": "the session is logged out",
+    "SESSION_REVOKED": "the session was revoked",
+    "SESSION_EXPIRED": "the session has expired",
+    "USER_DEACTIVATED": "the account was deleted",
+    "USER_DEACTIVATED_BAN": "the account was banned",
+    "AUTH_KEY_DUPLICATED": "the session was used from two places at once",
+    "RPC_CALL_FAIL": "Telegram failed to call an internal service",
+}
+
+
 def rpc_name(error: errors.RPCError) -> str:
-    """Telegram's own name for an RPC error (`CHANNEL_PRIVATE`, `FLOOD_WAIT`, ...)."""
-    message = error.message if isinstance(error.message, str) else None
-    return _RPC_NAMES.get(type(error)) or message or type(error).__name__
+    """Telegram's own name for an RPC error (`CHANNEL_PRIVATE`, `FLOOD_WAIT`, ...).
+
+    Telethon knows most names; for an unknown one only a plain name at the start of the
+    server's text is taken, else the Telethon class's own name for its kind of error.
+    """
+    known = _RPC_NAMES.get(type(error))
+    if known is not None:
+        return known
+    found = _RPC_NAME.match(error.message) if isinstance(error.message, str) else None
+    name = safe_code(found.group()) if found else None
+    kind = getattr(type(error), "message", None)
+    return str(name or (kind if isinstance(kind, str) else type(error).__name__))
+
+
+def _rpc_phrase(error: errors.RPCError, name: str) -> str:
+    """Our fixed phrase for an RPC error: its name's, else its class's."""
+    known = RPC_PHRASES.get(name)
+    if known is not None:
+        return known
+    if isinstance(error, _SESSION_DEAD):
+        return "the session cannot act (logged out, revoked or banned)"
+    if isinstance(error, errors.FloodError):
+        return "Telegram asked to slow down"
+    if isinstance(error, _TRANSIENT):
+        return "Telegram had a server-side failure"
+    if 400 <= abs(error.code or 0) < 500:
+        return "Telegram refused the request"
+    return "Telegram failed the request"
 
 
 def classify_telethon(error: BaseException) -> JobError:
@@ -98,7 +154,8 @@ def classify_telethon(error: BaseException) -> JobError:
 
 
 def _classify_rpc(error: errors.RPCError) -> JobError:
-    name, message = rpc_name(error), short(str(error))
+    name = rpc_name(error)
+    message = _rpc_phrase(error, name)
     seconds = getattr(error, "seconds", None)
     if isinstance(error, _WAITS) or (isinstance(error, errors.FloodError)
                                      and isinstance(seconds, int)):
@@ -117,14 +174,16 @@ def _classify_value_error(error: ValueError) -> JobError:
     """Telethon reports some failures as ValueError; the text tells which."""
     text = str(error)
     if text.startswith("Request was unsuccessful"):  # its own retries ran out
-        return RetryableError(short(text), code="REQUEST_UNSUCCESSFUL", provider=PROVIDER)
+        return RetryableError("Telegram did not answer after several tries",
+                              code="REQUEST_UNSUCCESSFUL", provider=PROVIDER)
     if text.startswith(("No user has", "Cannot find any entity corresponding")):
         return PermanentError("nothing on Telegram has that username",
                               code="USERNAME_NOT_OCCUPIED", provider=PROVIDER)
     if text.startswith("Could not find the input entity"):
         return PermanentError("this account does not know that chat",
                               code="ENTITY_NOT_FOUND", provider=PROVIDER)
-    return PermanentError(short(text), code="INVALID_ARGUMENT", provider=PROVIDER)
+    return PermanentError("Telethon refused an argument of the request",
+                          code="INVALID_ARGUMENT", provider=PROVIDER)
 
 
 # The adapter.
@@ -249,7 +308,7 @@ class TelethonGateway:
                 self._bury(failure)
             if failure is error:
                 raise
-            raise failure from error
+            raise failure from None  # Telethon's text can quote the server or the input
 
     def _failure(self, future: Future[Any], error: Exception) -> Exception:
         if isinstance(error, JobError):

@@ -8,7 +8,10 @@ and a 429 was never processed, so retrying those is safe.
 
 Errors classify as `shared/reference/external-apis.md` section 6 says: the listed
 codes (bad credentials, invalid or unreachable numbers, opted-out recipients, missing
-fields) are permanent; 429/20429, 5xx and network failures retry.
+fields) are permanent; 429/20429, 5xx and network failures retry. An error keeps
+Twilio's code and the status, with a fixed phrase for the code (`CODES`): Twilio's
+`message` repeats the numbers it was sent ("The 'To' number ... is not valid"), so it is
+never kept.
 """
 
 from __future__ import annotations
@@ -17,16 +20,8 @@ from typing import Any
 
 import httpx2 as httpx
 
-from integrations.http import (
-    Http,
-    HttpConfig,
-    accepted_id,
-    body_json,
-    classify,
-    fallback_message,
-    short,
-    without,
-)
+from integrations.error_text import phrase, safe_code
+from integrations.http import Http, HttpConfig, accepted_id, body_json, classify
 from integrations.messages import Sent, Sms
 from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
 
@@ -40,6 +35,18 @@ PERMANENT_CODES = frozenset({
 })
 #: "Too many requests": never processed, always safe to retry.
 TOO_MANY_REQUESTS = 20429
+#: Our phrase for each error code the reference names.
+CODES: dict[int, str] = {
+    20003: "authentication failed", 20404: "resource not found",
+    21211: "invalid 'To' number", 21408: "SMS to this region is not enabled",
+    21602: "the message body is required", 21603: "a 'From' number is required",
+    21604: "a 'To' number is required",
+    21606: "the 'From' number cannot send SMS to this destination",
+    21608: "the 'To' number is unverified (trial account)",
+    21610: "the recipient has unsubscribed", 21612: "the 'To' number cannot receive SMS",
+    21614: "the 'To' number is not a mobile number", 21617: "the message body is too long",
+    21635: "the 'To' number is a landline", 20429: "too many requests",
+}
 #: What a lost answer or a 5xx means for the recipient.
 DUPLICATE_RISK = ("the SMS may have been sent: Twilio has no idempotency key, "
                   "so a retry can deliver it twice")
@@ -60,7 +67,6 @@ class Twilio:
         self.account_sid = account_sid
         self.sender = sender
         self.messaging_service_sid = messaging_service_sid
-        self._auth_token = auth_token
         self._http = Http(PROVIDER, base_url, config=config, auth=(account_sid, auth_token))
         self._path = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
 
@@ -91,7 +97,7 @@ class Twilio:
             raise RetryableError(f"{error.message}; {DUPLICATE_RISK}", code=error.code,
                                  provider=PROVIDER) from error
         if not response.is_success:
-            raise classify_error(response, secrets=(self._auth_token,))
+            raise classify_error(response)
         return Sent("twilio", accepted_id(response, "sid", provider=PROVIDER, what="SMS"))
 
     def form(self, sms: Sms) -> dict[str, str]:
@@ -110,27 +116,22 @@ class Twilio:
         self._http.close()
 
 
-def read_error(response: httpx.Response) -> tuple[int | None, str]:
-    """Twilio's error `code` and `message`; an HTML page gives (None, "")."""
+def read_error(response: httpx.Response) -> int | None:
+    """Twilio's error `code`; an HTML page gives None."""
     data = body_json(response)
-    if not isinstance(data, dict):
-        return None, ""
-    code, message = data.get("code"), data.get("message")
-    return (code if isinstance(code, int) and not isinstance(code, bool) else None,
-            message if isinstance(message, str) else "")
+    code = data.get("code") if isinstance(data, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
-def classify_error(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> JobError:
+def classify_error(response: httpx.Response) -> JobError:
     """A Twilio error answer as a job error, per the reference."""
-    code, message = read_error(response)
-    message = without(message, secrets)
+    code = read_error(response)
     status = response.status_code
+    text = phrase(CODES, code, status)
     if code in PERMANENT_CODES:
-        return PermanentError(short(message) or fallback_message(response), code=code,
-                              provider=PROVIDER, status=status)
+        return PermanentError(text, code=safe_code(code), provider=PROVIDER, status=status)
     if code == TOO_MANY_REQUESTS and status != 429:
-        return RetryableError(short(message) or fallback_message(response), code=code,
-                              provider=PROVIDER, status=status)
+        return RetryableError(text, code=safe_code(code), provider=PROVIDER, status=status)
     if status >= 500:
-        message = f"{short(message, 160) or fallback_message(response)}; {DUPLICATE_RISK}"
-    return classify(response, provider=PROVIDER, code=code, message=message)
+        text = f"{text}; {DUPLICATE_RISK}"
+    return classify(response, provider=PROVIDER, code=code, message=text)

@@ -14,7 +14,10 @@ from typing import Any
 
 
 class JobError(Exception):
-    """Base of every classified job failure; keeps the provider's code and message.
+    """Base of every classified job failure; keeps the provider's code and HTTP status.
+
+    `message` is ours, never the provider's text (providers echo the request back:
+    see `integrations/error_text.py`).
 
     `code` is the provider's own error code (`UNREGISTERED`, `50013`, `21211`, ...),
     `status` the HTTP status it came with, when there was one.

@@ -4,8 +4,9 @@ Provider error messages can echo an address or a phone number back, URLs carry t
 Telegram bot token in their path, and headers carry bearer tokens. `scrub_text` masks
 those shapes in free text; `scrub` also blanks whole values under keys that name a
 secret or a message body; `masked_url` hides a connection URL's password. Sentry's
-`before_send`, every provider message put on an exception and every URL a message
-shows go through here; log records are redacted by `switchyard.logs`.
+`before_send` and every URL a message shows go through here; log records are redacted
+by `switchyard.logs`; providers' texts never reach an exception at all
+(`integrations/error_text.py`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Each provider's fake subclasses `FakeServer` and implements `handle()` with the
 provider's real success and error shapes. Tests can put scripted answers in front of
 it (`script()`: an error, a 429 with its headers, an HTML 5xx, a stall), and read what
 it received (`requests`, `count()`) to prove nothing was sent twice.
+
+With `echo = True` a fake repeats the request in every error message it answers, the
+way many providers do ("The 'To' number 15551234567 is not valid"): each fake's
+`echo_into()` puts `echoed(request)` where its provider puts its message.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 #: How long a stalled answer holds the connection before giving up on its own.
 STALL_SECONDS = 30.0
@@ -88,8 +92,32 @@ class _Scripted:
     times: int
 
 
+def _leaves(value: Any) -> list[str]:
+    """Every string and number inside a JSON value, depth first."""
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [] if value is None else [str(value)]
+
+
+def echoed(request: Recorded) -> str:
+    """What the request carried, in one line: path segments, query, form or JSON values."""
+    values = [unquote(part) for part in request.path.split("/") if part]
+    values += [v for vs in request.query.values() for v in vs]
+    body = request.body.decode(errors="replace")
+    try:
+        values += _leaves(json.loads(body)) if body else []
+    except ValueError:  # a form or a raw body
+        values += [v for vs in parse_qs(body).values() for v in vs] or [body]
+    return " ".join(" ".join(values).split())
+
+
 class FakeServer:
     """Base of the provider fakes: a threaded HTTP server on 127.0.0.1 and a free port."""
+
+    #: Repeat the request in every error message (see the module docstring).
+    echo = False
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
@@ -140,6 +168,10 @@ class FakeServer:
     def handle(self, request: Recorded) -> Reply:
         raise NotImplementedError
 
+    def echo_into(self, reply: Reply, text: str) -> Reply:
+        """`reply` (an error) with `text` where the provider puts its message."""
+        return reply
+
     def script(self, reply: Reply, *, method: str | None = None, path: str | None = None,
                times: int = 1) -> None:
         """Answer the next `times` requests matching `method` and `path` (a substring)."""
@@ -161,7 +193,14 @@ class FakeServer:
             self.requests.append(request)
             scripted = self._take_script(request)
         if scripted is not None and not scripted.handle_first:
-            return scripted
+            reply = scripted
+        else:
+            reply = self._handled(request, scripted)
+        if self.echo and reply.status >= 400 and not reply.stall:
+            return self.echo_into(reply, echoed(request))
+        return reply
+
+    def _handled(self, request: Recorded, scripted: Reply | None) -> Reply:
         try:
             answer = self.handle(request)
         except Exception as error:  # a bug in the fake must show, not hang the client

@@ -19,6 +19,8 @@ on Discord. Time comes from `clock`, which a test may share with the client.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import math
 import re
@@ -250,6 +252,14 @@ class DiscordFake(FakeServer):
     def shared_429(cls, retry_after: float = 64.57, *, bucket: str | None = None) -> Reply:
         return cls.rate_limited(retry_after, scope="shared", bucket=bucket)
 
+    def echo_into(self, reply: Reply, text: str) -> Reply:
+        """Discord's `message` and each form error's, repeating what it was sent."""
+        body = copy.deepcopy(reply.json)
+        if isinstance(body, dict) and "message" in body:
+            body["message"] = f"{body['message']}: {text}"
+            _echo_form_errors(body.get("errors"), text)
+        return dataclasses.replace(reply, json=body)
+
     # Serving -------------------------------------------------------------------------
 
     def handle(self, request: Recorded) -> Reply:
@@ -332,7 +342,7 @@ class DiscordFake(FakeServer):
         body = request.json()
         data = body.get("data", {}) if isinstance(body, dict) else None
         if not isinstance(body, dict) or body.get("type") != 5:
-            return self._invalid_form("type", "Value must be one of {5}.")
+            return self._invalid_form("type", "Value must be one of {5}.", "BASE_TYPE_CHOICES")
         if not isinstance(data, dict) or set(data) - {"flags"}:
             return self._invalid_form("data", "Only flags may be set on a deferred reply.")
         interaction.acknowledged = True
@@ -443,7 +453,8 @@ class DiscordFake(FakeServer):
         recipient = body.get("recipient_id") if isinstance(body, dict) else None
         user = self.users.get(str(recipient))
         if user is None:
-            return self._invalid_form("recipient_id", "Value is not a known user.")
+            return self._invalid_form("recipient_id", "Value is not snowflake.",
+                                      "NUMBER_TYPE_COERCE")
         channel_id = self.dm_channels.get(user.id)
         if channel_id is None:
             channel_id = self.dm_channels[user.id] = self._new_id()
@@ -475,9 +486,21 @@ class DiscordFake(FakeServer):
             return "", self.error(400, 50006, "Cannot send an empty message")
         if not isinstance(content, str) or len(content) > MAX_CONTENT:
             return "", self._invalid_form(
-                "content", f"Must be {MAX_CONTENT} or fewer in length.")
+                "content", f"Must be {MAX_CONTENT} or fewer in length.", "BASE_TYPE_MAX_LENGTH")
         return content, None
 
-    def _invalid_form(self, field_name: str, message: str) -> Reply:
-        errors = {field_name: {"_errors": [{"code": "INVALID", "message": message}]}}
+    def _invalid_form(self, field_name: str, message: str, code: str = "INVALID") -> Reply:
+        errors = {field_name: {"_errors": [{"code": code, "message": message}]}}
         return self.error(400, 50035, "Invalid Form Body", errors)
+
+
+def _echo_form_errors(errors: Any, text: str) -> None:
+    """Form errors quote the value they refuse ('Value "..." is not snowflake.')."""
+    if not isinstance(errors, dict):
+        return
+    for key, value in errors.items():
+        if key == "_errors" and isinstance(value, list):
+            for item in value:
+                item["message"] = f'Value "{text}" is invalid. {item.get("message")}'
+        else:
+            _echo_form_errors(value, text)

@@ -10,6 +10,8 @@ its dead tokens, and records every delivery in `sent`.
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import json
 import threading
 import time
@@ -120,6 +122,16 @@ class FcmFake(FakeServer):
         if error_code is not None:
             error["details"] = [{"@type": FCM_ERROR_TYPE, "errorCode": error_code}]
         return Reply(http_status, json={"error": error}, headers=dict(headers or {}))
+
+    def echo_into(self, reply: Reply, text: str) -> Reply:
+        """Google's `error.message` (or OAuth's `error_description`), quoting the request."""
+        body = copy.deepcopy(reply.json)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            error["message"] = f"{error.get('message')} Request: {text}"
+        elif isinstance(body, dict) and "error_description" in body:
+            body["error_description"] = f"{body['error_description']} Request: {text}"
+        return dataclasses.replace(reply, json=body)
 
     # -- the server ----------------------------------------------------------------------
 

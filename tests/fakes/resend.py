@@ -9,6 +9,8 @@ and sends the `ratelimit-*` headers with every answer.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import threading
@@ -62,6 +64,13 @@ class ResendFake(FakeServer):
         """Resend's error answer: `{statusCode, name, message}`."""
         return Reply(status, json={"statusCode": status, "name": name, "message": message},
                      headers=dict(headers or {}))
+
+    def echo_into(self, reply: Reply, text: str) -> Reply:
+        """Resend's `message`, quoting the fields it refused."""
+        body = copy.deepcopy(reply.json)
+        if isinstance(body, dict) and "message" in body:
+            body["message"] = f"{body['message']} Received: {text}"
+        return dataclasses.replace(reply, json=body)
 
     def handle(self, request: Recorded) -> Reply:
         reply = self._auth(request)

@@ -3,7 +3,8 @@
 Replies can be set per recipient (`refuse("x@example.com", "550 5.1.1 No such user")`)
 and for the DATA and MAIL commands, so each reply class of RFC 5321 is tested against a
 real SMTP conversation. With `username`/`password` it requires AUTH (over plain text:
-loopback only).
+loopback only). With `echo = True` a set reply repeats what it refuses (the address,
+or the message's headers and text), as many servers do.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class SmtpFake:
         self.rcpt_replies: dict[str, str] = {}
         self.mail_reply: str | None = None
         self.data_reply: str | None = None
+        self.echo = False
         self.sessions = 0
         self._lock = threading.Lock()
         kwargs: dict[str, Any] = {}
@@ -110,10 +112,14 @@ class SmtpFake:
         session.host_name = hostname
         return responses
 
+    def _echoed(self, reply: str, refused: str) -> str:
+        """`reply`, repeating on its one line what it refuses when `echo` is on."""
+        return f"{reply}: {' '.join(refused.split())}" if self.echo else reply
+
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
                           options: list[str]) -> str:
         if self.mail_reply:
-            return self.mail_reply
+            return self._echoed(self.mail_reply, f"<{address}>")
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -122,14 +128,14 @@ class SmtpFake:
                           options: list[str]) -> str:
         reply = self.rcpt_replies.get(address)
         if reply:
-            return reply
+            return self._echoed(reply, f"<{address}>")
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        if self.data_reply:
-            return self.data_reply
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        if self.data_reply:
+            return self._echoed(self.data_reply, _summary(message))
         with self._lock:
             self.delivered.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos),
                                             message,  # type: ignore[arg-type]
@@ -139,3 +145,10 @@ class SmtpFake:
     def stop(self) -> None:
         self.controller.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _summary(message: Any) -> str:
+    """What a server quotes of a message it refuses: its addresses, subject and text."""
+    body = message.get_body(("plain",))
+    text = body.get_content() if body is not None else ""
+    return f"From {message['From']} To {message['To']} Subject {message['Subject']} {text}"

@@ -9,6 +9,8 @@ section 1). Tests put scripted answers in front of it with `script()`, built wit
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
 import secrets
 import threading
@@ -159,6 +161,13 @@ class TelegramFake(FakeServer):
         headers = {"Retry-After": str(header)} if header is not None else {}
         return TelegramFake.error(429, f"Too Many Requests: retry after {retry_after}",
                                   {"retry_after": retry_after}, headers)
+
+    def echo_into(self, reply: Reply, text: str) -> Reply:
+        """Telegram's `description`, followed by what it was sent."""
+        body = copy.deepcopy(reply.json)
+        if isinstance(body, dict) and "description" in body:
+            body["description"] = f"{body['description']}: {text}"
+        return dataclasses.replace(reply, json=body)
 
     # Serving.
 

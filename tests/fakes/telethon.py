@@ -2,8 +2,10 @@
 
 `StandIn` has the part of the client the gateway uses, answers with real TL objects
 and raises real Telethon exception instances, so the adapter's mapping is what is
-tested. `ScriptedStandIn` lets a test in another process (the end-to-end worker)
-define channels and failures through Redis (`TelethonScript`).
+tested. `echo()` makes a step fail with an RPC error whose text repeats what the step
+was given, as the text of an error Telethon does not know is whatever the server sent.
+`ScriptedStandIn` lets a test in another process (the end-to-end worker) define
+channels and failures through Redis (`TelethonScript`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class StandIn:
         self.joined: set[int] = set()  # channels the account is in
         self.cached: set[int] = set()  # channels whose access hash the session holds
         self.failures: dict[str, list[BaseException]] = {}
+        self.echoes: dict[str, tuple[str, int]] = {}  # step -> (RPC name, code)
         self.hang_on: str | None = None
         self.calls_at_once = 0
 
@@ -56,12 +59,21 @@ class StandIn:
         """Raise `error` the next time `step` (a method or a request class name) runs."""
         self.failures.setdefault(step, []).append(error)
 
-    async def _step(self, name: str) -> None:
+    def echo(self, step: str, rpc: str, code: int = 400) -> None:
+        """Fail `step` once with RPC error `rpc` (code `code`) whose text repeats its input."""
+        self.echoes[step] = (rpc, code)
+
+    async def _step(self, name: str, given: Any = None) -> None:
         self.calls.append(name)
         if self.hang_on == name:
             await asyncio.Event().wait()  # never answers; the gateway's timeout must fire
         if self.failures.get(name):
             raise self.failures[name].pop(0)
+        if name in self.echoes:
+            rpc, code = self.echoes.pop(name)
+            kind = _RPC_KINDS.get(code, errors.RPCError)
+            raise kind(given if hasattr(given, "to_dict") else None,
+                       f"{rpc} {_inputs(given)}", code)
 
     # TelegramClient's surface.
 
@@ -82,7 +94,7 @@ class StandIn:
         await self._step("disconnect")
 
     async def get_entity(self, username: str) -> Any:
-        await self._step("get_entity")
+        await self._step("get_entity", username)
         name = username.removeprefix("@")
         if name not in self.by_username:
             raise ValueError(f'No user has "{name}" as username')
@@ -103,7 +115,7 @@ class StandIn:
 
     async def __call__(self, request: Any) -> Any:
         name = type(request).__name__
-        await self._step(name)
+        await self._step(name, request)
         return getattr(self, "_" + name)(request)
 
     # The requests, answered the way Telegram does.
@@ -139,6 +151,20 @@ class StandIn:
         return SimpleNamespace(full_chat=SimpleNamespace(participants_count=count))
 
 
+#: The Telethon class an RPC error of each code is raised as.
+_RPC_KINDS: dict[int, type[errors.RPCError]] = {
+    400: errors.BadRequestError, 403: errors.ForbiddenError, 420: errors.FloodError,
+    500: errors.ServerError,
+}
+
+
+def _inputs(given: Any) -> str:
+    """What a step was given, as a server would repeat it: a request's fields, or a string."""
+    if hasattr(given, "to_dict"):
+        return " ".join(str(v) for k, v in given.to_dict().items() if k != "_")
+    return str(given)
+
+
 def _updates(*chats: Any) -> types.Updates:
     return types.Updates(updates=[], users=[], chats=list(chats), date=None, seq=0)
 
@@ -171,7 +197,7 @@ class ScriptedStandIn(StandIn):
         super().__init__()
         self.script = TelethonScript(client, prefix)
 
-    async def _step(self, name: str) -> None:
+    async def _step(self, name: str, given: Any = None) -> None:
         script = self.script
         for channel_id, raw in script.client.hgetall(f"{script.key}:channels").items():
             if int(channel_id) not in self.channels:
@@ -183,7 +209,7 @@ class ScriptedStandIn(StandIn):
         if failure is not None:
             error, seconds = json.loads(failure)
             raise telethon_error(error, seconds)
-        await super()._step(name)
+        await super()._step(name, given)
 
 
 def telethon_error(name: str, seconds: int | None = None) -> BaseException:

@@ -10,6 +10,8 @@ recorded in `sent`.
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import re
 import threading
 import time
@@ -87,6 +89,13 @@ class TwilioFake(FakeServer):
             "code": code, "message": message or MESSAGES.get(code, "Error"),
             "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status,
         })
+
+    def echo_into(self, reply: Reply, text: str) -> Reply:
+        """Twilio's `message`, repeating the parameters it was sent."""
+        body = copy.deepcopy(reply.json)
+        if isinstance(body, dict) and "message" in body:
+            body["message"] = f"{body['message']} Parameters: {text}"
+        return dataclasses.replace(reply, json=body)
 
     def handle(self, request: Recorded) -> Reply:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()

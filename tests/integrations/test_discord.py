@@ -21,6 +21,7 @@ from switchyard import settings
 from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.discord import DiscordFake
+from tests.integrations.leaks import PAYLOAD, leaked
 
 TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"
 GUILD, CHANNEL, OTHER_CHANNEL = "810000000000000001", "820000000000000001", "820000000000000002"
@@ -342,10 +343,32 @@ def test_form_errors_name_the_field(discord: Discord) -> None:
     # when a message is too long for Discord
     with pytest.raises(PermanentError) as caught:
         discord.send_message(CHANNEL, "x" * 2_001)
-    # then the error names the field and Discord's reason, not the content
+    # then the error names the field and Discord's error code for it, not the content
     assert caught.value.code == 50035
-    assert "content: Must be 2000 or fewer in length." in caught.value.message
-    assert "xxx" not in caught.value.message
+    assert caught.value.message == "invalid form body (content: BASE_TYPE_MAX_LENGTH)"
+
+
+def test_an_echoed_request_reaches_no_error(discord: Discord, fake: DiscordFake) -> None:
+    # given Discord repeating the request in its message and its form errors
+    fake.echo = True
+    # when a message holding a token, a code, a phone number and an address is too long
+    with pytest.raises(PermanentError) as caught:
+        discord.send_message(CHANNEL, f"{PAYLOAD} {'x' * 2_000}")
+    # then the error keeps Discord's class, code and status, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (PermanentError, 50035, 400)
+    assert leaked(error, TOKEN) == []
+    assert error.message == "invalid form body (content: BASE_TYPE_MAX_LENGTH)"
+
+
+def test_an_unknown_code_gets_words_of_our_own(discord: Discord, fake: DiscordFake) -> None:
+    # given Discord answering a code the client has no phrase for
+    fake.script(DiscordFake.error(400, 30001, "Maximum number of guilds reached (100)"))
+    # when a member is read / then the code is kept, in the status class's words
+    with pytest.raises(PermanentError) as caught:
+        discord.get_member(GUILD, USER)
+    assert (caught.value.code, caught.value.message) == (30001,
+                                                         "rejected the request (HTTP 400)")
 
 
 # Rate-limit buckets ------------------------------------------------------------------

@@ -27,6 +27,7 @@ from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimit
 from switchyard.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.fcm import FcmFake
+from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, PHONE, leaked
 from tests.support.waiting import wait_for
 
 QUICK = HttpConfig(connect_timeout_ms=500, timeout_ms=300)
@@ -349,6 +350,37 @@ def test_no_secret_reaches_a_repr_or_an_error_message(
     texts = [str(error), repr(error), json.dumps(error.as_dict()), repr(client), repr(tokens),
              repr(push())]
     assert not [text for text in texts if DEVICE in text or bearer in text]
+
+
+def test_an_echoed_request_reaches_no_error(
+    fake: FcmFake, connect: Callable[..., Fcm],
+) -> None:
+    # given FCM repeating the request in its error message, and a dead device token
+    fake.echo = True
+    fake.dead_tokens.add(DEVICE)
+    code = push(title=f"Your code is {OTP}", body=PAYLOAD,
+                data={"phone": PHONE, "email": EMAIL})
+    # when a push holding a token, a code, a phone number and an address is sent to it
+    with pytest.raises(DeadToken) as caught:
+        connect().send(code)
+    # then the error keeps FCM's class, code and status, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (DeadToken, "UNREGISTERED", 404)
+    assert leaked(error, DEVICE) == []
+    assert error.message == "the device token is no longer registered"
+
+
+def test_an_oauth_refusal_keeps_only_its_error_code(fake: FcmFake, tmp_path: Path) -> None:
+    # given a token endpoint that refuses the key and repeats the request while at it
+    fake.echo = True
+    tokens = GoogleTokenProvider(fake.write_service_account(tmp_path / "sa.json",
+                                                            trusted=False))
+    # when a token is asked for
+    with pytest.raises(PermanentError) as caught:
+        tokens.token()
+    # then the error names the OAuth error code, nothing of the description or the request
+    assert caught.value.message == "FCM OAuth token refresh refused (invalid_grant)"
+    assert "assertion" not in str(caught.value) and "eyJ" not in str(caught.value)
 
 
 def test_from_settings_without_a_credentials_file_is_not_configured(

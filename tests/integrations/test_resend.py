@@ -16,6 +16,7 @@ from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimit
 from switchyard.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.resend import ResendFake
+from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, leaked
 
 QUICK = HttpConfig(connect_timeout_ms=500, timeout_ms=300)
 SENDER = "Switchyard <noreply@switchyard.test>"
@@ -266,6 +267,24 @@ def test_no_secret_reaches_a_repr_or_an_error_message(
     error = caught.value
     texts = [str(error), repr(error), json.dumps(error.as_dict()), repr(client)]
     assert not [text for text in texts if fake.api_key in text]
+
+
+def test_an_echoed_request_reaches_no_error(
+    fake: ResendFake, connect: Callable[..., Resend],
+) -> None:
+    # given Resend repeating the request in its error message
+    fake.echo = True
+    mail = email(sender="Switchyard", to=[EMAIL], subject=f"Your code is {OTP}", text=PAYLOAD,
+                 html=None)
+    # when an email holding a token, a code, a phone number and an address has a bad sender
+    with pytest.raises(PermanentError) as caught:
+        connect().send(mail, idempotency_key="job-1")
+    # then the error keeps Resend's class, name and status, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (PermanentError, "invalid_from_address",
+                                                       422)
+    assert leaked(error, fake.api_key) == []
+    assert error.message == "the from address is invalid"
 
 
 def test_from_settings_without_an_api_key_is_not_configured(

@@ -13,6 +13,7 @@ from integrations.smtp import Smtp
 from switchyard import settings
 from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from tests.fakes.smtp import SmtpFake
+from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, leaked
 from tests.support.services import free_port
 
 SENDER = "Switchyard <noreply@example.com>"
@@ -59,13 +60,44 @@ def test_a_retried_send_carries_the_same_message_id(server):
 
 
 def test_a_partial_refusal_is_reported_and_the_rest_delivered(server):
-    # given one recipient the server refuses
+    # given one recipient the server refuses, repeating the address as it does so
     server.refuse("gone@example.com", "550 5.1.1 No such user")
+    server.echo = True
     # when
     sent = client(server.port).send(mail("ann@example.com", "gone@example.com"))
-    # then the other got it and the refusal is in the result
-    assert sent.refused == {"gone@example.com": "550 5.1.1 No such user"}
+    # then the other got it and the refusal is in the result, by its reply code only
+    assert sent.refused == {"gone@example.com": "mailbox unavailable (reply 550)"}
     assert [d.recipients for d in server.delivered] == [["ann@example.com"]]
+
+
+def test_an_echoed_message_reaches_no_error(server):
+    # given a server that refuses the message and repeats it in its reply
+    server.data_reply = "554 5.7.1 Message rejected as spam"
+    server.echo = True
+    message = Email(to=[EMAIL], subject=f"Your code is {OTP}", text=PAYLOAD)
+    # when an email holding a token, a code, a phone number and an address is sent
+    with pytest.raises(PermanentError) as caught:
+        client(server.port).send(message)
+    # then the error keeps the class and the reply code, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (PermanentError, 554, None)
+    assert leaked(error) == []
+    assert error.message == "transaction failed (reply 554)"
+
+
+def test_an_echoed_recipient_reaches_no_error(server):
+    # given a server that refuses the recipient and repeats the address in its reply
+    server.refuse(EMAIL, "450 4.2.0 Greylisted, try again later")
+    server.echo = True
+    # when the only recipient is refused
+    with pytest.raises(RetryableError) as caught:
+        client(server.port).send(Email(to=[EMAIL], subject="hi", text=PAYLOAD))
+    # then the error keeps the class and the reply code, not the address
+    error = caught.value
+    assert (type(error), error.code) == (RetryableError, 450)
+    assert leaked(error) == []
+    assert error.message == ("all 1 recipient(s) refused (450): "
+                             "mailbox unavailable, try again later (reply 450)")
 
 
 @pytest.mark.parametrize(("reply", "expected"), [

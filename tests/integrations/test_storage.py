@@ -18,7 +18,8 @@ from integrations.storage import (
 )
 from switchyard import settings
 from switchyard.errors import NotConfigured, PermanentError, RetryableError
-from tests.fakes.s3 import ACCESS_KEY, SECRET_KEY
+from tests.fakes.s3 import ACCESS_KEY, SECRET_KEY, S3Refusing
+from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, PHONE, leaked
 from tests.support.services import free_port
 
 
@@ -133,6 +134,34 @@ def test_a_missing_bucket_is_permanent(moto_s3):
     with pytest.raises(PermanentError) as caught:
         storage.put("a.txt", b"x")
     assert caught.value.code == "NoSuchBucket"
+
+
+def test_an_echoed_request_reaches_no_error():
+    # given an S3-compatible server that refuses the upload and repeats the request
+    server = S3Refusing(400, "InvalidArgument")
+    server.echo = True
+    storage = s3_storage(server.url, "uploads", max_attempts=1)
+    # when an object whose key and body hold a token, a code, a phone number and an
+    # address is put
+    try:
+        with pytest.raises(PermanentError) as caught:
+            storage.put(f"users/{PHONE}/{EMAIL}/{OTP}.txt", PAYLOAD.encode())
+    finally:
+        server.stop()
+    # then the error keeps S3's class, code and status, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (PermanentError, "InvalidArgument", 400)
+    assert leaked(error) == []
+    assert error.message == "invalid argument"
+
+
+def test_a_missing_object_is_not_named_in_the_error(storage):
+    # given a key holding a phone number, an address and a code / when it is read
+    with pytest.raises(ObjectNotFound) as caught:
+        storage.get(f"users/{PHONE}/{EMAIL}/{OTP}.txt")
+    # then the error says what is missing, not its key
+    assert caught.value.message == "no such object"
+    assert leaked(caught.value) == []
 
 
 def test_an_unreachable_s3_is_retryable():

@@ -16,6 +16,7 @@ from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimit
 from switchyard.settings import load
 from tests.fakes.base import closed_port_url, html_error, stall
 from tests.fakes.telegram import TelegramFake
+from tests.integrations.leaks import PAYLOAD, leaked
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 QUICK = HttpConfig(connect_timeout_ms=500, timeout_ms=300)
@@ -238,41 +239,42 @@ def invite(chat: int) -> Callable[..., Any]:
 
 CASES = [
     Case("chat not found", member(UNKNOWN_CHAT, MEMBER), PermanentError, 400, 400,
-         "Bad Request: chat not found"),
+         "chat not found"),
     Case("user not found", member(CHANNEL, UNKNOWN_USER), PermanentError, 400, 400,
-         "Bad Request: user not found"),
+         "user not found"),
     Case("participant id invalid", ban(CHANNEL, UNKNOWN_USER), PermanentError, 400, 400,
-         "Bad Request: PARTICIPANT_ID_INVALID"),
+         "user is not known to the chat (PARTICIPANT_ID_INVALID)"),
     Case("user id invalid", ban(CHANNEL, -5), PermanentError, 400, 400,
-         "Bad Request: USER_ID_INVALID"),
+         "invalid user id (USER_ID_INVALID)"),
     Case("no right to restrict", ban(NO_RIGHTS, MEMBER), PermanentError, 400, 400,
-         "Bad Request: not enough rights to restrict/unrestrict chat member"),
+         "the bot has not enough rights to restrict members"),
     Case("no right to invite", invite(NO_RIGHTS), PermanentError, 400, 400,
-         "Bad Request: not enough rights to manage chat invite link"),
+         "the bot has not enough rights to manage invite links"),
     Case("chat owner", ban(CHANNEL, OWNER), PermanentError, 400, 400,
-         "Bad Request: can't remove chat owner"),
+         "the chat owner cannot be removed"),
     Case("bot not a member", say(LEFT), PermanentError, 403, 403,
-         "Forbidden: bot is not a member of the channel chat"),
+         "the bot is not a member of the chat"),
     Case("bot kicked", say(KICKED), PermanentError, 403, 403,
-         "Forbidden: bot was kicked from the channel chat"),
+         "the bot was kicked from the chat"),
     Case("bot blocked", say(BLOCKER), PermanentError, 403, 403,
-         "Forbidden: bot was blocked by the user"),
+         "the bot was blocked by the user"),
     Case("cannot initiate", say(SILENT), PermanentError, 403, 403,
-         "Forbidden: bot can't initiate conversation with a user"),
+         "the bot cannot start a conversation with the user"),
     Case("invalid token", with_token("123456789:AAwrongwrongwrongwrongwrongwrongwr"),
-         PermanentError, 401, 401, "Unauthorized"),
-    Case("malformed token", with_token("not-a-token"), PermanentError, 404, 404, "Not Found"),
+         PermanentError, 401, 401, "the bot token was refused"),
+    Case("malformed token", with_token("not-a-token"), PermanentError, 404, 404,
+         "the bot token is malformed or the method unknown"),
     Case("requester missing on approve", approve(STRANGER), None),
     Case("already participant on approve", approve(MEMBER), None),
     Case("upgraded group", say(OLD_GROUP), None),
     Case("429 delay in the body", scripted(TelegramFake.rate_limited(5, header=9),
                                            TelegramBot.get_me),
-         RateLimited, 429, 429, "Too Many Requests: retry after 5", retry_after=5),
+         RateLimited, 429, 429, "rate limited", retry_after=5),
     Case("429 delay in the header", scripted(
         TelegramFake.error(429, "Too Many Requests", headers={"Retry-After": "7"}),
         TelegramBot.get_me), RateLimited, 429, 429, retry_after=7),
     Case("5xx html page", scripted(html_error(502, "Bad Gateway"), TelegramBot.get_me),
-         RetryableError, 502, 502, "HTTP 502 Bad Gateway"),
+         RetryableError, 502, 502, "server error (HTTP 502)"),
     Case("5xx json", scripted(TelegramFake.error(500, "Internal Server Error"),
                               TelegramBot.get_me), RetryableError, 500, 500),
     Case("stall", scripted(stall(), TelegramBot.get_me), RetryableError, "timeout"),
@@ -289,7 +291,7 @@ def test_reference_classification(case: Case, bot: TelegramBot, fake: TelegramFa
         return
     with pytest.raises(case.error) as caught:
         case.act(bot, fake)
-    # then it is exactly the reference's class, with Telegram's code and words kept
+    # then it is exactly the reference's class, with Telegram's code and our words for it
     error = caught.value
     assert type(error) is case.error
     assert (error.code, error.status) == (case.code, case.status)
@@ -346,7 +348,40 @@ def test_method_names_are_case_insensitive(fake: TelegramFake) -> None:
     assert answer["ok"] is True and answer["result"]["id"] == 123456789
 
 
+def test_an_unknown_description_gets_words_of_our_own(bot: TelegramBot,
+                                                       fake: TelegramFake) -> None:
+    # given a 400 whose description the client has no phrase for
+    fake.script(TelegramFake.error(400, "Bad Request: SOMETHING_NEW"))
+    # when the bot calls / then the error keeps the code, in the status class's words
+    with pytest.raises(PermanentError) as caught:
+        bot.get_me()
+    assert (caught.value.code, caught.value.message) == (400,
+                                                         "rejected the request (HTTP 400)")
+
+
 # Secrecy.
+
+def test_an_echoed_request_reaches_no_error(bot: TelegramBot, fake: TelegramFake) -> None:
+    # given Telegram repeating the request (the token in the URL, the text) in descriptions
+    fake.echo = True
+    # when a text holding a token, a code, a phone number and an address goes to no chat
+    with pytest.raises(PermanentError) as caught:
+        bot.send_message(UNKNOWN_CHAT, PAYLOAD)
+    # then the error keeps Telegram's class, code and status, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (PermanentError, 400, 400)
+    assert leaked(error, TOKEN.partition(":")[2]) == []
+    assert error.message == "chat not found"
+
+
+def test_an_echoed_already_approved_answer_is_still_success(
+    bot: TelegramBot, fake: TelegramFake,
+) -> None:
+    # given Telegram repeating the request after its USER_ALREADY_PARTICIPANT description
+    fake.echo = True
+    # when a member's join request is approved / then it is success, as without the echo
+    assert bot.approve_join_request(CHANNEL, MEMBER) is True
+
 
 def test_the_token_is_not_in_the_repr(bot: TelegramBot) -> None:
     # given a bot / when it is printed / then only its id shows

@@ -22,6 +22,7 @@ from integrations.telegram_user import SessionDead, TelethonGateway
 from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
 from switchyard.settings import load
 from tests.fakes.telethon import StandIn
+from tests.integrations.leaks import PAYLOAD, leaked
 
 SESSION = "1BVtsOKABu0secret-session-string-do-not-print=="
 API_HASH = "0123456789abcdef0123456789abcdef"
@@ -240,6 +241,32 @@ def test_any_unauthorized_answer_means_the_session_is_dead(
     with pytest.raises(SessionDead) as caught:
         gateway.resolve("dailynews")
     assert caught.value.code == "SESSION_EXPIRED"
+
+
+def test_an_echoed_request_reaches_no_error(gateway: TelethonGateway, stand_in: StandIn) -> None:
+    # given Telegram answering with an RPC error whose text repeats the invite it was given
+    stand_in.echo("ImportChatInviteRequest", "INVITE_HASH_INVALID")
+    # when an "invite" holding a token, a code, a phone number and an address is used
+    with pytest.raises(PermanentError) as caught:
+        gateway.join_invite(PAYLOAD)
+    # then the error keeps the class and the RPC name, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (PermanentError, "INVITE_HASH_INVALID",
+                                                       None)
+    assert leaked(error) == []
+    assert error.message == "the invite link is invalid"
+
+
+def test_an_rpc_text_that_is_not_a_name_leaves_the_class_name_as_code(
+    gateway: TelethonGateway, stand_in: StandIn,
+) -> None:
+    # given a server error whose text starts with the value it was given, not a name
+    stand_in.echo("GetFullChannelRequest", "", code=500)
+    # when the account resolves a channel / then it is retryable, coded by Telethon's class
+    with pytest.raises(RetryableError) as caught:
+        gateway.resolve("dailynews")
+    assert (caught.value.code, caught.value.message) == ("INTERNAL",
+                                                         "Telegram had a server-side failure")
 
 
 # The session.

@@ -15,6 +15,8 @@ from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimit
 from switchyard.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.twilio import TwilioFake
+from tests.integrations.leaks import PAYLOAD, leaked
+from tests.integrations.leaks import PHONE as BARE_PHONE
 
 QUICK = HttpConfig(connect_timeout_ms=500, timeout_ms=300)
 SENDER = "+15005550006"
@@ -151,8 +153,8 @@ def test_a_5xx_says_the_sms_may_have_been_sent(
     # when an SMS is sent
     with pytest.raises(RetryableError) as caught:
         connect().send(OTP)
-    # then the error keeps Twilio's message and warns about a duplicate
-    assert caught.value.message.startswith("Internal Server Error")
+    # then the error says so in our words, and warns about a duplicate
+    assert caught.value.message.startswith("server error (HTTP 500); ")
     assert MAY_HAVE_BEEN_SENT in caught.value.message
 
 
@@ -204,6 +206,21 @@ def test_an_invalid_number_is_permanent_and_not_echoed(
     assert caught.value.code == 21211
     assert "555" not in caught.value.message
     assert fake.sent == []
+
+
+def test_an_echoed_request_reaches_no_error(
+    fake: TwilioFake, connect: Callable[..., Twilio],
+) -> None:
+    # given Twilio repeating the parameters it was sent in its error message
+    fake.echo = True
+    # when an SMS holding a token, a code and an address goes to a number without its +
+    with pytest.raises(PermanentError) as caught:
+        connect().send(Sms(to=BARE_PHONE, body=PAYLOAD))
+    # then the error keeps Twilio's class, code and status, in words of our own only
+    error = caught.value
+    assert (type(error), error.code, error.status) == (PermanentError, 21211, 400)
+    assert leaked(error, fake.auth_token) == []
+    assert error.message == "invalid 'To' number"
 
 
 def test_an_unsubscribed_recipient_is_permanent(
