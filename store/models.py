@@ -159,3 +159,46 @@ class NotificationDelivery(Timestamps, Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime.datetime | None] = mapped_column()
+
+
+class Message(Timestamps, Base):
+    """A chat message as far as the workers need it: its media and what became of it.
+
+    `media_key` is the uploaded original (seed 003's `s3Key`); media jobs fill the
+    processed and thumbnail keys, the metadata and the status; the old-messages cleanup
+    clears the media fields (`media_removed_at`) and keeps the rest.
+    """
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    chat_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    body: Mapped[str | None] = mapped_column(Text)
+    media_type: Mapped[str | None] = mapped_column(String(16))  # image, video, audio
+    media_key: Mapped[str | None] = mapped_column(String(512))
+    media_original_name: Mapped[str | None] = mapped_column(String(255))
+    media_url: Mapped[str | None] = mapped_column(String(1024))
+    thumbnail_url: Mapped[str | None] = mapped_column(String(1024))
+    media_metadata: Mapped[dict[str, Any] | None] = mapped_column()
+    #: pending, processing, done, failed
+    media_status: Mapped[str | None] = mapped_column(String(16))
+    media_error: Mapped[str | None] = mapped_column(Text)
+    media_processed_at: Mapped[datetime.datetime | None] = mapped_column()
+    media_removed_at: Mapped[datetime.datetime | None] = mapped_column()
+
+
+class MediaObject(Base):
+    """Every object a job wrote to storage, so the orphaned-media cleanup can tell the
+    referenced from the orphaned."""
+
+    __tablename__ = "media_objects"
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    content_type: Mapped[str | None] = mapped_column(String(128))
+    owner_user_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    message_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: original, processed, thumbnail, other
+    kind: Mapped[str] = mapped_column(String(16), default="other")
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
