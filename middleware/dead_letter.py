@@ -1,6 +1,7 @@
 """Dead letter: write the retry policy's dead jobs to the dead letters, and alert once.
 
-The job is recorded (`state.dead_letters`), then acked. If that write fails, the
+The job is recorded (`state.dead_letters`), then acked. While Redis is away the write is
+retried until it lands (`switchyard.durable`); if Redis answers but refuses it, the
 message is nacked instead and lands in the broker's own `<queue>.XQ`: never lost.
 One Sentry event per dead letter; retried attempts send none (see integrations.sentry).
 """
@@ -18,6 +19,7 @@ from dramatiq.common import q_name
 
 from middleware.outcome import DEAD, current
 from state.dead_letters import DeadLetters
+from switchyard.durable import until_written
 
 logger = logging.getLogger("switchyard.dead_letter")
 
@@ -36,9 +38,10 @@ class DeadLetter(Middleware):
         if outcome.status != DEAD:
             return
         reason = outcome.error or {}
-        try:
-            self.store.add(message, reason)
-        except redis.RedisError as error:
+        try:  # retried while Redis is away: the message is acked once this returns
+            until_written(lambda: self.store.add(message, reason),
+                          what=f"record dead letter {message.message_id}")
+        except redis.RedisError as error:  # Redis answered, and refused (out of memory...)
             logger.error(
                 "Could not record dead letter %s (%s), leaving it to the broker's queue: %s",
                 message.message_id, message.actor_name, error,

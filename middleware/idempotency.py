@@ -21,6 +21,7 @@ from dramatiq.middleware import SkipMessage
 
 from middleware.outcome import SKIPPED, Deferred, StateStoreUnavailable, current, option
 from state.idempotency import DONE, RUNNING, IdempotencyKeys
+from switchyard.durable import until_written
 from switchyard.keys import JobKey, job_key
 
 logger = logging.getLogger("switchyard.idempotency")
@@ -59,19 +60,24 @@ class Idempotency(Middleware):
         self, broker: Broker, message: MessageProxy, *, result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        ttl = option(broker, message, "idempotency_ttl", self.keys.ttl) if exception is None else 0
-        self._finish(message, ttl)
+        self._finish(message, 0 if exception is not None else None, broker)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        self._finish(message, 0)
+        self._finish(message, 0, broker)
 
-    def _finish(self, message: MessageProxy, ttl: int) -> None:
+    def _finish(self, message: MessageProxy, ttl: int | None, broker: Broker) -> None:
+        """Release the key (`ttl` 0) or mark it done (None: for the key's TTL)."""
         with self._lock:
             held = self._held.pop(message.message_id, None)
         if held is None:
             return
         key, token = held
-        if not self.keys.finish(key, token, ttl, buffered=not key.given):
+        if ttl is None:
+            ttl = (option(broker, message, "idempotency_ttl", self.keys.ttl) if key.given
+                   else self.keys.redelivery_ttl)
+        finished = until_written(lambda: self.keys.finish(key, token, ttl, buffered=not key.given),
+                                 what=f"mark the key of {message.message_id}")
+        if not finished:
             logger.warning(
                 "Lost the idempotency lock of %s (%s) while it ran: its lease expired.",
                 message.message_id, message.actor_name,

@@ -23,6 +23,7 @@ from dramatiq import Broker, Middleware, Retry
 from dramatiq.broker import MessageProxy
 
 from middleware.outcome import DEAD, DEFERRED, RATE_LIMITED, RETRIED, Deferred, current, option
+from switchyard.durable import until_written
 from switchyard.errors import PermanentError, RateLimited, describe
 from switchyard.settings import MAX_DELAY_MS as MAX_DELAY
 
@@ -144,7 +145,9 @@ class RetryPolicy(Middleware):
 
 def _requeue(broker: Broker, message: MessageProxy, delay: int) -> None:
     # Dramatiq's own Retries enqueues the proxy too: it behaves as the message it wraps.
-    broker.enqueue(message, delay=delay)  # type: ignore[arg-type]
+    # Retried until it lands: the message is acked once this hook returns.
+    until_written(lambda: broker.enqueue(message, delay=delay),  # type: ignore[arg-type]
+                  what=f"requeue {message.message_id}")
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

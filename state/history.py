@@ -25,6 +25,9 @@ from dramatiq.common import q_name
 
 from state.buffer import Write, WriteBuffer
 
+#: How long a job dropped by retention turns late updates away: far longer than a write
+#: waits in a process's buffer while Redis answers (one flush interval).
+TOMBSTONE_MS = 60_000
 #: Results and errors longer than this are cut, so one job cannot bloat the store.
 MAX_FIELD_CHARS = 65_536
 
@@ -41,7 +44,10 @@ for i, key in ipairs(KEYS) do
   local seq, kind = tonumber(ARGV[b + 1]), ARGV[b + 2]
   local cur = tonumber(redis.call('hget', key, 'seq') or '-1')
   local fields = cjson.decode(ARGV[b + 5])
-  if seq < cur then
+  if cur < 0 and seq <= tonumber(redis.call('get', key .. ':trimmed') or '-1') then
+    -- retention dropped this job: a late update must not bring it back (a replay's
+    -- later deliveries have higher sequence numbers, and do)
+  elseif seq < cur then
     -- an earlier update arriving late only fills in missing times and names
     for j = 1, #fields, 2 do
       local f = fields[j]
@@ -63,13 +69,15 @@ end
 return 1
 """
 # Retention, once per finished set per flush. KEYS: the set. ARGV: keep, ttl, now,
-# job key prefix.
+# job key prefix, how long a dropped job's tombstone turns late updates away.
 _TRIM = """
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3] - ARGV[2])
 local extra = redis.call('zcard', KEYS[1]) - tonumber(ARGV[1])
 if extra > 0 then
   for _, id in ipairs(redis.call('zrange', KEYS[1], 0, extra - 1)) do
+    local seq = redis.call('hget', ARGV[4] .. id, 'seq') or '0'
     redis.call('del', ARGV[4] .. id)
+    redis.call('set', ARGV[4] .. id .. ':trimmed', seq, 'PX', ARGV[5])
   end
   redis.call('zremrangebyrank', KEYS[1], 0, extra - 1)
 end
@@ -159,7 +167,8 @@ class JobHistory:
             for queue, kind in trims:
                 keep = self.keep_failed if kind == "failed" else self.keep_done
                 self._trim(keys=[self.finished_key(queue, kind)],
-                           args=[keep, self.ttl, now, f"{self.prefix}:job:"], client=pipe)
+                           args=[keep, self.ttl, now, f"{self.prefix}:job:", TOMBSTONE_MS],
+                           client=pipe)
 
         return write
 

@@ -2,8 +2,9 @@
 
 A key's value says where its job is: `run:<message id>/<nonce>` while a worker holds
 it (a lease, renewed by `LeaseKeeper`, so a killed worker frees it within one lease),
-`done:<message id>` once the job succeeded, for the key's TTL. A key reserved at
-enqueue time (`reserve`) also has a `:queued` marker naming the message that holds it,
+`done:<message id>` once the job succeeded, for the key's TTL (a bare `done` for a key
+that is the message id itself). A key reserved at
+enqueue time (`claim`) also has a `:queued` marker naming the message that holds it,
 from enqueue until the TTL after it would be done.
 
 Marking `done` can be buffered (`finish(..., buffered=True)`): for a key that is only
@@ -38,13 +39,12 @@ else
 end
 return 1
 """
-# The buffered `done` marks of one flush. KEYS: keys. ARGV: ttl, then a token per key.
-# A token starts with its message id: `<message id>/<nonce>`.
+# The buffered `done` marks of one flush (id-only keys: the key names the message, so
+# the mark is a bare `done`). KEYS: keys. ARGV: ttl, then a token per key.
 _FINISH_MANY = """
 for i, key in ipairs(KEYS) do
-  local token = ARGV[i + 1]
-  if redis.call('get', key) == 'run:' .. token then
-    redis.call('set', key, 'done:' .. string.match(token, '^[^/]*'), 'PX', ARGV[1])
+  if redis.call('get', key) == 'run:' .. ARGV[i + 1] then
+    redis.call('set', key, 'done', 'PX', ARGV[1])
   end
 end
 return 1
@@ -58,15 +58,18 @@ return 0
 
 
 class IdempotencyKeys:
-    """Take, renew, finish and reserve job keys."""
+    """Take, renew, finish and claim job keys."""
 
     def __init__(self, client: redis.Redis, buffer: WriteBuffer, *, prefix: str, ttl: int,
-                 lease: int) -> None:
+                 lease: int, redelivery_ttl: int) -> None:
         self.client: Any = client  # redis-py's annotations mix sync and async results
         self.buffer = buffer
         self.prefix = prefix
         self.ttl = ttl
         self.lease = lease
+        #: How long the done mark of an id-only key lives: it only turns away a
+        #: redelivery of the same message (an ack lost to a broker restart).
+        self.redelivery_ttl = redelivery_ttl
         self.leases = LeaseKeeper(client, lease_ms=lease)
         self._finish = client.register_script(_FINISH)
         self._finish_many = client.register_script(_FINISH_MANY)
@@ -130,21 +133,17 @@ class IdempotencyKeys:
 
         return write
 
-    def reserve(self, key: JobKey, message_id: str, ttl: int) -> str | None:
-        """Reserve `key` for `message_id`, about to be enqueued, for `ttl` ms.
+    def claim(self, key: JobKey, message_id: str, ttl: int) -> str | None:
+        """Record that `message_id`, already enqueued, has `key`, for `ttl` ms.
 
-        None when reserved; else the message id of the job that already has the key
-        (queued, running or done), or "" when that job is not known by id.
+        None when it did; else the message id of the job that had the key first (""
+        when that job is not known by id). Claiming after the enqueue means a producer
+        that dies in between leaves a queued job, never a claim on a job that does not
+        exist; a second copy of a key that raced in is skipped when it runs.
         """
-        marker = f"{self.redis_key(key)}:queued"
-        held = self.holder(key)
-        if held is None and self.client.set(marker, message_id, nx=True, px=ttl):
+        if self.client.set(f"{self.redis_key(key)}:queued", message_id, nx=True, px=ttl):
             return None
         return self.holder(key) or ""
-
-    def unreserve(self, key: JobKey) -> None:
-        """Drop a reservation whose message could not be enqueued."""
-        self.client.delete(f"{self.redis_key(key)}:queued")
 
     def holder(self, key: JobKey) -> str | None:
         """The message id of the job that has `key` (queued, running or done), if any."""
@@ -153,6 +152,6 @@ class IdempotencyKeys:
         if marker:
             return str(marker.decode())
         if value:
-            held = value.decode().split(":", 1)[1]
+            held = value.decode().partition(":")[2]
             return held.split("/")[0]
         return None

@@ -17,8 +17,12 @@ from dramatiq.brokers.redis import _RedisConsumer as RedisConsumer
 from dramatiq.results import Results
 
 __all__ = ["RedisConsumer", "REDIS_CONSUMER_ATTRIBUTES", "ACTOR_ARGUMENTS_LINE",
-           "WORKER_FAILURE_LINES", "redis_dispatch", "dispatch_script", "replace_dispatch_script",
-           "result_options"]
+           "WORKER_FAILURE_LINES", "MAINTENANCE_HOOK", "redis_dispatch", "dispatch_script",
+           "replace_dispatch_script", "redis_acks_key", "result_options"]
+
+#: The Redis broker's method that decides whether a dispatch also runs maintenance
+#: (requeueing dead workers' messages); the doorbell broker overrides it.
+MAINTENANCE_HOOK = "_should_do_maintenance"
 
 #: What the doorbell consumer (`switchyard.redis_broker`) reads of Dramatiq's Redis
 #: consumer, besides its constructor's arguments: the fetched-but-unhandled messages,
@@ -44,6 +48,11 @@ def dispatch_script(broker: RedisBroker) -> Any:
 
 def replace_dispatch_script(broker: RedisBroker, script: Any) -> None:
     broker.scripts["dispatch"] = script
+
+
+def redis_acks_key(broker: RedisBroker, queue_name: str) -> str:
+    """The set of this worker's fetched-but-unacked message ids of `queue_name`."""
+    return f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}"
 
 
 def result_options(results: Results, broker: Broker, message: MessageProxy) -> tuple[bool, int]:

@@ -56,24 +56,27 @@ def enqueue(
     assert job.actor is not None  # declared with the app
     options: dict[str, Any] = {"idempotency_key": key} if key is not None else {}
     message = job.actor.message_with_options(kwargs=kwargs, **options)
-    if key is not None and on_duplicate != "skip":
-        job_key = JobKey(name, key)
-        ttl = int(job.options.get("idempotency_ttl", app.state.keys.ttl)) + (delay or 0)
-        existing = app.state.keys.reserve(job_key, message.message_id, ttl)
+    job_key = JobKey(name, key) if key is not None and on_duplicate != "skip" else None
+    if job_key is not None:
+        existing = app.state.keys.holder(job_key)
         if existing is not None:
-            if on_duplicate == "refuse":
-                raise DuplicateJob(existing)
-            return Enqueued(existing, duplicate=True)
-        try:
-            app.broker.enqueue(message, delay=delay)
-        except BaseException:
-            app.state.keys.unreserve(job_key)
-            raise
-    else:
-        app.broker.enqueue(message, delay=delay)
+            return duplicate(existing, on_duplicate)
+    app.broker.enqueue(message, delay=delay)
     if flush:
         app.state.buffer.flush()
+    if job_key is not None:
+        ttl = int(job.options.get("idempotency_ttl", app.state.keys.ttl)) + (delay or 0)
+        first = app.state.keys.claim(job_key, message.message_id, ttl)
+        if first is not None:  # another producer's copy won the race: ours is skipped
+            return duplicate(first, on_duplicate)
     return Enqueued(message.message_id)
+
+
+def duplicate(existing: str, on_duplicate: OnDuplicate) -> Enqueued:
+    """What a producer gets for a key another job has: refused, or that job."""
+    if on_duplicate == "refuse":
+        raise DuplicateJob(existing)
+    return Enqueued(existing, duplicate=True)
 
 
 def check_options(key: str | None, delay: int | None) -> None:

@@ -65,9 +65,11 @@ from redis.commands.core import Script
 from switchyard.compat import (
     RedisConsumer,
     dispatch_script,
+    redis_acks_key,
     redis_dispatch,
     replace_dispatch_script,
 )
+from switchyard.undeliverable import UNDECODABLE, AnswerEveryActor
 
 logger = logging.getLogger("switchyard.redis_broker")
 
@@ -79,11 +81,13 @@ DEFAULT_DOORBELL_TTL = 10_000
 BLOCK_TIMEOUT_SLACK = 250
 #: Socket time (ms) a blocking wait gets on top of its own timeout before it gives up.
 BLOCKING_SOCKET_MARGIN = 5_000
+#: How often (ms) each consumer has its queue's dead workers' messages requeued.
+DEFAULT_MAINTENANCE_INTERVAL = 5_000
 #: Connection settings a redis-py pool manages itself, left out when one is copied.
 _POOL_MANAGED = ("maint_notifications", "orig_", "himport")
 
 
-class DoorbellRedisBroker(RedisBroker):
+class DoorbellRedisBroker(AnswerEveryActor, RedisBroker):
     """A `RedisBroker` whose idle consumers block on a per-queue doorbell.
 
     Parameters are `RedisBroker`'s, plus `doorbell_cap` (tokens kept per queue) and
@@ -91,18 +95,52 @@ class DoorbellRedisBroker(RedisBroker):
     """
 
     def __init__(self, *, doorbell_cap: int = DEFAULT_DOORBELL_CAP,
-                 doorbell_ttl: int = DEFAULT_DOORBELL_TTL, **kwargs: Any) -> None:
+                 doorbell_ttl: int = DEFAULT_DOORBELL_TTL,
+                 maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if doorbell_cap < 1 or doorbell_ttl < 1:
             raise ValueError("doorbell_cap and doorbell_ttl must be positive")
         self.doorbell_cap = doorbell_cap
         self.doorbell_ttl = doorbell_ttl
+        self.maintenance_interval = maintenance_interval
+        self.maintenance_due = threading.local()
         self.dispatch_script = _DivertableScript(dispatch_script(self))
         replace_dispatch_script(self, self.dispatch_script)
 
     @property
     def consumer_class(self) -> type[Consumer]:
         return _DoorbellConsumer
+
+    def _should_do_maintenance(self, command: str) -> int:
+        """Dramatiq's random chance, or a consumer's turn (see `fetch`)."""
+        if getattr(self.maintenance_due, "now", False):
+            return 1
+        return int(super()._should_do_maintenance(command))
+
+    def fetch(self, queue_name: str, count: int, *, maintain: bool) -> list[bytes]:
+        """Dramatiq's fetch; with `maintain`, it also requeues dead workers' messages.
+
+        Dramatiq runs that maintenance on a random 0.1 % of calls, so an idle queue may
+        wait minutes for it after a worker is killed; each consumer runs it on its own
+        queue every `maintenance_interval` instead (a zero `count` only beats the heart).
+        """
+        self.maintenance_due.now = maintain
+        try:
+            return list(self.do_fetch(queue_name, count) or [])
+        finally:
+            self.maintenance_due.now = False
+
+    def find_fetched(self, queue_name: str, data: bytes) -> str | None:
+        """The Redis id of a message this broker fetched from `queue_name` with body `data`.
+
+        Only needed for a body that is not a Dramatiq message (its id is not inside it):
+        it is looked up among this worker's unacked messages of the queue.
+        """
+        ids = list(self.client.smembers(redis_acks_key(self, queue_name)))
+        bodies = self.client.hmget(f"{self.namespace}:{queue_name}.msgs", ids) if ids else []
+        found = next((i for i, body in zip(ids, bodies, strict=True) if body == data), None)
+        return found.decode() if found is not None else None
 
     def doorbell_key(self, queue_name: str) -> str:
         return f"{self.namespace}:__doorbell__.{queue_name}"
@@ -243,24 +281,46 @@ class _DoorbellConsumer(RedisConsumer):
         self.etas: dict[str, float] = {}  # unacked messages handed out with an eta
         self.eta_heap: list[tuple[float, str]] = []
         self.bell = broker.doorbell(queue_name, self.max_wait)
+        self.next_maintenance = 0.0
+        self.last_fetch = 0.0
 
     def __next__(self) -> MessageProxy | None:
         if not self.message_cache:
             room = self.prefetch - self.outstanding_message_count
             if room <= 0:
                 self.wait_for_room()
+                if time.monotonic() - self.last_fetch >= self.max_wait / 1000:
+                    self.fetch(0)  # a full consumer still beats, or it would count as dead
                 return None
-            try:
-                self.message_cache = self.broker.do_fetch(self.queue_name, room)
-            except redis.ConnectionError as e:
-                raise ConnectionClosed(e) from None
+            self.message_cache = self.fetch(room)
             if not self.message_cache:
                 self.wait_for_doorbell()
                 return None
+        data = self.message_cache[0]
         message: MessageProxy | None = super().__next__()
         if message is not None:
+            if message.actor_name == UNDECODABLE:
+                self.adopt(message, data)
             self.track(message)
         return message
+
+    def fetch(self, count: int) -> list[bytes]:
+        self.last_fetch = now = time.monotonic()
+        maintain = now >= self.next_maintenance
+        if maintain:
+            self.next_maintenance = now + self.broker.maintenance_interval / 1000
+        try:
+            return self.broker.fetch(self.queue_name, count, maintain=maintain)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise ConnectionClosed(e) from None
+
+    def adopt(self, message: MessageProxy, data: Any) -> None:
+        """Give a stand-in for an undecodable body its Redis id, so it is acked as usual."""
+        try:
+            found = self.broker.find_fetched(self.queue_name, data)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise ConnectionClosed(e) from None
+        message.options["redis_message_id"] = found or message.message_id
 
     def ack(self, message: MessageProxy) -> None:
         try:

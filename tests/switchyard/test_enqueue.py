@@ -105,3 +105,19 @@ def test_a_delayed_job_waits_in_the_delay_queue(charges: Any) -> None:
     enqueue(charges, name(charges), {"orderId": "o-5", "amount": 5}, delay=60_000)
     counts = charges.queues.counts(charges.jobs[name(charges)].queue_name)
     assert (counts.waiting, counts.delayed) == (0, 1)
+
+
+def test_a_producer_dying_after_its_enqueue_leaves_no_phantom_job(
+    charges: Any, start_worker: Any
+) -> None:
+    # given a job queued with its key, whose producer died before recording the key
+    payload = {"orderId": "o-6", "amount": 5}
+    queued = enqueue(charges, name(charges), payload, key="order-6")  # the skip rule records none
+    # when the producer's retry asks for the existing job
+    again = enqueue(charges, name(charges), payload, key="order-6", on_duplicate="existing")
+    # then it gets a job that exists, and the key's side effect runs once
+    start_worker(charges)
+    ids = {queued.message_id, again.message_id}
+    wait_for(lambda: {status(charges, i) for i in ids} <= {"done", "skipped"}
+             and None not in {status(charges, i) for i in ids}, what="both finished")
+    assert len(charges.runs) == 1
