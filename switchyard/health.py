@@ -1,22 +1,57 @@
 """Health: do the broker, the state store, the database and at least one worker answer?
 
-Used by `switchyard health` (exit code) and the web process's readiness check.
+Used by `switchyard health` (exit code) and the web process's readiness check. The
+probes run at once, each on a thread of its own, and `check` returns by its deadline
+whatever they do: a service that stopped answering is reported as such, by name,
+instead of hanging the caller with it.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
+
+import pika.exceptions
+import redis
+from dramatiq.errors import BrokerConnectionError
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from store.urls import masked
 from switchyard.app import App
 from switchyard.enqueue import enqueue
+from switchyard.redaction import masked_url
+
+#: Failures that mean a service did not answer (the CLI's exit 3), not a failed check.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.ConnectionError, redis.TimeoutError, BrokerConnectionError,
+    pika.exceptions.AMQPConnectionError, AMQPConnectorException, ConnectionError,
+)
+#: Time (ms) `check` gives its probes on top of the longest service timeout.
+DEADLINE_MARGIN = 2_000
+
+Probe = Callable[[], str]
 
 
-def _probe(fn: Any) -> dict[str, Any]:
+def _probe(fn: Probe, where: Callable[[], str] | None = None) -> dict[str, Any]:
+    """Run one check; any failure is its answer, reported by name (never a secret)."""
     try:
-        return {"ok": True, "detail": fn() or ""}
-    except Exception as error:  # any failure is the answer here, reported by name
-        return {"ok": False, "detail": f"{type(error).__name__}: {error}"}
+        return {"ok": True, "detail": fn() or "", "unreachable": False}
+    except UNREACHABLE as error:
+        reason = describe_unreachable(error)
+        detail = f"{where()}: {reason}" if where else reason
+        return {"ok": False, "detail": detail, "unreachable": True}
+    except Exception as error:  # any other failure is the answer here
+        return {"ok": False, "detail": f"{type(error).__name__}: {error}", "unreachable": False}
+
+
+def describe_unreachable(error: BaseException) -> str:
+    """Why a service did not answer: it timed out, or refused / dropped the connection."""
+    detail = str(error) or type(error).__name__
+    if isinstance(error, redis.TimeoutError | TimeoutError):
+        return f"timed out ({detail})"
+    return f"unreachable ({detail})"
 
 
 def _state(app: App) -> str:
@@ -47,13 +82,58 @@ def _ping(app: App, timeout: float) -> str:
     raise TimeoutError(f"ping {message_id} not done within {timeout:g}s")
 
 
-def check(app: App, *, ping_timeout: float = 0) -> dict[str, Any]:
-    checks = {
-        "broker": _probe(app.queues.ping),
-        "state_store": _probe(lambda: _state(app)),
-        "database": _probe(lambda: _database(app)),
-        "workers": _probe(lambda: _workers(app)),
+def _probes(app: App, ping_timeout: float) -> dict[str, Callable[[], dict[str, Any]]]:
+    settings = app.settings
+    broker_kind = "RabbitMQ" if settings.uses_rabbitmq else "Redis"
+
+    def broker_at() -> str:
+        return f"broker {broker_kind} at {masked_url(settings.queue_url)}"
+
+    def state_at() -> str:
+        return f"state store Redis at {masked_url(settings.state_url)}"
+
+    probes = {
+        "broker": lambda: _probe(app.queues.ping, broker_at),
+        "state_store": lambda: _probe(lambda: _state(app), state_at),
+        "database": lambda: _probe(lambda: _database(app)),
+        "workers": lambda: _probe(lambda: _workers(app), state_at),
     }
     if ping_timeout > 0:
-        checks["ping"] = _probe(lambda: _ping(app, ping_timeout))
-    return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+        probes["ping"] = lambda: _probe(lambda: _ping(app, ping_timeout))
+    return probes
+
+
+def run_by(probes: dict[str, Callable[[], dict[str, Any]]],
+           deadline_ms: int) -> dict[str, dict[str, Any]]:
+    """Each probe's answer; one still running at the deadline is left behind (a daemon
+    thread) and reported as not answering."""
+    answers: dict[str, dict[str, Any]] = {}
+    threads = [threading.Thread(target=_answer, args=(answers, name, probe),
+                                name=f"health-{name}", daemon=True)
+               for name, probe in probes.items()]
+    for thread in threads:
+        thread.start()
+    end = time.monotonic() + deadline_ms / 1000
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    late = {"ok": False, "detail": f"no answer within {deadline_ms} ms", "unreachable": True}
+    return {name: dict(answers.get(name) or late) for name in probes}
+
+
+def _answer(answers: dict[str, dict[str, Any]], name: str,
+            probe: Callable[[], dict[str, Any]]) -> None:
+    answers[name] = probe()
+
+
+def check(app: App, *, ping_timeout: float = 0, deadline_ms: int | None = None) -> dict[str, Any]:
+    """Every probe, answered within `deadline_ms` (default: the longest service timeout
+    plus `DEADLINE_MARGIN`, and a ping job's wait); `unreachable` names the services
+    that did not answer."""
+    if deadline_ms is None:
+        settings = app.settings
+        deadline_ms = DEADLINE_MARGIN + max(settings.redis_timeout_ms,
+                                            settings.rabbitmq_connect_timeout_ms,
+                                            int(ping_timeout * 1000))
+    checks = run_by(_probes(app, ping_timeout), deadline_ms)
+    return {"ok": all(c["ok"] for c in checks.values()), "checks": checks,
+            "unreachable": [name for name, c in checks.items() if c["unreachable"]]}

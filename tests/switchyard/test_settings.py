@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from switchyard import settings
@@ -53,3 +58,42 @@ def test_broker_defaults_to_the_state_store_and_switches_to_rabbitmq():
     assert redis_only.queue_url == redis_only.state_url and not redis_only.uses_rabbitmq
     rabbit = settings.load(_env_file=None, broker_url="amqp://guest:guest@127.0.0.1:5672/")
     assert rabbit.uses_rabbitmq
+
+
+def test_rabbitmq_connections_get_timeouts_unless_the_url_sets_them():
+    plain = settings.load(_env_file=None, broker_url="amqp://guest:pw@127.0.0.1:5672/%2F",
+                          rabbitmq_connect_timeout_ms=2500)
+    assert plain.rabbitmq_url == ("amqp://guest:pw@127.0.0.1:5672/%2F"
+                                  "?socket_timeout=2.5&stack_timeout=2.5")
+    own = settings.load(_env_file=None, broker_url="amqp://h1/?stack_timeout=9;amqp://h2/")
+    assert own.rabbitmq_url == ("amqp://h1/?stack_timeout=9&socket_timeout=3;"
+                                "amqp://h2/?socket_timeout=3&stack_timeout=3")
+
+
+def record_embedded_redis(var_dir, port, pid):
+    var_dir.mkdir(parents=True, exist_ok=True)
+    (var_dir / settings.EMBEDDED_REDIS_RECORD).write_text(
+        json.dumps({"url": f"redis://127.0.0.1:{port}/0", "pid": pid}))
+
+
+def test_the_running_embedded_redis_port_is_the_default(tmp_path, monkeypatch):
+    # given `switchyard redis` recorded port 6401 and is running (this process's pid)
+    monkeypatch.delenv("EMBEDDED_REDIS_PORT", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    record_embedded_redis(tmp_path, 6401, os.getpid())
+    # then a process that sets no port uses it, and one that sets a port or a URL does not
+    assert settings.load(_env_file=None, var_dir=tmp_path).state_url == \
+        "redis://127.0.0.1:6401/0"
+    assert settings.load(_env_file=None, var_dir=tmp_path,
+                         embedded_redis_port=6402).state_url == "redis://127.0.0.1:6402/0"
+    assert settings.load(_env_file=None, var_dir=tmp_path,
+                         redis_url="redis://elsewhere:6379/0").embedded_redis_port == 6399
+
+
+def test_a_record_whose_redis_is_gone_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMBEDDED_REDIS_PORT", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    record_embedded_redis(tmp_path, 6401, int(gone.stdout))
+    assert settings.load(_env_file=None, var_dir=tmp_path).embedded_redis_port == 6399
