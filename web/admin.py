@@ -2,19 +2,41 @@
 
 Dead letters are summarised without the job's arguments: payloads can hold phone
 numbers, emails and tokens (`switchyard dlq show` prints the whole record).
+
+Every route names a queue, and a name no queue has (not declared, no actor, no dead
+letters: `Queues.is_known`) is a 404: pausing or replaying a typo would otherwise make
+a phantom queue that shows up in `/metrics/queues` and waits forever.
 """
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from state.dead_letters import summary
 from switchyard.app import App
+from web.validation import CheckedRoute
 
 #: Queue names as Dramatiq allows them (letters, digits, `.`, `_`, `-`).
 QUEUE = r"^[A-Za-z0-9_.-]{1,200}$"
 QueueName = Annotated[str, Path(pattern=QUEUE)]
+UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown queue (or dead letter)"}}
+
+
+def unknown_queue(queue: str) -> str:
+    """Why `queue` is refused (the name is safe to show: it matched `QUEUE`)."""
+    return (f"unknown queue {queue!r}: no queue is declared, has actors or holds dead "
+            "letters by that name")
+
+
+def known_queue(sy: App) -> Callable[[str], str]:
+    """A dependency giving the path's queue, or answering 404 when there is no such queue."""
+    def queue_of(queue: QueueName) -> str:
+        if not sy.queues.is_known(queue):
+            raise HTTPException(404, unknown_queue(queue))
+        return queue
+    return queue_of
 
 
 class DeadLetter(BaseModel):
@@ -46,7 +68,14 @@ def replay(sy: App, queue: str, ids: list[str] | None) -> dict[str, list[str]]:
 
 
 def router(sy: App) -> APIRouter:
-    routes = APIRouter(prefix="/api", tags=["queues"])
+    routes = APIRouter(prefix="/api", tags=["queues"], route_class=CheckedRoute)
+    _dead_letter_routes(routes, sy)
+    _pause_routes(routes, sy)
+    return routes
+
+
+def _dead_letter_routes(routes: APIRouter, sy: App) -> None:
+    Known = Annotated[str, Depends(known_queue(sy))]
 
     @routes.get("/dead-letters")
     def dead_letter_queues() -> dict[str, list[dict[str, Any]]]:
@@ -54,42 +83,48 @@ def router(sy: App) -> APIRouter:
         return {"queues": [{"name": q, "depth": sy.state.dead_letters.depth(q)}
                            for q in sy.state.dead_letters.queues()]}
 
-    @routes.get("/dead-letters/{queue}", response_model=list[DeadLetter])
-    def list_dead_letters(queue: str, offset: int = Query(0, ge=0, le=1_000_000),
+    @routes.get("/dead-letters/{queue}", response_model=list[DeadLetter], responses=UNKNOWN)
+    def list_dead_letters(queue: Known, offset: int = Query(0, ge=0, le=1_000_000),
                           limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         """A queue's dead letters, newest first."""
         return [summary(r) for r in sy.state.dead_letters.list(queue, offset=offset, limit=limit)]
 
-    @routes.get("/dead-letters/{queue}/{message_id}", response_model=DeadLetterDetail)
-    def show_dead_letter(queue: str, message_id: str) -> dict[str, Any]:
+    @routes.get("/dead-letters/{queue}/{message_id}", response_model=DeadLetterDetail,
+                responses=UNKNOWN)
+    def show_dead_letter(queue: Known, message_id: str) -> dict[str, Any]:
         """One dead letter with its reason and traceback."""
         record = sy.state.dead_letters.show(message_id)
         if record is None or record["queue"] != queue:
             raise HTTPException(404, "no such dead letter")
         return summary(record, detail=True)
 
-    @routes.post("/dead-letters/{queue}/replay")
-    def replay_dead_letters(queue: str, body: Replay) -> dict[str, list[str]]:
+    @routes.post("/dead-letters/{queue}/replay", responses=UNKNOWN)
+    def replay_dead_letters(queue: Known, body: Replay) -> dict[str, list[str]]:
         """Enqueue dead letters again: the ids given, or all of the queue's."""
         if not body.all and not body.ids:
             raise HTTPException(422, "name the ids to replay, or set all=true")
         return replay(sy, queue, None if body.all else body.ids)
 
-    @routes.delete("/dead-letters/{queue}")
-    def purge_dead_letters(queue: str) -> dict[str, int]:
+    @routes.delete("/dead-letters/{queue}", responses=UNKNOWN)
+    def purge_dead_letters(queue: Known) -> dict[str, int]:
         """Drop all of a queue's dead letters."""
         return {"purged": sy.state.dead_letters.purge(queue)}
 
-    @routes.post("/queues/{queue}/pause")
-    def pause(queue: QueueName) -> dict[str, Any]:
+
+def _pause_routes(routes: APIRouter, sy: App) -> None:
+    Known = Annotated[str, Depends(known_queue(sy))]
+
+    @routes.post("/queues/{queue}/pause", responses=UNKNOWN)
+    def pause(queue: Known) -> dict[str, Any]:
         """Hold the queue's jobs (workers defer them) until it is resumed."""
         sy.state.paused.pause(queue)
         return {"name": queue, "paused": True}
 
-    @routes.post("/queues/{queue}/resume")
+    @routes.post("/queues/{queue}/resume", responses=UNKNOWN)
     def resume(queue: QueueName) -> dict[str, Any]:
-        """Let workers run the queue's jobs again (within about a second)."""
+        """Let workers run the queue's jobs again (within about a second). A queue still
+        paused can be resumed even if nothing else knows it any more."""
+        if queue not in sy.state.paused.paused() and not sy.queues.is_known(queue):
+            raise HTTPException(404, unknown_queue(queue))
         sy.state.paused.resume(queue)
         return {"name": queue, "paused": False}
-
-    return routes

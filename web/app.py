@@ -16,12 +16,16 @@ from typing import Any
 import dramatiq
 import redis
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from switchyard.app import App
+from switchyard.errors import RetryableError
 from switchyard.health import check as check_services
 from switchyard.settings import Settings, get
-from web import admin, auth, dashboard, jobs, metrics
+from web import admin, auth, channels, dashboard, jobs, metrics
+from web.headers import SecurityHeaders
+from web.validation import invalid_request
 
 logger = logging.getLogger("switchyard.web")
 
@@ -62,6 +66,31 @@ async def unavailable(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"the {which} is unavailable"}, status_code=503)
 
 
+async def not_ready(request: Request, error: Exception) -> JSONResponse:
+    """A database that does not answer, or is not migrated, is a 503 naming the fix, not
+    a 500 (the driver's message, which names hosts, stays in the log)."""
+    assert isinstance(error, RetryableError)
+    logger.error("%s %s: %s", request.method, request.url.path, error)
+    if error.code == "schema":
+        detail = "the database is not migrated: run `switchyard db upgrade`"
+    elif error.provider == "database":
+        detail = "the database is unavailable"
+    else:
+        detail = "a service is unavailable: try again shortly"
+    return JSONResponse({"detail": detail}, status_code=503)
+
+
+def include_routes(app: FastAPI, sy: App) -> None:
+    """Every router; `/api/channels` where the channel family is declared."""
+    app.include_router(metrics.router(sy))
+    app.include_router(jobs.router(sy))
+    if "join_channel" in sy.jobs:
+        app.include_router(channels.router(sy))
+    app.include_router(admin.router(sy))
+    app.include_router(dashboard.router(sy))
+    dashboard.mount(app, sy)
+
+
 def create_app(sy: App | None = None, settings: Settings | None = None) -> FastAPI:
     """The web app; boots the process unless given a Switchyard (tests)."""
     if settings is None:
@@ -86,12 +115,11 @@ def create_app(sy: App | None = None, settings: Settings | None = None) -> FastA
         """Alive; with `ready=1` also the broker and the state store (503 naming the down)."""
         return health(sy, request.app.state.started, ready)
 
-    app.include_router(metrics.router(sy))
-    app.include_router(jobs.router(sy))
-    app.include_router(admin.router(sy))
-    app.include_router(dashboard.router(sy))
-    dashboard.mount(app, sy)
+    include_routes(app, sy)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(redis.RedisError, unavailable)
     app.add_exception_handler(dramatiq.errors.BrokerConnectionError, unavailable)
+    app.add_exception_handler(RetryableError, not_ready)
     app.add_middleware(auth.RequireAuth, credentials=auth.Credentials(settings))
+    app.add_middleware(SecurityHeaders)  # the outermost: 401s and 403s carry them too
     return app

@@ -8,6 +8,9 @@ protected paths answer 401 to everyone. Secrets are compared in constant time.
 
 Basic credentials are sent by browsers on their own, so an unsafe request (POST, ...)
 whose `Origin` is another site is refused: a page elsewhere cannot replay or purge.
+
+In production the web process refuses to start with weak credentials (`weakness`): a
+guessable password or token opens every dead letter and every replay.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import math
+import secrets
 import sys
+from collections import Counter
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,17 +35,89 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHALLENGE = 'Basic realm="switchyard", charset="UTF-8"'
 
 
+#: Production's shortest password and token.
+MIN_LENGTH = {"WEB_PASSWORD": 12, "API_TOKEN": 32}
+#: Fewest different characters in either (`aaaa...`, `abab...` are refused).
+MIN_DISTINCT = 6
+#: Kinds of character (lower case, upper case, digits, symbols) a password must mix.
+MIN_KINDS = 3
+#: A token of fewer kinds (hex, say) passes on its randomness: Shannon's estimate, in
+#: bits, of its characters' spread times its length (64 random hex digits give ~250).
+MIN_TOKEN_BITS = 160
+#: Found inside a password, these make it one of the first an attacker tries.
+COMMON = ("password", "passw0rd", "qwerty", "letmein", "welcome", "changeme", "123456",
+          "admin", "switchyard", "dramatiq")
+
+
+def _kinds(value: str) -> int:
+    tests = (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
+    return sum(any(test(c) for c in value) for test in tests)
+
+
+def _bits(value: str) -> float:
+    """Shannon's estimate of the entropy of `value`, in bits."""
+    n = len(value)
+    return -n * sum(k / n * math.log2(k / n) for k in Counter(value).values())
+
+
+def weakness(setting: str, value: str) -> str | None:
+    """The rule that `value` breaks as `setting` (WEB_PASSWORD, API_TOKEN) in production,
+    or None. The rule is safe to print; the value never is."""
+    if len(value) < MIN_LENGTH[setting]:
+        return f"it is shorter than {MIN_LENGTH[setting]} characters"
+    if len(set(value)) < MIN_DISTINCT:
+        return f"it uses fewer than {MIN_DISTINCT} different characters"
+    if any(word in value.lower() for word in COMMON):
+        return "it contains a common password or a name an attacker would try"
+    if _kinds(value) >= MIN_KINDS:
+        return None
+    if setting == "API_TOKEN" and _bits(value) >= MIN_TOKEN_BITS:
+        return None
+    return (f"it mixes fewer than {MIN_KINDS} kinds of character (lower case, upper case, "
+            "digits, symbols)" + (" and is too short for that" if setting == "API_TOKEN"
+                                   else ""))
+
+
+def generate(setting: str, nbytes: int) -> str:
+    """A random secret for `setting` that production would accept (`switchyard dev`)."""
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if weakness(setting, value) is None:
+            return value
+
+
+def _refuse(lines: list[str]) -> None:
+    for line in lines:
+        print(f"switchyard: {line}", file=sys.stderr)
+    raise SettingsError(2)
+
+
 def require_credentials(settings: Settings) -> None:
-    """In production, exit with one line naming the first missing credential."""
+    """In production, exit naming the first missing credential, or every weak one."""
     if settings.switchyard_env != "production":
         return
     for name, value in (("WEB_USERNAME", settings.web_username),
                         ("WEB_PASSWORD", settings.web_password),
                         ("API_TOKEN", settings.api_token)):
         if value is None:
-            print(f"switchyard: {name} is required for the web process when "
-                  "SWITCHYARD_ENV=production", file=sys.stderr)
-            raise SettingsError(2)
+            _refuse([f"{name} is required for the web process when SWITCHYARD_ENV=production"])
+    assert settings.web_password is not None and settings.api_token is not None
+    weak = [(name, weakness(name, secret.get_secret_value()))
+            for name, secret in (("WEB_PASSWORD", settings.web_password),
+                                 ("API_TOKEN", settings.api_token))]
+    if any(rule for _, rule in weak):
+        _refuse([f"{name} is too weak for SWITCHYARD_ENV=production: {rule}"
+                 for name, rule in weak if rule])
+
+
+def dev_credentials(settings: Settings) -> dict[str, str]:
+    """Credentials for a `switchyard dev` run, for those not configured (to be printed)."""
+    made = {"WEB_USERNAME": "dev"} if settings.web_username is None else {}
+    if settings.web_password is None:
+        made["WEB_PASSWORD"] = generate("WEB_PASSWORD", 12)
+    if settings.api_token is None:
+        made["API_TOKEN"] = generate("API_TOKEN", 24)
+    return made
 
 
 def _same(given: str, expected: str) -> bool:

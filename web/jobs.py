@@ -17,6 +17,7 @@ from switchyard.enqueue import MAX_KEY_CHARS, enqueue
 from switchyard.errors import DuplicateJob
 from switchyard.jobs import Job as JobType
 from switchyard.settings import MAX_DELAY_MS
+from web.validation import CheckedRoute
 
 
 class Enqueued(BaseModel):
@@ -63,7 +64,7 @@ def _enqueue_route(routes: APIRouter, app: App, job: JobType[Any]) -> None:
 
 
 def router(sy: App) -> APIRouter:
-    routes = APIRouter(tags=["jobs"])
+    routes = APIRouter(tags=["jobs"], route_class=CheckedRoute)
     for name in sorted(sy.jobs):
         _enqueue_route(routes, sy, sy.jobs[name])
 

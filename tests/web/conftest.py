@@ -1,14 +1,18 @@
 """Fixtures for the web process: the app on a real Switchyard (Redis broker), with
-credentials, two test actors, and clients with and without credentials."""
+credentials, two test actors, clients with and without credentials, and the app served
+by uvicorn for requests no client library rewrites."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from switchyard import app as runtime
 from switchyard.errors import PermanentError
 from switchyard.jobs import Context, job
+from tests.support.services import free_port
+from tests.support.waiting import wait_for
 from web.app import create_app
 
 USERNAME = "operator"
@@ -84,9 +90,11 @@ def declare_actors(sy: runtime.App, queue: str) -> None:
 @pytest.fixture
 def make_web(build_switchyard: Callable[..., runtime.App],
              queue: str) -> Callable[..., Web]:
-    def make(**overrides: Any) -> Web:
+    def make(families: Iterable[ModuleType] = (), **overrides: Any) -> Web:
+        """`families`: job families to declare too (their routes need them)."""
         sy = build_switchyard(**{**CREDENTIALS, **overrides})
         declare_actors(sy, queue)
+        sy.declare(families)
         app = create_app(sy)
         return Web(sy, app, TestClient(app, headers=BEARER), TestClient(app), queue)
 
@@ -96,3 +104,17 @@ def make_web(build_switchyard: Callable[..., runtime.App],
 @pytest.fixture
 def web(make_web: Callable[..., Web]) -> Web:
     return make_web()
+
+
+@pytest.fixture
+def base_url(web: Web) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(web.app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="uvicorn started")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)

@@ -10,6 +10,7 @@ from starlette.routing import Mount
 from switchyard.settings import SettingsError
 from tests.web.conftest import ECHO, PASSWORD, TOKEN, USERNAME, basic
 from web.app import create_app
+from web.auth import require_credentials
 
 Q = "q-none"
 #: One request per protected route (the completeness test keeps this list honest).
@@ -110,3 +111,63 @@ def test_production_refuses_to_start_without_credentials(make_settings, capsys):
 
     assert capsys.readouterr().err.strip() == (
         "switchyard: API_TOKEN is required for the web process when SWITCHYARD_ENV=production")
+
+
+STRONG_PASSWORD = "Correct-horse-battery-7"
+STRONG_TOKEN = "kJ3mQ9vX2pL7sT4wY8zB1nC6dF5gH0aR"
+
+
+def production(make_settings, **credentials):
+    fields = {"web_username": "ops", "web_password": STRONG_PASSWORD,
+              "api_token": STRONG_TOKEN, **credentials}
+    return make_settings(switchyard_env="production",
+                         database_url="postgresql://127.0.0.1/test", **fields)
+
+
+@pytest.mark.parametrize("setting,value,rule", [
+    ("api_token", "aaaaaaaaaaaaaaaa", "shorter than 32 characters"),
+    ("api_token", "a" * 40, "fewer than 6 different characters"),
+    ("api_token", "abcdefgh" * 5, "fewer than 3 kinds of character"),
+    ("api_token", "fedcba9876543210" * 2, "fewer than 3 kinds of character"),
+    ("web_password", "Tr0ub4dor&Admin", "a common password"),
+    ("web_password", "password", "shorter than 12 characters"),
+    ("web_password", "zzzzzzzzzzzzzzzz", "fewer than 6 different characters"),
+    ("web_password", "correcthorsebattery", "fewer than 3 kinds of character"),
+    ("web_password", "MyPassword2024", "a common password"),
+])
+def test_production_refuses_weak_credentials(make_settings, capsys, setting, value, rule):
+    settings = production(make_settings, **{setting: value})
+
+    with pytest.raises(SettingsError):
+        create_app(settings=settings)
+
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"switchyard: {setting.upper()} is too weak for "
+                          "SWITCHYARD_ENV=production: ") and "\n" not in err
+    assert rule in err and value not in err
+
+
+def test_production_names_every_weak_credential(make_settings, capsys):
+    settings = production(make_settings, web_password="password", api_token="a" * 16)
+
+    with pytest.raises(SettingsError):
+        require_credentials(settings)
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split()[1] for line in lines] == ["WEB_PASSWORD", "API_TOKEN"]
+
+
+@pytest.mark.parametrize("token", [
+    STRONG_TOKEN,
+    # two kinds of character, but 64 of them at random (`openssl rand -hex 32`)
+    "feffb4af5819a6e299dcd61acd3e8692ed7247c6f19b57956c4441da4ba314f1",
+])
+def test_production_accepts_strong_credentials(make_settings, capsys, token):
+    require_credentials(production(make_settings, api_token=token))
+
+    assert capsys.readouterr().err == ""
+
+
+def test_development_accepts_any_credentials(make_settings):
+    require_credentials(make_settings(switchyard_env="development", web_password="password",
+                                      api_token="a" * 16))

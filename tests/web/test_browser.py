@@ -7,14 +7,12 @@ from __future__ import annotations
 import base64
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from tests.support.services import free_port, missing
+from tests.support.services import missing
 from tests.support.waiting import wait_for
 from tests.web.conftest import FLAKY, PASSWORD, USERNAME
 
@@ -23,20 +21,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
          "--disable-dev-shm-usage"]
-
-
-@pytest.fixture
-def base_url(web) -> Iterator[str]:
-    """The app served by uvicorn on a free loopback port."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(web.app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="uvicorn started")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 @pytest.fixture
