@@ -18,7 +18,7 @@ import datetime
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,8 @@ from switchyard.errors import JobError, NotConfigured, PermanentError, Retryable
 
 #: S3's own limit on a key's length, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024
+#: Most keys one DeleteObjects call takes.
+MAX_DELETE_KEYS = 1000
 
 
 class InvalidKey(PermanentError):
@@ -96,6 +98,7 @@ class Storage(Protocol):
     def get(self, key: str) -> bytes: ...
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
     def delete(self, key: str) -> None: ...  # a missing key is not an error
+    def delete_many(self, keys: Sequence[str]) -> int: ...  # S3: DeleteObjects, 1,000 a call
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> Iterator[StoredObject]: ...
     def url(self, key: str, *, expires_in_ms: int | None = None) -> str: ...
@@ -173,6 +176,12 @@ class LocalStorage:
             pass
         except OSError as error:
             raise _disk(error) from error
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """Delete these objects (missing ones too); how many keys were asked for."""
+        for key in keys:
+            self.delete(key)
+        return len(keys)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -267,6 +276,23 @@ class S3Storage:
         with s3_errors():  # S3 answers 204 for a missing key: deleting is idempotent
             self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """Delete these objects with DeleteObjects, up to 1,000 keys a call.
+
+        A missing key counts as deleted (S3 says so too); a key S3 could not delete
+        fails the call with that key's error code, after the rest of its call was done.
+        """
+        wanted = [validate_key(key) for key in keys]
+        for start in range(0, len(wanted), MAX_DELETE_KEYS):
+            chunk = wanted[start:start + MAX_DELETE_KEYS]
+            with s3_errors():
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": key} for key in chunk], "Quiet": True})
+            errors = answer.get("Errors") or []
+            if errors:
+                raise _delete_failed(errors)
+        return len(wanted)
+
     def exists(self, key: str) -> bool:
         try:
             with s3_errors():
@@ -353,6 +379,15 @@ def _classify_s3(error: ClientError) -> JobError:
     if code in S3_RETRYABLE or (status is not None and status >= 500):
         return RetryableError(text, code=safe_code(code), provider="S3", status=status)
     return PermanentError(text, code=safe_code(code), provider="S3", status=status)
+
+
+def _delete_failed(errors: list[dict[str, Any]]) -> JobError:
+    """DeleteObjects' per-key errors as one job error (codes only: keys can be personal)."""
+    code = str(errors[0].get("Code") or "")
+    text = f"S3 could not delete {len(errors)} object(s): {phrase(S3_CODES, code, None)}"
+    if code in S3_RETRYABLE:
+        return RetryableError(text, code=safe_code(code), provider="S3")
+    return PermanentError(text, code=safe_code(code), provider="S3")
 
 
 def _not_found(provider: str) -> ObjectNotFound:

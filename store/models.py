@@ -17,10 +17,12 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -202,3 +204,97 @@ class MediaObject(Base):
     #: original, processed, thumbnail, other
     kind: Mapped[str] = mapped_column(String(16), default="other")
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Story(Base):
+    """A story: its media is deleted and the row soft-deleted once it has expired."""
+
+    __tablename__ = "stories"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    media_key: Mapped[str | None] = mapped_column(String(512))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    #: Set by the stories cleanup (the media keys are cleared in the same commit).
+    deleted_at: Mapped[datetime.datetime | None] = mapped_column()
+
+    __table_args__ = (Index("ix_stories_live", "deleted_at", "created_at"),
+                      Index("ix_stories_media_key", "media_key"),
+                      Index("ix_stories_thumbnail_key", "thumbnail_key"))
+
+
+class UserStats(Base):
+    """Per-user counters the cleanup jobs keep up to date."""
+
+    __tablename__ = "user_stats"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    stories_expired: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UserSession(Base):
+    """A signed-in session of a user on a device; idle ones are deleted."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[str | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    last_active_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class TempFile(Base):
+    """A temporary object in storage (an upload in progress, an export...)."""
+
+    __tablename__ = "temp_files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Prekey(Base):
+    """A one-time Signal prekey: its id and public key only (the key server's share)."""
+
+    __tablename__ = "prekeys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[int] = mapped_column(Integer)
+    public_key: Mapped[str] = mapped_column(String(64))  # X25519, base64
+    created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    #: When a client fetched it: a used prekey is never handed out again.
+    used_at: Mapped[datetime.datetime | None] = mapped_column(index=True)
+
+    __table_args__ = (UniqueConstraint("user_id", "key_id", name="uq_prekeys_user_key"),)
+
+
+class CleanupRun(Base):
+    """One run of a cleanup job: what it removed, how many bytes, how long it took."""
+
+    __tablename__ = "cleanup_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job: Mapped[str] = mapped_column(String(32), index=True)
+    started_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    duration_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    objects: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Rows made or updated besides: prekeys generated, devices signed out.
+    created: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: True when the run stopped at its time budget with work left for the next one.
+    more: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+#: The cleanup jobs look messages up by age and by what their media fields name
+#: (migration 0003): without these, each batch would read the whole table.
+for _column in ("created_at", "media_key", "media_url", "thumbnail_url"):
+    Index(f"ix_messages_{_column}", Message.__table__.c[_column])
