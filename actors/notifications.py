@@ -1,4 +1,4 @@
-"""Notifications on queue `notifications` (seed 003): push, email, SMS, and batches.
+"""Notifications on queue `notification` (seed 003): push, email, SMS, and batches.
 
 At most 5 run at once across every worker; FCM sends share the FCM_RATE_LIMIT budget
 (default 500/s) through Redis. Every delivery is recorded (status, provider id, error,
@@ -16,7 +16,7 @@ from processing import notifications
 from processing.notifications import Target
 from switchyard.jobs import Context, Payload, job
 
-QUEUE = "notifications"
+QUEUE = "notification"
 OPTIONS: dict[str, Any] = {"queue_name": QUEUE, "concurrency": 5, "concurrency_key": QUEUE}
 
 Data = dict[str, str]

@@ -35,8 +35,8 @@ QUEUES = {
     "invite_user": "bot-operations", "remove_user": "bot-operations",
     "verify_permissions": "bot-operations",
     "send_otp": "email", "send_welcome_email": "email", "send_verification_link": "email",
-    "send_push": "notifications", "send_email_notification": "notifications",
-    "send_sms": "notifications", "send_batch_notifications": "notifications",
+    "send_push": "notification", "send_email_notification": "notification",
+    "send_sms": "notification", "send_batch_notifications": "notification",
 }
 
 
