@@ -5,7 +5,7 @@ every job of every module in `FAMILIES` (the entry module `switchyard.entry`, th
 and the web process boot with it). A new family is a module here plus one line below.
 """
 
-from actors import bot, channels, email, notifications, ping
+from actors import bot, channels, cleanup, email, media, notifications, ping
 
 #: Every job family, in the order they are declared.
-FAMILIES = (ping, channels, bot, email, notifications)
+FAMILIES = (ping, channels, bot, email, notifications, media, cleanup)

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -27,7 +27,6 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 from dramatiq.results.backends.redis import RedisBackend
-from periodiq import PeriodiqMiddleware
 
 import schedules
 from integrations import sentry
@@ -39,6 +38,7 @@ from middleware.history import History
 from middleware.idempotency import Idempotency
 from middleware.metrics import Metrics
 from middleware.pause import Pause
+from middleware.periodic import Periodic
 from middleware.results import Results
 from middleware.retry_policy import RetryPolicy
 from state import State, open_state
@@ -49,6 +49,7 @@ from switchyard.queues import Queues
 from switchyard.redis_broker import DoorbellRedisBroker
 from switchyard.settings import Settings
 from switchyard.settings import get as get_settings
+from switchyard.undeliverable import ConsumingQueue, RabbitmqJobBroker, install_safe_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +89,15 @@ def pipeline(settings: Settings, state: State) -> list[dramatiq.Middleware]:
     """The middleware stack: before-hooks run in this order, after-hooks in reverse
     (DESIGN.md §3)."""
     return [
-        AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(),
+        ConsumingQueue(), AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(),
+        Pipelines(),
         CurrentMessage(),
-        Results(backend=RedisBackend(client=state.client,
+        # Its own plain encoder: the process's decodes anything into a message.
+        Results(backend=RedisBackend(client=state.client, encoder=JSONEncoder(),
                                      namespace=f"{settings.key_prefix}:results",
                                      use_namespace_prefix_keys=True),
                 result_ttl=settings.result_ttl_ms),
-        PeriodiqMiddleware(skip_delay=30),
+        Periodic(skip_delay=30),
         Metrics(state.metrics),
         History(state.history),
         DeadLetter(state.dead_letters),
@@ -108,20 +111,26 @@ def pipeline(settings: Settings, state: State) -> list[dramatiq.Middleware]:
 
 
 def make_broker(settings: Settings, middleware: list[dramatiq.Middleware]) -> dramatiq.Broker:
-    """A RabbitMQ broker for amqp:// URLs, else a Redis broker."""
-    url = settings.queue_url
+    """A RabbitMQ broker for amqp:// URLs, else a Redis broker; neither waits for ever
+    on a service that stopped answering (REDIS_TIMEOUT_MS, RABBITMQ_CONNECT_TIMEOUT_MS)."""
+    from state import redis_client
+
     if settings.uses_rabbitmq:
-        return RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)
+        return RabbitmqJobBroker(url=settings.rabbitmq_url, middleware=middleware,
+                                 confirm_delivery=True)
     return DoorbellRedisBroker(
-        url=url, middleware=middleware, namespace=settings.broker_namespace,
+        client=redis_client(settings.queue_url, settings), middleware=middleware,
+        namespace=settings.broker_namespace,
         heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
         maintenance_chance=settings.redis_maintenance_chance,
+        maintenance_interval=settings.redis_maintenance_interval_ms,
     )
 
 
 def build(settings: Settings, families: Iterable[ModuleType] = ()) -> App:
     """Assemble the state store, the middleware stack, the broker and the given jobs."""
     logs.setup()
+    install_safe_encoder()  # undecodable bodies become dead letters, not crashed consumers
     state = open_state(settings)
     broker = make_broker(settings, pipeline(settings, state))
     app = App(settings, broker, state, Providers(settings, state.client),

@@ -1,23 +1,29 @@
 """`switchyard ...`: run, send, inspect and replay jobs.
 
-Every failure a user can cause (unknown actor, bad JSON, invalid payload, unreachable
-Redis or RabbitMQ, bad setting) ends in one line on stderr and a non-zero exit.
+Every failure a user can cause (unknown actor, bad JSON, invalid payload or options, a
+bad argument, unreachable Redis or RabbitMQ, bad setting) ends in one line on stderr and
+a non-zero exit: 2 for bad input, 3 when a service does not answer (every call to one
+has a timeout), 1 when the job or check failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from types import CodeType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import dramatiq
 import pika.exceptions
 import redis
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
+from switchyard.errors import PermanentError
 from switchyard.redaction import masked_url
 from switchyard.settings import get
 
@@ -26,6 +32,13 @@ if TYPE_CHECKING:
 
 #: Exit codes: 1 the job (or check) failed, 2 bad input, 3 a service is unreachable.
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+#: What a payload nested deeper than Python can parse or encode gets as an answer.
+TOO_DEEP = "payload is nested too deeply"
+#: Failures that mean Redis or the broker did not answer (exit 3).
+UNREACHABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, dramatiq.errors.BrokerConnectionError,
+    pika.exceptions.AMQPConnectionError, AMQPConnectorException,
+)
 
 
 class CliError(Exception):
@@ -38,12 +51,14 @@ def emit(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def booted() -> App:
-    """Boot the process with every job family (what a worker does)."""
+def booted(*, ping: bool = True) -> App:
+    """Boot the process with every job family (what a worker does); booting connects to
+    nothing, so with `ping` the state store is asked first, to fail early and clearly."""
     from switchyard.entry import boot
 
     app = boot()
-    app.state.client.ping()  # every command needs the state store: fail early and clearly
+    if ping:
+        app.state.client.ping()
     return app
 
 
@@ -52,31 +67,55 @@ def parse_payload(text: str) -> dict[str, Any]:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise CliError(f"payload is not valid JSON: {error}") from None
+    except RecursionError:
+        raise CliError(TOO_DEEP) from None
     if not isinstance(payload, dict):
         raise CliError("payload must be a JSON object")
     return payload
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    """Refuse bad input before any service is asked, then make sure the state store
+    answers before anything is queued (a job whose history cannot be kept is not sent)."""
     from switchyard.enqueue import enqueue
-    from switchyard.errors import InvalidPayload, UnknownJob
 
-    app = booted()
     payload = parse_payload(args.payload)
     try:
+        app = booted(ping=False)
+        check_input(app, args.actor, payload, args.idempotency_key, args.delay)
+        app.state.client.ping()
         message_id = enqueue(app, args.actor, payload, key=args.idempotency_key,
                              delay=args.delay).message_id
-    except (UnknownJob, InvalidPayload) as error:
+    except PermanentError as error:  # unknown actor, invalid payload or options
         raise CliError(error.message) from None
+    except RecursionError:
+        raise CliError(TOO_DEEP) from None
     print(message_id, flush=True)
-    if not args.wait:
-        return 0
+    return wait_for_job(app, message_id, args.timeout) if args.wait else 0
+
+
+def check_input(app: App, name: str, payload: dict[str, Any], key: str | None,
+                delay: int | None) -> None:
+    """`enqueue`'s own checks, in its order (it runs them again): they need no service."""
+    from switchyard.enqueue import check_options
+    from switchyard.errors import UnknownJob
+    from switchyard.jobs import parse
+
+    job = app.jobs.get(name)
+    if job is None:
+        raise UnknownJob(name, list(app.jobs))
+    check_options(key, delay)
+    parse(job.model, payload)
+
+
+def wait_for_job(app: App, message_id: str, timeout: float) -> int:
+    """Print the job's final record; exit 1 unless it is done (or skipped as a duplicate)."""
     history = app.state.history
-    job = history.wait(message_id, timeout=args.timeout)
+    job = history.wait(message_id, timeout=timeout)
     if job is None:
         last = history.get(message_id)
         status = last["status"] if last else "unknown"
-        raise CliError(f"job {message_id} not finished after {args.timeout:g}s "
+        raise CliError(f"job {message_id} not finished after {timeout:g}s "
                        f"(status: {status})", EXIT_FAILED)
     emit(job)
     return 0 if job["status"] in ("done", "skipped") else EXIT_FAILED
@@ -135,30 +174,77 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    """Every check, by its deadline; exit 3 when a service did not answer, 1 when a
+    check failed."""
     from switchyard.health import check
 
-    report = check(booted(), ping_timeout=args.ping)
+    report = check(booted(ping=False), ping_timeout=args.ping)
     emit(report) if args.json else print("\n".join(
         f"{name}: {'ok' if item['ok'] else 'FAIL'}  {item['detail']}"
         for name, item in report["checks"].items()))
+    if report["unreachable"]:
+        print(f"switchyard: not answering: {', '.join(report['unreachable'])}",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE
     return 0 if report["ok"] else EXIT_FAILED
 
 
 def cmd_actors(args: argparse.Namespace) -> int:
-    app = booted()
-    rows: list[dict[str, Any]] = [
-        {"actor": a.actor_name, "queue": a.queue_name, "priority": a.priority,
-         "options": {k: v if isinstance(v, int | str | float | bool) else repr(v)
-                     for k, v in sorted(a.options.items())}}
-        for a in sorted(app.broker.actors.values(), key=lambda a: a.actor_name)]
+    """Every actor with its queue and options; reads the declarations only (no service)."""
+    app = booted(ping=False)
+    rows: list[dict[str, Any]] = []
+    for a in sorted(app.broker.actors.values(), key=lambda a: a.actor_name):
+        job = app.jobs.get(a.actor_name)
+        fields = payload_fields(job.model) if job is not None else frozenset()
+        rows.append({"actor": a.actor_name, "queue": a.queue_name, "priority": a.priority,
+                     "options": {k: describe_option(v, fields)
+                                 for k, v in sorted(a.options.items())}})
     if args.json:
         emit(rows)
         return 0
     print(f"{'ACTOR':<28} {'QUEUE':<22} OPTIONS")
     for row in rows:
-        options = " ".join(f"{k}={v}" for k, v in row["options"].items())
+        options = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                           for k, v in row["options"].items())
         print(f"{row['actor']:<28} {row['queue']:<22} {options}")
     return 0
+
+
+def payload_fields(model: Any) -> frozenset[str]:
+    """A payload model's field names and their wire (camelCase) aliases."""
+    return frozenset(name for key, info in model.model_fields.items()
+                     for name in (key, info.alias) if name)
+
+
+def describe_option(value: Any, fields: frozenset[str]) -> Any:
+    """An actor option as `actors` shows it: plain values as they are, classes by name,
+    and a function (an idempotency key) by the payload fields it reads, never its repr."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, type):
+        return value.__qualname__
+    if isinstance(value, list | tuple | set | frozenset):
+        return [describe_option(item, fields) for item in value]
+    if callable(value):
+        used = fields_read(value, fields)
+        return f"<function of {','.join(used)}>" if used else "<function>"
+    return f"<{type(value).__name__}>"
+
+
+def fields_read(fn: Any, fields: frozenset[str]) -> list[str]:
+    """The payload fields a function names in its code (`payload.get("subscriptionId")`),
+    in order; a guide for people, not a guarantee."""
+    code = getattr(fn, "__code__", None)
+    found = [c for c in _constants(code) if c in fields] if code is not None else []
+    return list(dict.fromkeys(found))
+
+
+def _constants(code: CodeType) -> Iterator[str]:
+    for constant in code.co_consts:
+        if isinstance(constant, str):
+            yield constant
+        elif isinstance(constant, CodeType):
+            yield from _constants(constant)
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
@@ -174,15 +260,27 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
 
 def cmd_clock(args: argparse.Namespace) -> int:
-    """Run periodiq on the periodic actors; with none declared yet, idle until stopped."""
-    app = booted()
-    if any("periodic" in a.options for a in app.broker.actors.values()):
-        import periodiq
+    """Enqueue every schedule's slots once (any number of clocks), until SIGTERM/SIGINT;
+    with `--list`, print each schedule, its next slot and the last slot sent."""
+    import threading
 
-        parsed = periodiq.make_argument_parser().parse_args(["switchyard.entry:boot"])
-        return int(periodiq.main(parsed))
-    print("clock: no periodic actors declared; idling", flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    from schedules import SCHEDULES
+    from switchyard.clock import Clock
+
+    clock = Clock(booted(), SCHEDULES)
+    if args.list:
+        rows = clock.table()
+        print(f"{'SCHEDULE':<24} {'CRON':<14} {'TZ':<8} {'NEXT':<26} LAST")
+        for row in rows:
+            print(f"{row['schedule']:<24} {row['cron']:<14} {row['timezone']:<8} "
+                  f"{row['next'].isoformat() if row['next'] else '-':<26} "
+                  f"{row['last'].isoformat() if row['last'] else '-'}")
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"clock: {len(SCHEDULES)} schedules", flush=True)
+    clock.run(stop)
     return 0
 
 
@@ -208,23 +306,29 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from store import migrate, samples
+    from store.db import Database
+    from web.auth import dev_credentials
+
     settings = get()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     processes = ["web", "worker", "clock"]
     if settings.redis_url is None:
         processes.insert(0, "redis")
+    if settings.amqp_url is not None or settings.uses_rabbitmq:
+        processes.append("bridge")  # seeds 003/004 publish to RabbitMQ
     port = os.environ.setdefault("WEB_PORT", str(settings.web_port))
     # The web process wants credentials: make some for this run where none are set
     # (only those are printed; configured secrets never are).
-    import secrets
-
-    made = {"WEB_USERNAME": "dev"} if settings.web_username is None else {}
-    if settings.web_password is None:
-        made["WEB_PASSWORD"] = secrets.token_urlsafe(12)
-    if settings.api_token is None:
-        made["API_TOKEN"] = secrets.token_urlsafe(24)
+    made = dev_credentials(settings)
     os.environ.update(made)
     shown = {name: made.get(name, "(set)") for name in ("WEB_PASSWORD", "API_TOKEN")}
+    tour = ["uv run switchyard send ping '{}' --wait"]
+    if settings.switchyard_env == "development":  # sample records for the channel and bot jobs
+        migrate.upgrade(settings.db_url)
+        database = Database(settings.db_url)
+        tour += samples.send_commands(samples.seed(database))
+        database.dispose()
     print("Switchyard (development):")
     print(f"  redis   {masked_url(settings.state_url)}"
           + ("  (embedded, data in var/redis)" if settings.redis_url is None else ""))
@@ -235,13 +339,74 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"  api     Authorization: Bearer {shown['API_TOKEN']}")
     print("  worker  dramatiq switchyard.entry:boot (every queue, 8 threads)")
     print("  clock   periodic jobs")
-    print("Try:     uv run switchyard send ping '{}' --wait", flush=True)
+    print("Try:", *tour, sep="\n  ", flush=True)
     os.execvp("honcho", ["honcho", "-f", "Procfile.dev", "start", *processes])
     return 0
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """Turn the seeds' RabbitMQ messages into jobs until SIGTERM (`switchyard.bridge`)."""
+    from switchyard import bridge
+
+    app = booted()
+    url = bridge.amqp_url(app.settings)
+    if url is None:
+        raise CliError("the bridge needs RabbitMQ: set AMQP_URL (or a BROKER_URL of amqp://)")
+    runner = bridge.Bridge(app, url, ready=lambda: print("ready", flush=True))
+    signal.signal(signal.SIGTERM, runner.stop)
+    signal.signal(signal.SIGINT, runner.stop)
+    runner.run()
+    app.close()
+    return 0
+
+
+def cmd_sqs(args: argparse.Namespace) -> int:
+    """Turn seed 001's SQS bot operations into jobs until SIGTERM (`switchyard.sqs_ingress`)."""
+    from switchyard import sqs_ingress
+
+    app = booted()
+    url = app.settings.bot_operations_queue_url
+    if url is None:
+        raise CliError("set BOT_OPERATIONS_QUEUE_URL (the bot operations' SQS FIFO queue)")
+    consumer = sqs_ingress.Consumer(app, url)
+    signal.signal(signal.SIGTERM, consumer.stop)
+    signal.signal(signal.SIGINT, consumer.stop)
+    consumer.run(ready=lambda: print("ready", flush=True))
+    app.close()
+    return 0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors end like every bad input: one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"switchyard: {message} (see `{self.prog} --help`)\n")
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number, 1 or more (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="switchyard", description=__doc__.splitlines()[0])
+    p = Parser(prog="switchyard", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> Any:
@@ -256,20 +421,23 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key", dest="idempotency_key")
     send.add_argument("--delay", type=int, metavar="MS")
     send.add_argument("--wait", action="store_true", help="wait and print the final status")
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits")
+    send.add_argument("--timeout", type=seconds, default=30.0, help="seconds --wait waits")
     jobs = sub.add_parser("jobs", help="job history").add_subparsers(dest="sub", required=True)
     show = jobs.add_parser("show", help="a job's status, attempts, result or error")
     show.add_argument("id")
     show.set_defaults(fn=cmd_jobs_show)
     add_dlq(sub)
     health = add("health", cmd_health, "exit 0 when broker, state store and a worker answer")
-    health.add_argument("--ping", type=float, metavar="SECONDS", default=0,
+    health.add_argument("--ping", type=seconds, metavar="SECONDS", default=0,
                         help="also run a ping job through a worker within SECONDS")
     health.add_argument("--json", action="store_true")
     add("actors", cmd_actors, "every actor with its queue and options").add_argument(
         "--json", action="store_true")
     add("redis", cmd_redis, "run the embedded Redis (when REDIS_URL is unset)")
-    add("clock", cmd_clock, "enqueue periodic jobs on their schedule")
+    add("clock", cmd_clock, "enqueue periodic jobs on their schedule").add_argument(
+        "--list", action="store_true", help="each schedule, its next slot and its last run")
+    add("bridge", cmd_bridge, "turn RabbitMQ messages (sup_exchange, arrakis.*) into jobs")
+    add("sqs", cmd_sqs, "turn SQS bot operations (BOT_OPERATIONS_QUEUE_URL) into jobs")
     db = sub.add_parser("db", help="the database").add_subparsers(dest="sub", required=True)
     db.add_parser("upgrade", help="apply the schema migrations").set_defaults(fn=cmd_db)
     db.add_parser("current", help="the migration the database is at").set_defaults(fn=cmd_db)
@@ -280,7 +448,7 @@ def add_dlq(sub: Any) -> None:
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="sub", required=True)
     lst = dlq.add_parser("list", help="dead letters, newest first")
     lst.add_argument("queue", nargs="?")
-    lst.add_argument("--limit", type=int, default=100)
+    lst.add_argument("--limit", type=count, default=100)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(fn=cmd_dlq_list)
     show = dlq.add_parser("show", help="one dead letter with its reason")
@@ -297,10 +465,17 @@ def add_dlq(sub: Any) -> None:
 
 
 def unreachable(error: Exception) -> str:
+    """Which service did not answer (its URL, password masked), and how."""
     settings = get()
     if isinstance(error, redis.RedisError):
+        where = masked_url(settings.state_url)
+        if not settings.uses_rabbitmq and settings.queue_url != settings.state_url:
+            where += f" (state store) or {masked_url(settings.queue_url)} (broker)"
+        if isinstance(error, redis.TimeoutError):
+            return (f"Redis at {where} did not answer within {settings.redis_timeout_ms} ms "
+                    f"(timed out)")
         hint = "" if settings.redis_url else " (start it with `switchyard redis`, or set REDIS_URL)"
-        return f"cannot reach Redis at {masked_url(settings.state_url)}: {error}{hint}"
+        return f"cannot reach Redis at {where}: {error}{hint}"
     detail = str(error) or type(error).__name__
     return f"cannot reach the broker at {masked_url(settings.queue_url)}: {detail}"
 
@@ -312,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as error:
         print(f"switchyard: {error}", file=sys.stderr)
         return error.code
-    except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.BrokerConnectionError,
-            pika.exceptions.AMQPConnectionError) as error:
+    except UNREACHABLE as error:
         print(f"switchyard: {unreachable(error)}", file=sys.stderr)
         return EXIT_UNREACHABLE
 

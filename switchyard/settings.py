@@ -7,15 +7,20 @@ secrets are `SecretStr`, so they print as `**********`.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Port of the embedded Redis that `switchyard redis` runs when REDIS_URL is unset.
 DEFAULT_EMBEDDED_REDIS_PORT = 6399
+#: Where, under VAR_DIR, `switchyard redis` records the URL and pid of the embedded Redis.
+EMBEDDED_REDIS_RECORD = "embedded-redis.json"
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -44,11 +49,17 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     broker_url: SecretStr | None = None
     embedded_redis_port: int = Field(DEFAULT_EMBEDDED_REDIS_PORT, ge=1, le=65535)
+    # Every Redis call (state store and broker) gives up after this; a blocking result
+    # wait after its own wait plus this. RabbitMQ: connecting and its handshake.
+    redis_timeout_ms: int = Field(3_000, ge=100)
+    rabbitmq_connect_timeout_ms: int = Field(3_000, ge=100)
     key_prefix: str = Field("switchyard", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     broker_namespace: str = Field("dramatiq", min_length=1)
     # Redis broker: a worker silent this long is dead and its unacked messages are requeued.
-    redis_heartbeat_timeout_ms: int = Field(60_000, ge=1_000)
+    redis_heartbeat_timeout_ms: int = Field(15_000, ge=1_000)
     redis_maintenance_chance: int = Field(1_000, ge=0, le=1_000_000)  # per million fetches
+    # Redis broker: how often each consumer requeues its queue's dead workers' messages.
+    redis_maintenance_interval_ms: int = Field(5_000, ge=100)
 
     # The database: SQLite under VAR_DIR unless DATABASE_URL names PostgreSQL.
     database_url: SecretStr | None = None
@@ -70,6 +81,13 @@ class Settings(BaseSettings):
     history_keep_failed: int = Field(500, ge=0)
     history_ttl_ms: int = Field(7 * DAY_MS, ge=1_000)
     result_ttl_ms: int = Field(DAY_MS, ge=1_000)
+    # A job's id-only key (no idempotency key given) guards against a redelivery of the
+    # same message for this long after it succeeded, not IDEMPOTENCY_TTL_MS.
+    redelivery_guard_ms: int = Field(60_000, ge=1_000)
+    dead_letter_keep: int = Field(10_000, ge=1)  # per queue, newest kept
+    dead_letter_ttl_ms: int = Field(30 * DAY_MS, ge=1_000)
+    # Largest payload accepted at enqueue (bytes of JSON), and kept with a dead letter.
+    max_payload_bytes: int = Field(256 * 1024, ge=1_024, le=64 * 1024 * 1024)
     flush_interval_ms: int = Field(100, ge=5)
     worker_heartbeat_ms: int = Field(5_000, ge=100)
 
@@ -140,6 +158,62 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(5, ge=1, le=20)
     storage_url_ttl_ms: int = Field(HOUR_MS, ge=1_000, le=7 * DAY_MS)
 
+    # Media jobs.
+    media_max_bytes: int = Field(200 * 1024 * 1024, ge=1_024)  # an upload larger is refused
+    media_max_pixels: int = Field(50_000_000, ge=10_000)  # decompression-bomb cap per image
+    media_max_duration_ms: int = Field(30 * 60_000, ge=1_000)  # longest video or audio
+    media_ffmpeg_timeout_ms: int = Field(10 * 60_000, ge=1_000)  # then ffmpeg is killed
+    media_image_max_side: int = Field(2_048, ge=16, le=16_384)
+    media_thumbnail_side: int = Field(200, ge=16, le=1_024)
+    media_image_quality: int = Field(82, ge=1, le=95)  # JPEG and WebP
+    media_temp_max_age_ms: int = Field(DAY_MS, ge=60_000)  # older temp files are swept
+
+    # Cleanup jobs and the clock.
+    cleanup_batch_size: int = Field(500, ge=1, le=1_000)  # rows per commit, keys per delete
+    cleanup_run_budget_ms: int = Field(5 * 60_000, ge=1_000)  # a run stops, the next goes on
+    cleanup_story_ttl_ms: int = Field(DAY_MS, ge=60_000)
+    cleanup_session_idle_ms: int = Field(30 * DAY_MS, ge=60_000)
+    cleanup_message_media_ttl_ms: int = Field(365 * DAY_MS, ge=60_000)
+    cleanup_temp_file_ttl_ms: int = Field(DAY_MS, ge=60_000)
+    cleanup_used_prekey_ttl_ms: int = Field(30 * DAY_MS, ge=0)
+    cleanup_prekey_minimum: int = Field(10, ge=0, le=1_000)
+    cleanup_orphan_grace_ms: int = Field(DAY_MS, ge=0)
+    # Only objects under this prefix are candidates for the orphaned-media job ("": all).
+    cleanup_orphan_prefix: str = Field("", max_length=512)
+    # The clock: missed slots within this window are caught up on start (one run per
+    # schedule unless CLOCK_COALESCE=false); a slot claimed by a clock that died is
+    # taken over after CLOCK_LEASE_MS.
+    clock_catch_up_ms: int = Field(DAY_MS, ge=0, le=MAX_DELAY_MS)
+    clock_coalesce: bool = True
+    clock_lease_ms: int = Field(30_000, ge=1_000)
+    clock_tick_ms: int = Field(1_000, ge=10, le=60_000)
+
+    # Ingress: the RabbitMQ bridge and SQS.
+    # The RabbitMQ the bridge consumes; unset: BROKER_URL when it names RabbitMQ.
+    amqp_url: SecretStr | None = None
+    bridge_prefetch: int = Field(500, ge=1, le=65_535)  # unacked deliveries at most
+    bridge_heartbeat_ms: int = Field(30_000, ge=1_000)  # AMQP heartbeat (sent in seconds)
+    bridge_shutdown_timeout_ms: int = Field(20_000, ge=0)  # to finish deliveries on SIGTERM
+    bridge_max_backoff_ms: int = Field(30_000, ge=100)  # longest wait between retries
+    # How often the bridge looks for seed 004's queues and publishes new `<queue>.dead`s.
+    bridge_recheck_ms: int = Field(30_000, ge=100)
+    # Seed 001's SQS FIFO queue of bot operations (`switchyard sqs`); SQS_ENDPOINT for
+    # any SQS-compatible server. Credentials: boto3's own (AWS_ACCESS_KEY_ID, a role...).
+    bot_operations_queue_url: str | None = Field(None, pattern=_HTTP_URL)
+    sqs_endpoint: str | None = Field(None, pattern=_HTTP_URL)
+    aws_region: str = Field("us-east-1", min_length=1)
+    sqs_wait_ms: int = Field(20_000, ge=0, le=20_000)  # long poll (SQS allows up to 20 s)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _running_embedded_redis(cls, data: Any) -> Any:
+        """Without REDIS_URL or EMBEDDED_REDIS_PORT, take the port of the embedded Redis
+        `switchyard redis` runs, so a second shell finds one started on another port."""
+        if not isinstance(data, dict) or data.get("redis_url") or "embedded_redis_port" in data:
+            return data
+        port = recorded_embedded_port(Path(data.get("var_dir") or "var"))
+        return data if port is None else {**data, "embedded_redis_port": port}
+
     @model_validator(mode="after")
     def _production_needs_real_services(self) -> Settings:
         if self.switchyard_env == "production" and self.redis_url is None:
@@ -186,6 +260,46 @@ class Settings(BaseSettings):
     @property
     def uses_rabbitmq(self) -> bool:
         return self.queue_url.startswith(("amqp://", "amqps://"))
+
+    @property
+    def rabbitmq_url(self) -> str:
+        """The broker's amqp URL(s) with pika's connect and handshake timeouts
+        (RABBITMQ_CONNECT_TIMEOUT_MS) where a URL sets none: pika's own wait 15 s."""
+        seconds = f"{self.rabbitmq_connect_timeout_ms / 1000:g}"
+        return ";".join(_with_defaults(url, socket_timeout=seconds, stack_timeout=seconds)
+                        for url in self.queue_url.split(";"))
+
+
+def _with_defaults(url: str, **query: str) -> str:
+    """`url` with the query parameters it does not set yet."""
+    parts = urlsplit(url)
+    given = parse_qsl(parts.query, keep_blank_values=True)
+    names = {name for name, _ in given}
+    added = [(name, value) for name, value in query.items() if name not in names]
+    return urlunsplit(parts._replace(query=urlencode(given + added)))
+
+
+def recorded_embedded_port(var_dir: Path) -> int | None:
+    """The port `switchyard redis` recorded under `var_dir`, while that process runs."""
+    try:
+        record = json.loads((var_dir / EMBEDDED_REDIS_RECORD).read_text())
+        pid, port = int(record["pid"]), urlsplit(str(record["url"])).port
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return port if port is not None and _running(pid) else None
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists (a record outlives the Redis it names)."""
+    if pid <= 0 or os.name != "posix":
+        return pid > 0
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _describe(error: ValidationError) -> str:

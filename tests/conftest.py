@@ -171,6 +171,18 @@ def postgres_database() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def unit_postgres_database() -> Iterator[str]:
+    """Another migrated PostgreSQL database of this session's own, for `database_url`:
+    the shared end-to-end worlds write to `postgres_database` and never empty it, and a
+    test here may count every row of a table."""
+    from store.migrate import upgrade
+
+    with new_postgres_database("unit") as url:
+        upgrade(url)
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """A migrated, empty database on each engine; emptied again after the test."""
@@ -181,7 +193,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
         upgrade(url)
         yield url
         return
-    url = request.getfixturevalue("postgres_database")
+    url = request.getfixturevalue("unit_postgres_database")
+    truncate_all(url)  # whatever an earlier test left, e.g. one that failed halfway
     yield url
     truncate_all(url)
 

@@ -9,11 +9,12 @@ import sys
 
 import dramatiq
 import pytest
+import redis
 
 from switchyard.errors import PermanentError
 from tests.support.jobs import finished
 from tests.support.processes import ROOT
-from tests.support.services import free_port
+from tests.support.services import answers, free_port
 from tests.support.waiting import wait_for
 
 
@@ -94,8 +95,11 @@ def test_the_seed_job_types_keep_their_names_queues_and_schedules(cli):
         "invite_user": "bot-operations", "remove_user": "bot-operations",
         "verify_permissions": "bot-operations", "send_otp": "email",
         "send_welcome_email": "email", "send_verification_link": "email",
-        "send_push": "notifications", "send_email_notification": "notifications",
-        "send_sms": "notifications", "send_batch_notifications": "notifications"}
+        "send_push": "notification", "send_email_notification": "notification",
+        "send_sms": "notification", "send_batch_notifications": "notification",
+        "process_image": "media", "process_video": "media", "process_audio": "media",
+        **{f"cleanup_{kind}": "cleanup" for kind in (
+            "stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")}}
     join = listed["join_channel"]["options"]
     assert (join["concurrency"], join["max_retries"], join["store_results"]) == (1, 0, True)
     invite = listed["invite_user"]["options"]
@@ -136,3 +140,95 @@ def test_dead_letter_reason_through_jobs_show_and_dlq_and_replay(
     assert "purged 1" in cli("dlq", "purge", queue).stdout
     assert sy.state.dead_letters.depth(queue) == 0
     assert cli("dlq", "show", message.message_id).returncode == 1
+
+
+# Bad input is refused by the one way in's rules, in one line, exit 2, with no service.
+
+def no_services() -> dict[str, str]:
+    """Settings whose Redis does not exist: what a refusal must not need."""
+    return {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+
+
+def test_a_payload_nested_too_deeply_is_one_line(cli):
+    deep = "[" * 40_000 + "]" * 40_000
+    result = cli("send", "ping", '{"echo": ' + deep + "}")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["switchyard: payload is nested too deeply"]
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--delay", "-5"], "delay must be between 0 and 604799999 ms (under 7 days)"),
+    (["--delay", str(31 * 365 * 86_400_000)], "delay must be between 0 and 604799999 ms"),
+    (["--idempotency-key="], "the idempotency key must be 1 to 200 characters"),
+    (["--idempotency-key", "k" * 201], "the idempotency key must be 1 to 200 characters"),
+])
+def test_options_the_api_refuses_are_refused_before_any_service(cli, options, expected):
+    result = cli("send", "ping", "{}", *options, env=no_services())
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"switchyard: {expected}")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["send", "nosuch", "{}"], "switchyard: unknown actor 'nosuch'"),
+    (["send", "ping", '{"echo": 5}'], "switchyard: invalid Ping payload: echo:"),
+])
+def test_unknown_actors_and_invalid_payloads_need_no_service(cli, args, expected):
+    result = cli(*args, env=no_services())
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(expected)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["send", "ping", "{}", "--delay", "soon"], "argument --delay: invalid int value: 'soon'"),
+    (["send", "ping", "{}", "--wait", "--timeout", "nan"], "argument --timeout: 'nan' is not"),
+    (["dlq", "list", "--limit", "0"], "argument --limit: '0' is not a whole number"),
+    (["send", "ping"], "the following arguments are required: payload"),
+    (["nosuch"], "argument command: invalid choice: 'nosuch'"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(cli, args, expected):
+    result = cli(*args, env=no_services())
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"switchyard: {expected}"), lines
+
+
+def test_actors_needs_no_service_running(cli):
+    result = cli("actors", env={**no_services(),
+                                "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"})
+    assert result.returncode == 0, result.stderr
+    assert "ping" in result.stdout.split()
+
+
+def test_actors_shows_key_functions_by_the_payload_fields_they_read(cli):
+    text = cli("actors", env=no_services()).stdout
+    listed = json.loads(cli("actors", "--json", env=no_services()).stdout)
+    assert " at 0x" not in text and "<locals>" not in text
+    invite = next(line for line in text.splitlines() if line.startswith("invite_user "))
+    assert "idempotency_key=<function of subscriptionId,channelId>" in invite
+    verify = {a["actor"]: a for a in listed}["verify_permissions"]["options"]
+    assert verify["idempotency_key"] == "<function of listingId,channelId>"
+
+
+def test_a_second_shell_finds_the_embedded_redis_on_its_port(tmp_path):
+    # given `switchyard redis` started with a port of its own, and no REDIS_URL
+    port = free_port()
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("REDIS_URL", "BROKER_URL", "EMBEDDED_REDIS_PORT")}
+    env.update(VAR_DIR=str(tmp_path / "var"), SWITCHYARD_ENV="test")
+    server = subprocess.Popen([sys.executable, "-m", "switchyard.cli", "redis"], cwd=ROOT,
+                              env={**env, "EMBEDDED_REDIS_PORT": str(port)},
+                              stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        wait_for(lambda: answers(f"redis://127.0.0.1:{port}"), what="the embedded Redis")
+        # when another shell sends a job without knowing the port
+        sent = subprocess.run([sys.executable, "-m", "switchyard.cli", "send", "ping", "{}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        # then it reached that Redis
+        assert sent.returncode == 0, sent.stderr
+        assert client.llen("dramatiq:default") == 1
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(20)
