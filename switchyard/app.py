@@ -47,6 +47,7 @@ from switchyard import logs
 from switchyard.jobs import Job, jobs_of
 from switchyard.queues import Queues
 from switchyard.redis_broker import DoorbellRedisBroker
+from switchyard.redis_client import redis_client
 from switchyard.settings import Settings
 from switchyard.settings import get as get_settings
 from switchyard.undeliverable import ConsumingQueue, RabbitmqJobBroker, install_safe_encoder
@@ -113,8 +114,6 @@ def pipeline(settings: Settings, state: State) -> list[dramatiq.Middleware]:
 def make_broker(settings: Settings, middleware: list[dramatiq.Middleware]) -> dramatiq.Broker:
     """A RabbitMQ broker for amqp:// URLs, else a Redis broker; neither waits for ever
     on a service that stopped answering (REDIS_TIMEOUT_MS, RABBITMQ_CONNECT_TIMEOUT_MS)."""
-    from state import redis_client
-
     if settings.uses_rabbitmq:
         return RabbitmqJobBroker(url=settings.rabbitmq_url, middleware=middleware,
                                  confirm_delivery=True)

@@ -69,6 +69,7 @@ from switchyard.compat import (
     redis_dispatch,
     replace_dispatch_script,
 )
+from switchyard.redis_client import connection_settings
 from switchyard.undeliverable import UNDECODABLE, AnswerEveryActor
 
 logger = logging.getLogger("switchyard.redis_broker")
@@ -83,8 +84,6 @@ BLOCK_TIMEOUT_SLACK = 250
 BLOCKING_SOCKET_MARGIN = 5_000
 #: How often (ms) each consumer has its queue's dead workers' messages requeued.
 DEFAULT_MAINTENANCE_INTERVAL = 5_000
-#: Connection settings a redis-py pool manages itself, left out when one is copied.
-_POOL_MANAGED = ("maint_notifications", "orig_", "himport")
 
 
 class DoorbellRedisBroker(AnswerEveryActor, RedisBroker):
@@ -251,11 +250,9 @@ class Doorbell:
 
     def connect(self) -> Any:
         pool = self.broker.client.connection_pool
-        settings = {key: value for key, value in pool.connection_kwargs.items()
-                    if not key.startswith(_POOL_MANAGED)}
-        settings["socket_timeout"] = (self.max_wait + BLOCKING_SOCKET_MARGIN) / 1000
-        settings["client_name"] = self.name
-        self.connection = pool.connection_class(**settings)
+        self.connection = pool.connection_class(**connection_settings(
+            pool, socket_timeout=(self.max_wait + BLOCKING_SOCKET_MARGIN) / 1000,
+            client_name=self.name))
         self.connection.connect()
         self.connection.send_command("CLIENT", "ID")
         self.client_id = int(self.connection.read_response())
