@@ -116,21 +116,27 @@ def make_broker(settings: Settings, middleware: list[dramatiq.Middleware]) -> dr
     on a service that stopped answering (REDIS_TIMEOUT_MS, RABBITMQ_CONNECT_TIMEOUT_MS)."""
     if settings.uses_rabbitmq:
         return RabbitmqJobBroker(url=settings.rabbitmq_url, middleware=middleware,
-                                 confirm_delivery=True)
+                                 confirm_delivery=True,
+                                 queue_type=settings.rabbitmq_queue_type,
+                                 delivery_limit=settings.rabbitmq_delivery_limit)
     return DoorbellRedisBroker(
         client=redis_client(settings.queue_url, settings), middleware=middleware,
         namespace=settings.broker_namespace,
         heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
         maintenance_chance=settings.redis_maintenance_chance,
         maintenance_interval=settings.redis_maintenance_interval_ms,
+        enqueue_replicas=settings.redis_enqueue_replicas,
+        enqueue_wait=settings.redis_enqueue_wait_ms,
     )
 
 
 def build(settings: Settings, families: Iterable[ModuleType] = ()) -> App:
     """Assemble the state store, the middleware stack, the broker and the given jobs."""
     logs.setup()
-    install_safe_encoder()  # undecodable bodies become dead letters, not crashed consumers
-    state = open_state(settings)
+    # Arguments sealed at rest; undecodable or unopenable bodies become dead letters.
+    sealer = sealer_for(settings)
+    install_encoder(sealer)
+    state = open_state(settings, sealer=sealer)
     broker = make_broker(settings, pipeline(settings, state))
     app = App(settings, broker, state, Providers(settings, state.client),
               Database(settings.db_url, check_schema=True))

@@ -25,6 +25,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from switchyard.errors import PermanentError
 from switchyard.redaction import masked_url
+from switchyard.redis_client import describe_refusal
 from switchyard.settings import get
 
 if TYPE_CHECKING:
@@ -475,6 +476,8 @@ def unreachable(error: Exception) -> str:
             return (f"Redis at {where} did not answer within {settings.redis_timeout_ms} ms "
                     f"(timed out)")
         hint = "" if settings.redis_url else " (start it with `switchyard redis`, or set REDIS_URL)"
+        refusal = describe_refusal(error)  # an untrusted TLS certificate: what to set
+        hint = f" ({refusal})" if refusal else hint
         return f"cannot reach Redis at {where}: {error}{hint}"
     detail = str(error) or type(error).__name__
     return f"cannot reach the broker at {masked_url(settings.queue_url)}: {detail}"

@@ -17,12 +17,17 @@ from dramatiq.brokers.redis import _RedisConsumer as RedisConsumer
 from dramatiq.results import Results
 
 __all__ = ["RedisConsumer", "REDIS_CONSUMER_ATTRIBUTES", "ACTOR_ARGUMENTS_LINE",
-           "WORKER_FAILURE_LINES", "MAINTENANCE_HOOK", "redis_dispatch", "dispatch_script",
-           "replace_dispatch_script", "redis_acks_key", "result_options"]
+           "WORKER_FAILURE_LINES", "MAINTENANCE_HOOK", "RABBITMQ_QUEUE_HOOKS",
+           "redis_dispatch", "dispatch_script", "replace_dispatch_script", "redis_acks_key",
+           "result_options"]
 
 #: The Redis broker's method that decides whether a dispatch also runs maintenance
 #: (requeueing dead workers' messages); the doorbell broker overrides it.
 MAINTENANCE_HOOK = "_should_do_maintenance"
+
+#: The RabbitMQ broker's queue-declaration hooks that `switchyard.rabbitmq_queues`
+#: overrides for quorum queues: the arguments of `<q>` and `<q>.DQ`, and `<q>.XQ`.
+RABBITMQ_QUEUE_HOOKS = ("_build_queue_arguments", "_declare_xq_queue")
 
 #: What the doorbell consumer (`switchyard.redis_broker`) reads of Dramatiq's Redis
 #: consumer, besides its constructor's arguments: the fetched-but-unhandled messages,

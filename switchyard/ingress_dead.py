@@ -21,6 +21,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 from switchyard import ingress
+from switchyard.rabbitmq_queues import QueueType, queue_arguments
 
 if TYPE_CHECKING:
     from switchyard.app import App
@@ -80,7 +81,8 @@ def publish_new(app: App, channel: BlockingChannel, since: int = 0, *,
             if not store.client.set(claim, "1", nx=True, px=app.settings.dead_letter_ttl_ms):
                 continue
             try:
-                publish(channel, options["ingress_routing_key"], record)
+                publish(channel, options["ingress_routing_key"], record,
+                        app.settings.rabbitmq_queue_type)
             except BaseException:
                 store.client.delete(claim)
                 raise
@@ -88,10 +90,12 @@ def publish_new(app: App, channel: BlockingChannel, since: int = 0, *,
     return published
 
 
-def publish(channel: BlockingChannel, routing_key: str, record: dict[str, Any]) -> None:
-    """One dead letter to `<family>.dead` (declared durable), confirmed by RabbitMQ."""
+def publish(channel: BlockingChannel, routing_key: str, record: dict[str, Any],
+            queue_type: QueueType = "classic") -> None:
+    """One dead letter to `<family>.dead` (declared durable, of RABBITMQ_QUEUE_TYPE),
+    confirmed by RabbitMQ."""
     queue = dead_queue(routing_key)
-    channel.queue_declare(queue, durable=True)
+    channel.queue_declare(queue, durable=True, arguments=queue_arguments(queue_type))
     reason = record.get("reason") or {}
     headers = {"x-reason": str(reason.get("message") or ""),
                "x-error": str(reason.get("error") or ""),

@@ -43,6 +43,13 @@ Why it is safe:
   worker timeout, which also keeps the worker's heartbeat fresh, as polling did.
 - A failing doorbell never fails an enqueue (the message is already queued) nor a
   consumer (it sleeps instead, then fetches); it only costs latency.
+
+Beyond one machine: with `enqueue_replicas` (REDIS_ENQUEUE_REPLICAS), the enqueue's
+pipeline ends with `WAIT`, so an enqueue returns only once that many replicas hold the
+message, and raises `NotReplicated` (the producer may send again: the message may exist
+on the primary alone, and is lost if the primary dies before a replica copies it). The
+broker's client may follow a Sentinel failover (`switchyard.redis_client`): consumers
+whose fetch fails restart, as after any lost connection, and reconnect to the new primary.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dramatiq.errors
 import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
@@ -86,22 +94,32 @@ BLOCKING_SOCKET_MARGIN = 5_000
 DEFAULT_MAINTENANCE_INTERVAL = 5_000
 
 
+class NotReplicated(dramatiq.errors.BrokerConnectionError):
+    """Fewer replicas than REDIS_ENQUEUE_REPLICAS confirmed an enqueue in time."""
+
+
 class DoorbellRedisBroker(AnswerEveryActor, RedisBroker):
     """A `RedisBroker` whose idle consumers block on a per-queue doorbell.
 
-    Parameters are `RedisBroker`'s, plus `doorbell_cap` (tokens kept per queue) and
-    `doorbell_ttl` (ms a doorbell outlives its last token).
+    Parameters are `RedisBroker`'s, plus `doorbell_cap` (tokens kept per queue),
+    `doorbell_ttl` (ms a doorbell outlives its last token), and `enqueue_replicas`
+    with `enqueue_wait` (ms): the replicas an enqueue waits for (0: none).
     """
 
     def __init__(self, *, doorbell_cap: int = DEFAULT_DOORBELL_CAP,
                  doorbell_ttl: int = DEFAULT_DOORBELL_TTL,
                  maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
+                 enqueue_replicas: int = 0, enqueue_wait: int = 1_000,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if doorbell_cap < 1 or doorbell_ttl < 1:
             raise ValueError("doorbell_cap and doorbell_ttl must be positive")
+        if enqueue_replicas < 0 or enqueue_wait < 1:
+            raise ValueError("enqueue_replicas must be >= 0 and enqueue_wait positive")
         self.doorbell_cap = doorbell_cap
         self.doorbell_ttl = doorbell_ttl
+        self.enqueue_replicas = enqueue_replicas
+        self.enqueue_wait = enqueue_wait
         self.maintenance_interval = maintenance_interval
         self.maintenance_due = threading.local()
         self.dispatch_script = _DivertableScript(dispatch_script(self))
@@ -148,20 +166,37 @@ class DoorbellRedisBroker(AnswerEveryActor, RedisBroker):
         return Doorbell(self, queue_name, max_wait)
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
-        """Dramatiq's enqueue, then the doorbell, in one round trip."""
+        """Dramatiq's enqueue, then the doorbell (and the WAIT), in one round trip."""
+        enqueued, rest = self.send_enqueue(queue_name, message_id, data)
+        if isinstance(enqueued, redis.exceptions.NoScriptError):
+            # Script not loaded yet (first use, a restart, SCRIPT FLUSH, a new primary).
+            self.client.script_load(self.dispatch_script.script)
+            enqueued, rest = self.send_enqueue(queue_name, message_id, data)
+        if isinstance(enqueued, Exception):
+            raise enqueued
+        if self.enqueue_replicas:
+            self.check_replicated(rest.pop())
+        self.check_rung(queue_name, rest)
+
+    def send_enqueue(self, queue_name: str, message_id: str,
+                     data: bytes) -> tuple[Any, list[Any]]:
+        """One pipeline: the enqueue script, the doorbell, and WAIT when replicas are
+        asked for (it counts the replicas holding this connection's writes)."""
         with self.client.pipeline(transaction=False) as pipe:
             with self.dispatch_script.diverted_to(pipe):
                 redis_dispatch(self, "enqueue")(queue_name, message_id, data)
             self.add_ring(pipe, queue_name)
-            enqueued, *rung = pipe.execute(raise_on_error=False)
-        if isinstance(enqueued, redis.exceptions.NoScriptError):
-            # Script not loaded yet (first use, a restart, SCRIPT FLUSH): redis-py loads it.
-            redis_dispatch(self, "enqueue")(queue_name, message_id, data)
-            self.ring(queue_name)
-        elif isinstance(enqueued, Exception):
-            raise enqueued
-        else:
-            self.check_rung(queue_name, rung)
+            if self.enqueue_replicas:
+                pipe.execute_command("WAIT", self.enqueue_replicas, self.enqueue_wait)
+            enqueued, *rest = pipe.execute(raise_on_error=False)
+        return enqueued, rest
+
+    def check_replicated(self, acked: Any) -> None:
+        if isinstance(acked, Exception):
+            raise NotReplicated(f"could not confirm the enqueue's replication: {acked}")
+        if int(acked) < self.enqueue_replicas:
+            raise NotReplicated(f"{acked} of {self.enqueue_replicas} replicas confirmed the "
+                                f"enqueue within {self.enqueue_wait} ms")
 
     def do_requeue(self, queue_name: str, *message_ids: str) -> None:
         redis_dispatch(self, "requeue")(queue_name, *message_ids)

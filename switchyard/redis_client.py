@@ -1,9 +1,19 @@
 """Redis clients that never wait for ever on a Redis that stopped answering.
 
 Every Switchyard process talks to Redis through `redis_client`: the state store and the
-Redis broker alike. A blocking wait (a result wait, the broker's doorbell) needs a
-longer socket timeout than ordinary commands: it gets a connection of its own, made
-with `connection_settings`.
+Redis broker alike (and so the web process, the CLI, the clock and the bridge, which use
+them). A blocking wait (a result wait, the broker's doorbell) needs a longer socket
+timeout than ordinary commands: it gets a connection of its own, made with
+`connection_settings`, which copies the pool's TLS and Sentinel settings too.
+
+Beyond one machine (docs/deployment.md):
+
+- `rediss://` URLs speak TLS; REDIS_TLS_VERIFY=false accepts a self-signed certificate
+  (Heroku Redis), REDIS_TLS_CA_FILE trusts a CA of one's own.
+- With REDIS_SENTINELS, the client asks the Sentinels where the primary of
+  REDIS_SENTINEL_SERVICE is each time it connects, so a dropped connection after a
+  failover reconnects to the new primary, and a demoted primary's "READONLY" answer
+  drops the connection: no restart is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from switchyard.settings import Settings
 
@@ -24,6 +36,9 @@ BLOCKING_MARGIN = 2_000
 _WAIT_LAST = frozenset({"BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BZPOPMIN", "BZPOPMAX"})
 #: Blocking commands whose first argument is their wait.
 _WAIT_FIRST = frozenset({"BLMPOP", "BZMPOP"})
+#: What a refused certificate says, and what to do about it.
+TLS_HINT = ("the Redis server's TLS certificate is not trusted: set REDIS_TLS_CA_FILE to "
+            "its CA, or REDIS_TLS_VERIFY=false for a self-signed one (Heroku Redis)")
 #: Connection settings a redis-py pool manages itself, left out when one is copied.
 _POOL_MANAGED = ("maint_notifications", "orig_", "himport")
 
@@ -77,11 +92,53 @@ class TimedRedis(redis.Redis):
 def redis_client(url: str, settings: Settings) -> TimedRedis:
     """A client whose every call gives up after REDIS_TIMEOUT_MS (blocking waits: see
     `TimedRedis`). A dropped connection is retried once, at once (a restarted Redis
-    leaves dead sockets in the pool); a timeout is not: that Redis is not answering."""
+    leaves dead sockets in the pool, a failover a dead primary); a timeout is not: that
+    Redis is not answering. TLS and Sentinel as the settings say."""
+    options = {**_timeouts(settings), **tls_options(url, settings)}
+    if settings.redis_sentinels:
+        return _sentinel_client(url, settings, options)
+    client = TimedRedis.from_url(url, **options)
+    assert isinstance(client, TimedRedis)
+    return client
+
+
+def _timeouts(settings: Settings) -> dict[str, Any]:
     timeout = settings.redis_timeout_ms / 1000
     retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1,
                   supported_errors=(redis.ConnectionError,))
-    client = TimedRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                 socket_keepalive=True, health_check_interval=30, retry=retry)
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "socket_keepalive": True, "health_check_interval": 30, "retry": retry}
+
+
+def uses_tls(url: str) -> bool:
+    return url.startswith("rediss://")
+
+
+def tls_options(url: str, settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS options for a rediss:// URL (none for redis://)."""
+    if not uses_tls(url):
+        return {}
+    verify = settings.redis_tls_verify
+    ca_file = settings.redis_tls_ca_file
+    return {"ssl_cert_reqs": "required" if verify else "none", "ssl_check_hostname": verify,
+            "ssl_ca_certs": str(ca_file) if verify and ca_file else None}
+
+
+def _sentinel_client(url: str, settings: Settings, options: dict[str, Any]) -> TimedRedis:
+    """A client of the primary the Sentinels name; the URL gives the scheme, the
+    credentials and the database, not the host."""
+    parsed = parse_url(url)
+    node = {key: parsed[key] for key in ("db", "username", "password") if key in parsed}
+    sentinel_password = settings.redis_sentinel_password
+    sentinels = Sentinel(settings.sentinel_addresses, sentinel_kwargs={
+        **options, "ssl": uses_tls(url),
+        "password": sentinel_password.get_secret_value() if sentinel_password else None})
+    client = sentinels.master_for(settings.redis_sentinel_service, redis_class=TimedRedis,
+                                  ssl=uses_tls(url), **node, **options)
     assert isinstance(client, TimedRedis)
     return client
+
+
+def describe_refusal(error: BaseException) -> str | None:
+    """What to set when Redis refused us for its certificate; None for other errors."""
+    return TLS_HINT if "CERTIFICATE_VERIFY_FAILED" in str(error) else None

@@ -61,6 +61,25 @@ class Settings(BaseSettings):
     # Redis broker: how often each consumer requeues its queue's dead workers' messages.
     redis_maintenance_interval_ms: int = Field(5_000, ge=100)
 
+    # Beyond one machine (docs/deployment.md).
+    # rediss:// URLs: verify the server's certificate (off for Heroku Redis's self-signed
+    # one), against this CA file if given, else the system's CAs.
+    redis_tls_verify: bool = True
+    redis_tls_ca_file: Path | None = None
+    # Redis Sentinel: "host:port,host:port"; REDIS_URL then gives only the scheme,
+    # credentials and database, and every process follows the primary they name.
+    redis_sentinels: str | None = Field(None, pattern=r"^\s*[^\s,:]+:\d+(\s*,\s*[^\s,:]+:\d+)*\s*$")
+    redis_sentinel_service: str = Field("mymaster", min_length=1)
+    redis_sentinel_password: SecretStr | None = None
+    # Redis broker: an enqueue returns only once this many replicas have the message
+    # (WAIT), or fails after REDIS_ENQUEUE_WAIT_MS. 0: as soon as the primary has it.
+    redis_enqueue_replicas: int = Field(0, ge=0, le=16)
+    redis_enqueue_wait_ms: int = Field(1_000, ge=1)
+    # RabbitMQ: "quorum" declares every queue replicated across the cluster's nodes;
+    # a message returned unacked more than this many times goes to its .XQ.
+    rabbitmq_queue_type: Literal["classic", "quorum"] = "classic"
+    rabbitmq_delivery_limit: int = Field(20, ge=1, le=1_000)
+
     # The database: SQLite under VAR_DIR unless DATABASE_URL names PostgreSQL.
     database_url: SecretStr | None = None
 
@@ -221,6 +240,22 @@ class Settings(BaseSettings):
         if self.switchyard_env == "production" and self.database_url is None:
             raise ValueError("DATABASE_URL is required when SWITCHYARD_ENV=production")
         return self
+
+    @model_validator(mode="after")
+    def _redis_beyond_one_machine(self) -> Settings:
+        if self.redis_sentinels and self.redis_url is None:
+            raise ValueError("REDIS_SENTINELS needs REDIS_URL (its scheme, password, database)")
+        if self.redis_tls_ca_file is not None and not self.redis_tls_ca_file.is_file():
+            raise ValueError(f"REDIS_TLS_CA_FILE {self.redis_tls_ca_file} is not a file")
+        if self.redis_enqueue_replicas and self.redis_enqueue_wait_ms >= self.redis_timeout_ms:
+            raise ValueError("REDIS_ENQUEUE_WAIT_MS must be below REDIS_TIMEOUT_MS")
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
+        pairs = (item.strip().rsplit(":", 1) for item in (self.redis_sentinels or "").split(","))
+        return [(host, int(port)) for host, port in (p for p in pairs if len(p) == 2)]
 
     @property
     def db_url(self) -> str:

@@ -27,14 +27,17 @@ from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import ActorNotFound
 
 from switchyard.errors import PermanentError, UnknownJob
+from switchyard.rabbitmq_queues import QuorumQueues
 
 #: The stand-in actor of bodies that are not Dramatiq messages.
 UNDECODABLE = "__undecodable__"
 #: How much of an undecodable body its dead letter keeps (characters).
 PREVIEW_CHARS = 1024
 _FIELDS = {"queue_name": str, "actor_name": str, "args": list, "kwargs": dict, "options": dict,
-           "message_id": str, "message_timestamp": int}
+           "message_id": str, "message_timestamp": int, "sealed": str}
 _REQUIRED = {"queue_name", "actor_name", "args", "kwargs", "options"}
+#: A sealed body carries its arguments in `sealed` (switchyard.sealing).
+_REQUIRED_SEALED = {"queue_name", "actor_name", "options", "sealed"}
 
 
 class Undecodable(PermanentError):
@@ -62,14 +65,20 @@ class SafeEncoder(JSONEncoder):
         except ValueError:
             return stand_in(data, "the body is not JSON")
         problem = shape_problem(fields)
-        return stand_in(data, problem) if problem else fields
+        return stand_in(data, problem) if problem else self.accept(data, fields)
+
+    def accept(self, data: bytes, fields: dict[str, Any]) -> dict[str, Any]:
+        """A well-formed body's fields; a sealed one needs `switchyard.sealing`'s encoder."""
+        if "sealed" in fields:
+            return stand_in(data, "the body is sealed and this process has no PAYLOAD_KEYS")
+        return fields
 
 
 def shape_problem(fields: Any) -> str | None:
     """Why `fields` cannot be a Dramatiq message, or None."""
     if not isinstance(fields, dict):
         return "the body is JSON but not an object"
-    missing = _REQUIRED - fields.keys()
+    missing = (_REQUIRED_SEALED if "sealed" in fields else _REQUIRED) - fields.keys()
     if missing:
         return f"the body lacks {', '.join(sorted(missing))}"
     extra = fields.keys() - _FIELDS.keys()
@@ -115,8 +124,9 @@ class AnswerEveryActor:
             return StandIn(actor_name)
 
 
-class RabbitmqJobBroker(AnswerEveryActor, RabbitmqBroker):
-    """Dramatiq's RabbitMQ broker, answering every actor name."""
+class RabbitmqJobBroker(AnswerEveryActor, QuorumQueues, RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker, answering every actor name; its queues classic or
+    quorum (`queue_type`, `delivery_limit`: see `switchyard.rabbitmq_queues`)."""
 
 
 class ConsumingQueue(dramatiq.Middleware):
