@@ -5,7 +5,7 @@ every job of every module in `FAMILIES` (the entry module `switchyard.entry`, th
 and the web process boot with it). A new family is a module here plus one line below.
 """
 
-from actors import bot, channels, cleanup, email, media, notifications, ping
+from actors import bot, channels, cleanup, discord, email, media, notifications, ping
 
 #: Every job family, in the order they are declared.
-FAMILIES = (ping, channels, bot, email, notifications, media, cleanup)
+FAMILIES = (ping, channels, bot, email, notifications, media, cleanup, discord)

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx2 as httpx
@@ -417,6 +417,29 @@ class Discord:
         if error is not None:
             raise error
         return None if response.status_code == 204 else body_json(response)
+
+
+class DiscordApi(Protocol):
+    """What the Discord jobs call: `Discord`, or `DiscordOutbox` for development."""
+
+    def defer_interaction(self, interaction_id: str | int, token: str, *,
+                          ephemeral: bool = False) -> None: ...
+
+    def follow_up(self, application_id: str | int, token: str, content: str, *,
+                  ephemeral: bool = False) -> dict[str, Any]: ...
+
+    def edit_original(self, application_id: str | int, token: str,
+                      content: str) -> dict[str, Any]: ...
+
+    def add_role(self, guild_id: str | int, user_id: str | int, role_id: str | int, *,
+                 reason: str | None = None) -> None: ...
+
+    def remove_role(self, guild_id: str | int, user_id: str | int, role_id: str | int, *,
+                    reason: str | None = None) -> None: ...
+
+    def get_member(self, guild_id: str | int, user_id: str | int) -> dict[str, Any]: ...
+
+    def send_dm(self, user_id: str | int, content: str) -> dict[str, Any]: ...
 
 
 def _member_role(method: str, guild_id: str | int, user_id: str | int,

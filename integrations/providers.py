@@ -7,6 +7,7 @@
 | `PUSH_BACKEND` | `fcm`, `outbox` | `outbox` |
 | `STORAGE_BACKEND` | `s3`, `local` | `local` (`var/storage`) |
 | `TELEGRAM_BACKEND` | `api`, `outbox` | `outbox` (calls written under `var/outbox/telegram`) |
+| `DISCORD_BACKEND` | `api`, `outbox` | `outbox` (calls written under `var/outbox/discord`) |
 
 A provider that is selected but not configured raises `NotConfigured` (a
 `PermanentError` naming the missing setting) when a job first needs it, so the job is
@@ -27,8 +28,8 @@ from integrations.messages import EmailSender, PushSender, SmsSender
 from switchyard.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: boto3 and telethon are slow to import
-    from integrations.discord import Discord
-    from integrations.storage import Storage
+    from integrations.discord import DiscordApi
+    from integrations.storage import Storage, UrlSigner
     from integrations.telegram_bot import BotApi
     from integrations.telegram_gateway import TelegramGateway
 
@@ -75,10 +76,8 @@ class Providers:
     def telegram_user(self) -> TelegramGateway:
         return self._get("telegram_user", lambda: build_telegram_user(self.settings))
 
-    def discord(self) -> Discord:
-        from integrations.discord import Discord
-
-        return self._get("discord", lambda: Discord.from_settings(self.settings))
+    def discord(self) -> DiscordApi:
+        return self._get("discord", lambda: build_discord(self.settings))
 
     def close(self) -> None:
         with self._lock:
@@ -143,18 +142,44 @@ def build_telegram_user(settings: Settings) -> TelegramGateway:
     return TelethonGateway.from_settings(settings)
 
 
+def build_discord(settings: Settings) -> DiscordApi:
+    if settings.discord_backend == "outbox":
+        from integrations.discord_outbox import DiscordOutbox
+
+        return DiscordOutbox(settings.outbox_dir)
+    from integrations.discord import Discord
+
+    return Discord.from_settings(settings)
+
+
 def build_storage(settings: Settings) -> Storage:
     from integrations.storage import LocalStorage, S3Storage
 
     if settings.storage_backend == "s3":
         return S3Storage.from_settings(settings)
-    return LocalStorage(settings.storage_dir)
+    return LocalStorage(settings.storage_dir, signer=url_signer(settings))
+
+
+def url_signer(settings: Settings) -> UrlSigner | None:
+    """Signs local-storage URLs: MEDIA_URL_SECRET, else a secret derived from the
+    newest payload key; None (no URLs to give) when there is neither."""
+    from integrations.storage import UrlSigner
+    from switchyard.sealing import keyring_for
+
+    if settings.media_url_secret is not None:
+        secret = settings.media_url_secret.get_secret_value().encode()
+    else:
+        keyring = keyring_for(settings)
+        if keyring is None:
+            return None
+        secret = keyring.derive(b"media-url")
+    return UrlSigner(secret, settings.media_url_base, settings.storage_url_ttl_ms)
 
 
 #: (setting, development default) pairs that only write local files.
 LOCAL_DEFAULTS = (("EMAIL_BACKEND", "outbox"), ("SMS_BACKEND", "outbox"),
                   ("PUSH_BACKEND", "outbox"), ("STORAGE_BACKEND", "local"),
-                  ("TELEGRAM_BACKEND", "outbox"))
+                  ("TELEGRAM_BACKEND", "outbox"), ("DISCORD_BACKEND", "outbox"))
 
 
 def warn_local_backends(settings: Settings) -> None:

@@ -294,6 +294,24 @@ class CleanupRun(Base):
     more: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class DiscordGuild(Timestamps, Base):
+    """A Discord guild's configuration for the Discord jobs (seed 004): registered on
+    `guild.create`, removed on `guild.delete`."""
+
+    __tablename__ = "discord_guilds"
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)  # the guild's snowflake
+    name: Mapped[str | None] = mapped_column(String(100))
+    #: Sent as a DM to each member who joins; None: no welcome.
+    welcome_message: Mapped[str | None] = mapped_column(Text)
+    #: Given to each member who joins (once past membership screening).
+    default_role_id: Mapped[str | None] = mapped_column(String(20))
+    #: Given when a member completes the verification flow.
+    verified_role_id: Mapped[str | None] = mapped_column(String(20))
+    #: Role ids members may give themselves with the role command.
+    self_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
 #: The cleanup jobs look messages up by age and by what their media fields name
 #: (migration 0003): without these, each batch would read the whole table.
 for _column in ("created_at", "media_key", "media_url", "thumbnail_url"):

@@ -4,6 +4,7 @@ Seed 003 publishes to `sup_exchange` (topic) with routing keys `<family>.<type>`
 Switchyard binds a durable queue of its own per family. Seed 004 publishes to the
 queues `arrakis.interactions` and `arrakis.events.guild`, which its producer declares.
 
+A delivery on seed 004's queues goes to the Discord job of its queue (`ARRAKIS_ROUTES`).
 A routing key goes to the actor its table names when `app.jobs` has it, else to the
 job on the family's queue whose payload model's `type` field accepts `<type>` (so the
 media and cleanup families are routed as soon as they are registered, whatever their
@@ -66,7 +67,12 @@ ROUTES: dict[str, Route] = {
     **{f"cleanup.{kind}": Route(f"cleanup_{kind}", "cleanup") for kind in (
         "stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")},
 }
-#: Seed 004's queues have no actors yet: their dead letters wait on this queue.
+#: Seed 004's queues and the job each delivery on them becomes (actors/discord.py).
+ARRAKIS_ROUTES = {
+    INTERACTIONS: Route("discord_interaction", "discord-interactions"),
+    GUILD_EVENTS: Route("discord_guild_event", "discord-events"),
+}
+#: Where the dead letters of seed 004's deliveries wait when their actor is not declared.
 DISCORD_QUEUE = "discord"
 
 
@@ -76,6 +82,9 @@ def route(app: App, routing_key: str, queue: str) -> tuple[Route, bool]:
     if known is not None and known.actor in app.jobs:
         return known, True
     if queue in ARRAKIS_QUEUES:
+        arrakis = ARRAKIS_ROUTES[queue]
+        if arrakis.actor in app.jobs:
+            return arrakis, True
         return Route(f"ingress:{queue}", DISCORD_QUEUE), False
     family, _, kind = routing_key.partition(".")
     found = by_type(app.jobs.values(), family, kind)

@@ -141,6 +141,21 @@ class Settings(BaseSettings):
     # stops calling Discord; Cloudflare bans the IP at 10,000.
     discord_invalid_request_budget: int = Field(1_000, ge=1, le=10_000)
 
+    # Discord interactions and events: Discord REST, or files under var/outbox/discord.
+    discord_backend: Literal["api", "outbox"] = "outbox"
+    # The application whose interaction webhooks answer (follow-ups, edit original);
+    # an interaction's own `applicationId` wins.
+    discord_application_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+    # Defer only when this much of Discord's 3 s remains (one HTTP round trip).
+    discord_defer_margin_ms: int = Field(300, ge=0, le=2_900)
+    # An interaction is given up this long before its 15-minute token dies.
+    discord_token_margin_ms: int = Field(30_000, ge=0, le=600_000)
+    discord_session_ttl_ms: int = Field(10 * 60_000, ge=1_000, le=DAY_MS)  # multi-step flows
+    discord_cooldown_ms: int = Field(3_000, ge=0, le=HOUR_MS)  # per user, per command
+    discord_rate_limit: int = Field(20, ge=1, le=10_000)  # commands per user per window
+    discord_rate_window_ms: int = Field(60_000, ge=1_000, le=DAY_MS)
+    discord_event_ttl_ms: int = Field(DAY_MS, ge=1_000, le=7 * DAY_MS)  # an event id runs once
+
     # Push: Firebase Cloud Messaging HTTP v1, or files under var/outbox.
     push_backend: Literal["fcm", "outbox"] = "outbox"
     fcm_credentials_file: Path | None = None

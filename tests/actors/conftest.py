@@ -20,6 +20,7 @@ import redis
 from store.db import Database
 from switchyard import app as runtime
 from switchyard import settings
+from tests.fakes.discord import DiscordFake
 from tests.fakes.fcm import FcmFake
 from tests.fakes.resend import ResendFake
 from tests.fakes.telegram import TelegramFake
@@ -29,6 +30,8 @@ from tests.support.processes import WorkerProcesses
 from tests.support.waiting import wait_for
 
 BOT_TOKEN = "7000001:AAE" + "x" * 32
+#: The Discord application whose interactions the world's worker answers.
+DISCORD_APPLICATION = "1100000000000000001"
 #: The queue of each actor: the contract the HTTP API and other services rely on.
 QUEUES = {
     "join_channel": "channel-ops", "leave_channel": "channel-ops",
@@ -37,6 +40,7 @@ QUEUES = {
     "send_otp": "email", "send_welcome_email": "email", "send_verification_link": "email",
     "send_push": "notification", "send_email_notification": "notification",
     "send_sms": "notification", "send_batch_notifications": "notification",
+    "discord_interaction": "discord-interactions", "discord_guild_event": "discord-events",
 }
 
 
@@ -50,6 +54,7 @@ class World:
     twilio: TwilioFake
     fcm: FcmFake
     var_dir: Path
+    discord: DiscordFake
 
     def send(self, actor: str, payload: dict[str, Any], **options: Any) -> dramatiq.Message[Any]:
         """Enqueue a job by actor name, as another service would."""
@@ -96,8 +101,9 @@ def world(request: pytest.FixtureRequest, redis_url: str,
     else:
         database_url = request.getfixturevalue("postgres_database")
     prefix = unique("w")
-    fakes = (TelegramFake(BOT_TOKEN), ResendFake(rate_limit=None), TwilioFake(), FcmFake())
-    telegram, resend, twilio, fcm = fakes
+    fakes = (TelegramFake(BOT_TOKEN), ResendFake(rate_limit=None), TwilioFake(), FcmFake(),
+             DiscordFake(bucket_limit=1_000))
+    telegram, resend, twilio, fcm, discord = fakes
     env = {
         "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "BROKER_NAMESPACE": f"{prefix}-broker",
         "FLUSH_INTERVAL_MS": "20", "DEFER_MS": "100", "WORKER_HEARTBEAT_MS": "500",
@@ -114,6 +120,9 @@ def world(request: pytest.FixtureRequest, redis_url: str,
         "TWILIO_API_URL": twilio.url,
         "PUSH_BACKEND": "fcm", "FCM_API_URL": fcm.url,
         "FCM_CREDENTIALS_FILE": str(fcm.write_service_account(var_dir / "fcm.json")),
+        "DISCORD_BACKEND": "api", "DISCORD_BOT_TOKEN": discord.token,
+        "DISCORD_API_URL": discord.api_url, "DISCORD_APPLICATION_ID": DISCORD_APPLICATION,
+        "DISCORD_COOLDOWN_MS": "5000",
     }
     workers = WorkerProcesses(env, module="tests.support.product_worker")
     workers.start()
@@ -121,7 +130,7 @@ def world(request: pytest.FixtureRequest, redis_url: str,
                                                         if k != "TEST_TELETHON"}))
     state = redis.Redis.from_url(redis_url)
     yield World(sy, Database(database_url), telegram, TelethonScript(state, prefix), resend,
-                twilio, fcm, var_dir)
+                twilio, fcm, var_dir, discord)
     workers.stop_all()
     sy.close()
     for fake in fakes:

@@ -22,8 +22,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import math
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -132,6 +134,18 @@ _ROUTES = [
 ]
 
 
+#: Discord's epoch: snowflakes count milliseconds from 2015-01-01T00:00:00Z.
+DISCORD_EPOCH_MS = 1_420_070_400_000
+_increment = itertools.count()
+
+
+def snowflake(at_ms: int | None = None) -> str:
+    """A snowflake made at `at_ms` (ms since the Unix epoch; default now), as Discord's:
+    the timestamp in the top 42 bits, an increment in the low 12."""
+    at_ms = int(time.time() * 1000) if at_ms is None else at_ms
+    return str(((at_ms - DISCORD_EPOCH_MS) << 22) | (next(_increment) % 4096))
+
+
 def bucket_hash(name: str) -> str:
     """The opaque hash Discord names a bucket by (stable per route group)."""
     return hashlib.sha256(name.encode()).hexdigest()[:32]
@@ -211,6 +225,15 @@ class DiscordFake(FakeServer):
                                       created=self.clock() - age)
             self.interactions[interaction_id] = interaction
             return interaction
+
+    def new_interaction(self, application_id: str, *, channel_id: str = "0",
+                        age: float = 0.0) -> Interaction:
+        """An interaction whose snowflake says it was made `age` seconds ago, as the
+        gateway would publish it (its token is random)."""
+        made_ms = int((time.time() - age) * 1000)
+        token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(24)
+        return self.add_interaction(snowflake(made_ms), token, application_id,
+                                    channel_id=channel_id, age=age)
 
     def roles_of(self, guild_id: str, user_id: str) -> list[str]:
         with self._state:

@@ -229,35 +229,37 @@ def test_a_bad_message_is_dead_lettered_with_its_reason(
         assert record["message"]["options"]["ingress_body"] == body.decode()
 
 
-def test_an_interaction_on_the_priority_queue_has_no_actor_yet(
+def test_an_interaction_on_the_priority_queue_not_in_seed_004s_shape_is_dead_lettered(
     world: World, bridges: Bridges, amqp_url: str,  # noqa: F811
 ) -> None:
     # the queue was declared by its producer with x-max-priority: the bridge consumes it
-    # without contradicting that (a passive declare), so no 406
+    # without contradicting that (a passive declare), so no 406; a body that is not seed
+    # 004's DiscordEventPayload is refused by the Discord job's model
     interaction_id = unique("int-")
     interaction = {"id": interaction_id, "type": 2, "guildId": "1", "data": {"name": "verify"}}
     with publisher(amqp_url) as channel:
         channel.basic_publish("", ingress.INTERACTIONS, json.dumps(interaction).encode(),
                               pika.BasicProperties(delivery_mode=2, priority=5,
                                                    content_type="application/json"))
-    record = dead_letter(world, ingress.DISCORD_QUEUE, ingress.INTERACTIONS, interaction_id)
-    assert record["reason"]["code"] == "no_actor_yet"
+    record = dead_letter(world, "discord-interactions", ingress.INTERACTIONS, interaction_id)
+    assert record["reason"]["code"] == "invalid"
 
 
-def test_a_guild_event_has_no_actor_yet(world: World, bridges: Bridges,  # noqa: F811
-                                        amqp_url: str) -> None:
+def test_a_guild_event_not_in_seed_004s_shape_is_dead_lettered(
+    world: World, bridges: Bridges, amqp_url: str,  # noqa: F811
+) -> None:
     event_id = unique("evt-")
     event = {"eventId": event_id, "type": "member.join", "guildId": "1", "userId": "2"}
     publish(amqp_url, ingress.GUILD_EVENTS, event, exchange="")
-    record = dead_letter(world, ingress.DISCORD_QUEUE, ingress.GUILD_EVENTS, event_id)
-    assert record["reason"]["code"] == "no_actor_yet"
+    record = dead_letter(world, "discord-events", ingress.GUILD_EVENTS, event_id)
+    assert record["reason"]["code"] == "invalid"
     assert record["message"]["kwargs"] == event
     # and `switchyard dlq list` shows it with its reason
-    listed = subprocess.run([sys.executable, "-m", "switchyard.cli", "dlq", "list", "discord"],
-                            cwd=ROOT, env=bridges.env, capture_output=True, text=True,
-                            timeout=60)
-    assert f"{record['message_id']}  discord  ingress:arrakis.events.guild  NoActorYet: " \
-           f"no actor yet" in listed.stdout, listed
+    listed = subprocess.run([sys.executable, "-m", "switchyard.cli", "dlq", "list",
+                             "discord-events"], cwd=ROOT, env=bridges.env,
+                            capture_output=True, text=True, timeout=60)
+    assert f"{record['message_id']}  discord-events  discord_guild_event  InvalidPayload: " \
+           f"invalid GuildEventPayload payload" in listed.stdout, listed
 
 
 def test_a_replayed_dead_letter_runs_its_actor_with_the_body(

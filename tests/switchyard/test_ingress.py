@@ -45,12 +45,22 @@ def test_a_type_no_table_names_is_found_by_the_payload_type(
     assert declared and route.actor == "cleanup_prekeys"
 
 
-def test_unknown_keys_and_seed_004_queues_have_stand_ins() -> None:
+def test_unknown_keys_and_undeclared_seed_004_queues_have_stand_ins() -> None:
     app = app_with(*actors.FAMILIES)
     assert ingress.route(app, "notification.fax", "q") == (
         ingress.Route("ingress:notification.fax", "notification"), False)
-    assert ingress.route(app, "", ingress.GUILD_EVENTS) == (
+    assert ingress.route(app_with(actors.notifications), "", ingress.GUILD_EVENTS) == (
         ingress.Route(f"ingress:{ingress.GUILD_EVENTS}", ingress.DISCORD_QUEUE), False)
+
+
+@pytest.mark.parametrize(("queue", "actor", "job_queue"), [
+    (ingress.INTERACTIONS, "discord_interaction", "discord-interactions"),
+    (ingress.GUILD_EVENTS, "discord_guild_event", "discord-events"),
+])
+def test_seed_004s_queues_go_to_the_discord_jobs(queue: str, actor: str, job_queue: str) -> None:
+    app = app_with(*actors.FAMILIES)
+    assert ingress.route(app, queue, queue) == (ingress.Route(actor, job_queue), True)
+    assert app.jobs[actor].queue_name == job_queue
 
 
 @pytest.mark.parametrize(("message_id", "body", "key"), [
