@@ -14,8 +14,13 @@ the first one was queued after all, the copy is skipped when it runs (same key),
 the effect happens once either way.
 
 Deliveries are buffered by pika's callbacks and handled in batches by the main loop,
-never inside a callback, so the loop can wait out a Redis outage with
-`connection.sleep` (heartbeats keep flowing) while the unacked deliveries stay put:
+never inside a callback. Seed 004's interactions have a connection (so no run of other
+deliveries is ahead of them on the wire), a buffer and an ack of their own, and are
+handled first: Discord's 3 s to the deferred response must not wait behind
+a backlog of guild events or other families, so the rest is handled at most `BATCH`
+deliveries at a time before the loop looks for interactions again. Handling outside the
+callbacks lets the loop wait out a Redis outage while serving both connections
+(heartbeats keep flowing) while the unacked deliveries stay put:
 with a bounded prefetch, RabbitMQ stops sending. A lost AMQP connection drops the
 batch (RabbitMQ redelivers it) and reconnects with backoff. SIGTERM stops consuming,
 finishes the batch within BRIDGE_SHUTDOWN_TIMEOUT_MS and closes.
@@ -41,6 +46,12 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from switchyard import ingress, ingress_dead
 from switchyard.enqueue import OnDuplicate, enqueue
 from switchyard.errors import PermanentError
+from switchyard.rabbitmq_queues import (
+    DEFAULT_DELIVERY_LIMIT,
+    QueueType,
+    dead_letter_arguments,
+    queue_arguments,
+)
 
 if TYPE_CHECKING:
     from switchyard.app import App
@@ -54,6 +65,15 @@ PREVIEW_CHARS = 1024
 DEFAULT_MIN_BACKOFF_MS = 100
 #: Names the dead letters of one redelivered message alike (uuid5 of where and key).
 DEAD_LETTER_NAMESPACE = uuid.UUID("7d0f6a52-3f5c-4c1e-9a55-6c2b8d7f1e01")
+#: Deliveries of the other queues handled before the loop serves interactions again:
+#: the longest run of other work an interaction can wait behind.
+BATCH = 50
+#: How long an idle loop waits for an interaction before it looks at the rest (s).
+IDLE_WAIT_S = 0.05
+#: Passes over the socket at most per turn of the loop (`Bridge.receive`).
+MAX_READS = 1_000
+#: Queues served ahead of everything else, on a channel of their own.
+URGENT_QUEUES = frozenset({ingress.INTERACTIONS})
 #: Failures that mean Redis or the job broker did not answer: retried, never acked.
 UNAVAILABLE: tuple[type[BaseException], ...] = (redis.RedisError, dramatiq.errors.BrokerError)
 
@@ -201,6 +221,8 @@ class Bridge:
         self.params = pika.URLParameters(url)
         self.params.heartbeat = max(1, self.settings.bridge_heartbeat_ms // 1000)
         self.pending: list[Delivery] = []
+        #: Interactions, buffered apart and handled first (module docstring).
+        self.urgent: list[Delivery] = []
         self.stopping = False
         self.ready = ready
         self.backoff = Backoff(self.settings.bridge_max_backoff_ms)
@@ -217,6 +239,7 @@ class Bridge:
                 self.consume()
             except (pika.exceptions.AMQPError, OSError) as error:
                 self.pending.clear()  # unacked: RabbitMQ redelivers them
+                self.urgent.clear()
                 wait = self.backoff.seconds()
                 logger.warning("RabbitMQ connection lost (%s: %s); reconnecting in %.1fs",
                                type(error).__name__, error, wait)
@@ -229,53 +252,83 @@ class Bridge:
 
     def consume(self) -> None:
         connection = pika.BlockingConnection(self.params)
+        fast: BlockingConnection | None = None
         try:
+            fast = pika.BlockingConnection(self.params)
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self.settings.bridge_prefetch)
-            queues = declare(connection, channel)
-            tags = [channel.basic_consume(q, self.on_delivery(q)) for q in queues]
+            urgent = fast.channel()
+            urgent.basic_qos(prefetch_count=self.settings.bridge_prefetch)
+            lanes = Lanes(connection, channel, fast, urgent)
+            queues = declare(connection, channel, self.settings.rabbitmq_queue_type,
+                             self.settings.rabbitmq_delivery_limit)
+            # interactions first: RabbitMQ then sends them ahead of a backlog of the rest
+            tags = [self.subscribe(lanes, q)
+                    for q in sorted(queues, key=lambda q: q not in URGENT_QUEUES)]
             logger.info("Bridge consuming %s", ", ".join(queues))
             self.announce()
-            self.loop(connection, channel, set(queues))
-            for tag in tags:
-                channel.basic_cancel(tag)
-            self.finish(connection, channel)
+            self.loop(lanes, set(queues))
+            for used, tag in tags:
+                used.basic_cancel(tag)
+            self.finish(lanes)
         finally:
-            if connection.is_open:
-                connection.close()
+            for opened in (fast, connection):
+                if opened is not None and opened.is_open:
+                    opened.close()
 
     def announce(self) -> None:
         if self.ready is not None:
             self.ready()
             self.ready = None
 
+    def subscribe(self, lanes: Lanes, queue: str) -> tuple[BlockingChannel, str]:
+        """Consume `queue` on its lane's channel; the channel and the consumer tag."""
+        channel = lanes.of(queue)
+        return channel, channel.basic_consume(queue, self.on_delivery(queue))
+
     def on_delivery(self, queue: str) -> Any:
+        buffered = self.urgent if queue in URGENT_QUEUES else self.pending
+
         def buffer(channel: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
-            self.pending.append(Delivery(method.delivery_tag, queue, method.routing_key,
+            buffered.append(Delivery(method.delivery_tag, queue, method.routing_key,
                                          properties.message_id, body,
                                          redelivered=bool(method.redelivered)))
         return buffer
 
-    def loop(self, connection: BlockingConnection, channel: BlockingChannel,
-             consuming: set[str]) -> None:
-        """Handle batches until stopped; look again now and then for seed 004's queues."""
+    def loop(self, lanes: Lanes, consuming: set[str]) -> None:
+        """Handle batches until stopped, interactions first; look again now and then for
+        seed 004's queues."""
         recheck_at = time.monotonic()
-        dead = connection.channel()
+        dead = lanes.connection.channel()
         dead.confirm_delivery()
         while not self.stopping:
-            connection.process_data_events(time_limit=0 if self.pending else 0.2)
+            idle = not (self.pending or self.urgent)
+            lanes.fast.process_data_events(time_limit=IDLE_WAIT_S if idle else 0)
+            self.receive(lanes.connection)
+            if self.urgent:
+                self.drain(lanes, lanes.urgent, self.urgent, deadline=None)
             if self.pending:
-                self.drain(connection, channel, deadline=None)
+                self.drain(lanes, lanes.bulk, self.pending, deadline=None, batch=BATCH)
             if time.monotonic() > recheck_at:
                 recheck_at = time.monotonic() + self.settings.bridge_recheck_ms / 1000
-                self.look_again(connection, channel, consuming)
+                self.look_again(lanes, consuming)
                 self.publish_dead(dead)
 
-    def look_again(self, connection: BlockingConnection, channel: BlockingChannel,
-                   consuming: set[str]) -> None:
+    def receive(self, connection: BlockingConnection) -> None:
+        """Buffer every delivery that has arrived on `connection`.
+
+        pika reads 4 KB of the socket per pass, about 15 deliveries: reading until a pass
+        brings nothing new fills the buffer in one turn of the loop."""
+        for _ in range(MAX_READS):
+            before = len(self.pending) + len(self.urgent)
+            connection.process_data_events(time_limit=0)
+            if len(self.pending) + len(self.urgent) == before:
+                return
+
+    def look_again(self, lanes: Lanes, consuming: set[str]) -> None:
         """Consume seed 004's queues that their producer has declared since."""
-        for queue in present(connection, set(all_queues()) - consuming):
-            channel.basic_consume(queue, self.on_delivery(queue))
+        for queue in present(lanes.connection, set(all_queues()) - consuming):
+            self.subscribe(lanes, queue)
             consuming.add(queue)
 
     def publish_dead(self, channel: BlockingChannel) -> None:
@@ -287,37 +340,44 @@ class Bridge:
         except redis.RedisError as error:
             logger.warning("Could not read the dead letters to publish: %s", error)
 
-    def finish(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+    def finish(self, lanes: Lanes) -> None:
         """On SIGTERM: handle what was delivered, within the shutdown timeout."""
-        connection.process_data_events(time_limit=0)
+        lanes.fast.process_data_events(time_limit=0)
+        self.receive(lanes.connection)
         deadline = time.monotonic() + self.settings.bridge_shutdown_timeout_ms / 1000
-        if self.pending:
-            self.drain(connection, channel, deadline=deadline)
-        if self.pending:
+        for channel, pending in ((lanes.urgent, self.urgent), (lanes.bulk, self.pending)):
+            if pending:
+                self.drain(lanes, channel, pending, deadline=deadline)
+        left = len(self.urgent) + len(self.pending)
+        if left:
             logger.warning("Stopping with %d deliveries not enqueued; RabbitMQ redelivers "
-                           "them", len(self.pending))
+                           "them", left)
+            self.urgent.clear()
             self.pending.clear()
 
-    def drain(self, connection: BlockingConnection, channel: BlockingChannel,
-              deadline: float | None) -> None:
+    def drain(self, lanes: Lanes, channel: BlockingChannel, pending: list[Delivery],
+              deadline: float | None, batch: int | None = None) -> None:
         """Handle the buffered deliveries in order and ack each handled run of them;
-        while Redis is away, wait (serving heartbeats) and try again."""
-        while self.pending:
-            handled = self.handle_some()
+        while Redis is away, wait (serving heartbeats) and try again. With `batch`,
+        return after one run of at most that many."""
+        while pending:
+            handled = self.handle_some(pending[:batch] if batch else pending)
             if handled:
                 channel.basic_ack(handled[-1].tag, multiple=True)
-                del self.pending[:len(handled)]
+                del pending[:len(handled)]
                 self.backoff.reset()
                 self.flush_history()
+                if batch:
+                    return
                 continue
             if self.stopping and (deadline is None or time.monotonic() > deadline):
                 return
-            connection.sleep(self.backoff.seconds())
+            lanes.sleep(self.backoff.seconds())
 
-    def handle_some(self) -> list[Delivery]:
+    def handle_some(self, pending: list[Delivery]) -> list[Delivery]:
         """The leading deliveries handled until the first that Redis did not take."""
         handled = []
-        for delivery in self.pending:
+        for delivery in pending:
             try:
                 handle(self.app, delivery)
             except Unavailable as error:
@@ -332,18 +392,49 @@ class Bridge:
             self.app.state.buffer.flush()
 
 
+@dataclass
+class Lanes:
+    """The bridge's two connections, each with its consuming channel: interactions
+    (`URGENT_QUEUES`, on `fast`) and the rest. Each channel acks its own deliveries
+    (delivery tags are per channel)."""
+
+    connection: BlockingConnection
+    bulk: BlockingChannel
+    fast: BlockingConnection
+    urgent: BlockingChannel
+
+    def of(self, queue: str) -> BlockingChannel:
+        return self.urgent if queue in URGENT_QUEUES else self.bulk
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, serving both connections' heartbeats (and buffering what arrives)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.connection.sleep(min(IDLE_WAIT_S, left))
+            self.fast.process_data_events(time_limit=0)
+
+
 def all_queues() -> list[str]:
     return [*ingress.SUP_QUEUES, *ingress.ARRAKIS_QUEUES]
 
 
-def declare(connection: BlockingConnection, channel: BlockingChannel) -> list[str]:
+def declare(connection: BlockingConnection, channel: BlockingChannel,
+            queue_type: QueueType = "classic",
+            delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> list[str]:
     """Declare `sup_exchange` and Switchyard's queues on it; find seed 004's queues.
 
+    Quorum queues (RABBITMQ_QUEUE_TYPE) send a delivery that went `delivery_limit`
+    times without an ack (it crashed every bridge) to its family's `<family>.dead`,
+    declared here too, instead of looping for ever (3.x) or being dropped (4.x).
     Returns the queues to consume: ours, and those of seed 004 that exist already.
     """
     channel.exchange_declare(ingress.EXCHANGE, exchange_type="topic", durable=True)
     for queue, binding in ingress.SUP_QUEUES.items():
-        channel.queue_declare(queue, durable=True)
+        dead = ingress_dead.dead_queue(binding)
+        if queue_type == "quorum":
+            channel.queue_declare(dead, durable=True, arguments=queue_arguments(queue_type))
+        channel.queue_declare(queue, durable=True,
+                              arguments=dead_letter_arguments(queue_type, dead, delivery_limit))
         channel.queue_bind(queue, ingress.EXCHANGE, routing_key=binding)
     return [*ingress.SUP_QUEUES, *present(connection, set(ingress.ARRAKIS_QUEUES))]
 
