@@ -7,12 +7,18 @@ next to bare Dramatiq and two other Redis-backed job queues, on the same Redis.
 Method, for each system: enqueue N no-op jobs, then start one consumer with 8 threads
 and time from its start until the N-th job has run. The job body only does
 `INCR` on a counter; the job that brings it to N pushes a token the timer blocks on.
-Systems alternate a, b, c, d per round. Every measurement runs in a fresh child
+Systems alternate a, b, c, d, e per round. Every measurement runs in a fresh child
 process (this script with `--child`), with the worker in-process in that child, so
 no system inherits another's threads, connections or global state.
 
+(e) is Switchyard's pipeline again with payload encryption switched off
+(PAYLOAD_ENCRYPTION=false), so the cost of sealing is measured in the same run; every
+Dramatiq job (a, b, e) carries the same small payload (`PAYLOAD`, a notification's
+shape), so (b) seals and opens real arguments.
+
 Usage: uv run python bench/throughput.py [--n 2000] [--rounds 3] [--redis-url URL]
-The last line printed is `pipeline/bare=<median b / median a>`.
+The last lines printed are `encrypted/plain=<median b / median e>` and then
+`pipeline/bare=<median b / median a>`.
 """
 
 from __future__ import annotations
@@ -49,7 +55,11 @@ SYSTEMS = {
     "b": "switchyard pipeline",
     "c": "celery (threads)",
     "d": "huey (threads)",
+    "e": "switchyard, not sealed",
 }
+#: The arguments of every Dramatiq job (a, b, e): a notification's shape, ~250 bytes.
+PAYLOAD = {"userId": "user-42", "phoneNumber": "+15550001111", "title": "New message",
+           "body": "Ann: are we still on for tomorrow at ten? " * 4}
 QUIET_LOGGERS = ("dramatiq", "celery", "kombu", "amqp", "huey", "periodiq", "switchyard")
 ACTOR = "bench_noop"
 
@@ -134,11 +144,11 @@ def run_dramatiq(
     done = Completions(run)
 
     @dramatiq.actor(broker=broker, actor_name=ACTOR, queue_name="bench", **options)
-    def bench_noop() -> None:
+    def bench_noop(**payload: Any) -> None:
         done.mark()
 
     for _ in range(run.n):
-        sent.append(bench_noop.send())
+        sent.append(bench_noop.send(**PAYLOAD))
     before_start()
     worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
     try:
@@ -158,14 +168,17 @@ def run_bare(run: Run) -> Outcome:
         broker.close()
 
 
-def run_switchyard(run: Run) -> Outcome:
-    """(b) Switchyard's broker with its full middleware stack, as `runtime.build` makes it."""
+def run_switchyard(run: Run, *, sealed: bool = True) -> Outcome:
+    """(b) Switchyard's broker with its full middleware stack, as `runtime.build` makes it;
+    payloads sealed under a key made for the run ((e): `sealed=False`, not sealed)."""
     from switchyard import app as runtime
     from switchyard import settings
+    from switchyard.sealing import generate_entry
 
     # broker_url too, so a BROKER_URL in the environment cannot move the queues elsewhere.
     config = settings.load(
-        redis_url=run.url, broker_url=run.url, key_prefix=run.tag, broker_namespace=f"{run.tag}-ns"
+        redis_url=run.url, broker_url=run.url, key_prefix=run.tag, broker_namespace=f"{run.tag}-ns",
+        payload_keys=generate_entry("bench") if sealed else "", payload_encryption=sealed,
     )
     sy = runtime.build(config)
     messages: list[Any] = []
@@ -227,11 +240,11 @@ def run_celery(run: Run) -> Outcome:
     done = Completions(run)
 
     @app.task(name=ACTOR, ignore_result=True)
-    def bench_noop() -> None:
+    def bench_noop(**payload: Any) -> None:
         done.mark()
 
     for _ in range(run.n):
-        bench_noop.delay()
+        bench_noop.delay(**PAYLOAD)
     worker = WorkController(
         app=app,
         pool="threads",
@@ -264,11 +277,11 @@ def run_huey(run: Run) -> Outcome:
     done = Completions(run)
 
     @huey.task(name=ACTOR)
-    def bench_noop() -> None:
+    def bench_noop(**payload: Any) -> None:
         done.mark()
 
     for _ in range(run.n):
-        bench_noop()
+        bench_noop(**PAYLOAD)
     consumer = huey.create_consumer(workers=THREADS, worker_type="thread", periodic=False)
     try:
         return timed(consumer.start, done, run.timeout)
@@ -281,6 +294,7 @@ RUNNERS: dict[str, Callable[[Run], Outcome]] = {
     "b": run_switchyard,
     "c": run_celery,
     "d": run_huey,
+    "e": lambda run: run_switchyard(run, sealed=False),
 }
 
 
@@ -385,7 +399,7 @@ def report_problems(label: str, outcome: Outcome) -> None:
 
 
 def run_rounds(args: argparse.Namespace, run_id: str) -> dict[str, list[Outcome]]:
-    """Alternate a, b, c, d for each round; clean each round's keys afterwards."""
+    """Alternate a, b, c, d, e for each round; clean each round's keys afterwards."""
     results: dict[str, list[Outcome]] = {s: [] for s in SYSTEMS}
     skipped: set[str] = set()
     for number in range(1, args.rounds + 1):
@@ -427,6 +441,9 @@ def print_summary(results: dict[str, list[Outcome]]) -> None:
         ok = sum("jobs_per_s" in o for o in outcomes)
         print(f"({system}) {name:<20} {median_cell(outcomes):>14} {ok:>6}/{len(outcomes)}")
     bare, pipeline = median_rate(results["a"]), median_rate(results["b"])
+    plain = median_rate(results["e"])
+    sealing = f"{pipeline / plain:.2f}" if plain and pipeline else "nan"
+    print(f"encrypted/plain={sealing}")
     ratio = f"{pipeline / bare:.2f}" if bare and pipeline else "nan"
     print(f"pipeline/bare={ratio}")
 
@@ -434,7 +451,7 @@ def print_summary(results: dict[str, list[Outcome]]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="jobs per system per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of a, b, c, d")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of a, b, c, d, e")
     parser.add_argument(
         "--redis-url",
         type=check_loopback,
@@ -468,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         purge(args.redis_url, f"*sybench-{run_id}-*")
     print_summary(results)
-    ok = all(median_rate(results[s]) is not None for s in ("a", "b"))
+    ok = all(median_rate(results[s]) is not None for s in ("a", "b", "e"))
     return 0 if ok else 1
 
 

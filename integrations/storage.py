@@ -14,15 +14,20 @@ it, or the parameters it refused) nor the key is put on an error or chained to i
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import hmac
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, urlencode
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -111,8 +116,10 @@ class LocalStorage:
 
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, signer: UrlSigner | None = None) -> None:
         self.root = Path(root).resolve()
+        #: Makes `url()` a signed, expiring URL served by the web process (web/media.py).
+        self.signer = signer
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
@@ -202,11 +209,54 @@ class LocalStorage:
                         stat.st_mtime, datetime.UTC))
 
     def url(self, key: str, *, expires_in_ms: int | None = None) -> str:
-        """A `file://` URL (local files need no signature; `expires_in_ms` is ignored)."""
+        """With a signer, the web process's signed URL valid for `expires_in_ms` (default
+        STORAGE_URL_TTL_MS); without one (tools, tests), a `file://` URL."""
         path = self._path(key)
         if not path.is_file():
             raise _not_found("local")
+        if self.signer is not None:
+            return self.signer.url(key, expires_in_ms)
         return path.as_uri()
+
+    def open_signed(self, key: str, expires: str, signature: str) -> Path:
+        """The file a signed URL names, if its signature is valid and not expired."""
+        if self.signer is None or not self.signer.valid(key, expires, signature):
+            raise InvalidKey("the URL's signature is invalid or has expired",
+                             code="bad_signature", provider="local")
+        path = self._path(key)
+        if not path.is_file():
+            raise _not_found("local")
+        return path
+
+
+#: Where the web process serves local-storage objects (web/media.py).
+MEDIA_PATH = "/media/"
+
+
+class UrlSigner:
+    """Expiring HMAC-SHA256 signatures over `<key>\n<expires>` for local-storage URLs."""
+
+    def __init__(self, secret: bytes, base_url: str, ttl_ms: int) -> None:
+        self._secret = secret
+        self.base_url = base_url.rstrip("/")
+        self.ttl_ms = ttl_ms
+
+    def __repr__(self) -> str:
+        return f"UrlSigner({self.base_url!r})"
+
+    def signature(self, key: str, expires: str) -> str:
+        mac = hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
+
+    def url(self, key: str, expires_in_ms: int | None = None) -> str:
+        expires = str(int(time.time()) + max(1, (expires_in_ms or self.ttl_ms) // 1000))
+        query = urlencode({"expires": expires, "signature": self.signature(key, expires)})
+        return f"{self.base_url}{MEDIA_PATH}{quote(validate_key(key))}?{query}"
+
+    def valid(self, key: str, expires: str, signature: str) -> bool:
+        if not expires.isdigit() or int(expires) < time.time():
+            return False
+        return hmac.compare_digest(signature.encode(), self.signature(key, expires).encode())
 
 
 class S3Storage:

@@ -66,16 +66,16 @@ def run(db: Database, storage: Storage, job: MediaJob, limits: Limits,
         if done is not None:
             return _result(job, done.media_url, done.thumbnail_url, done.media_metadata or {})
         records.start(session, job.message_id, user_id=job.user_id, media_type=job.type,
-                      media_key=job.s3_key, original_name=job.original_name)
+                      media_key=job.s3_key, original_name=safe_name(job.original_name))
     try:
-        urls, metadata = _work(storage, job, limits, temp, db)
+        keys, metadata = _work(storage, job, limits, temp, db)
     except PermanentError as error:
         with db.session() as session:
             records.fail(session, job.message_id, str(error))
         raise
     with db.session() as session:
-        message = records.finish(session, job.message_id, url=urls["processed"],
-                                 thumbnail_url=urls.get("thumbnail"), metadata=metadata)
+        message = records.finish(session, job.message_id, key=keys["processed"],
+                                 thumbnail_key=keys.get("thumbnail"), metadata=metadata)
         return _result(job, message.media_url, message.thumbnail_url,
                        message.media_metadata or {})
 
@@ -108,8 +108,9 @@ def _check_remote_size(storage: Storage, key: str, limits: Limits) -> None:
 
 def _upload(storage: Storage, db: Database, job: MediaJob,
             processed: Processed) -> dict[str, str]:
-    """Upload every output under the message's prefix, with its `media_objects` row."""
-    urls: dict[str, str] = {}
+    """Upload every output under the message's prefix, with its `media_objects` row;
+    the keys by kind (clients get signed URLs for them: web/media.py)."""
+    keys: dict[str, str] = {}
     for output in processed.outputs:
         key = f"{job.prefix}/{output.name}"
         storage.upload(output.path, key, content_type=output.content_type)
@@ -117,15 +118,32 @@ def _upload(storage: Storage, db: Database, job: MediaJob,
             records.record_object(session, key, size=output.path.stat().st_size,
                                   content_type=output.content_type, owner_user_id=job.user_id,
                                   message_id=job.message_id, kind=output.kind)
-        urls[output.kind] = storage.url(key)
+        keys[output.kind] = key
         processed.metadata[f"{output.kind}Key"] = key
-    return urls
+    return keys
 
 
-def _result(job: MediaJob, url: str | None, thumbnail_url: str | None,
+def _result(job: MediaJob, key: str | None, thumbnail_key: str | None,
             metadata: dict[str, Any]) -> dict[str, Any]:
-    return {"messageId": job.message_id, "type": job.type, "url": url,
-            "thumbnailUrl": thumbnail_url, "metadata": metadata}
+    """Keys, not URLs: a URL is signed when a client asks (`GET /api/media/<id>`)."""
+    return {"messageId": job.message_id, "type": job.type, "key": key,
+            "thumbnailKey": thumbnail_key, "metadata": metadata}
+
+
+#: The longest file name kept from a payload's `originalName`.
+MAX_NAME_CHARS = 255
+
+
+def safe_name(name: str | None) -> str | None:
+    """`originalName` as recorded: its last path segment, with anything but letters,
+    digits, spaces, `.`, `-`, `_` and `(` `)` replaced, and no leading dots. Keys
+    and paths never use it: they come from the message id."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c if c.isalnum() or c in " .-_()" else "_" for c in base)
+    cleaned = cleaned.strip().lstrip(".")[:MAX_NAME_CHARS]
+    return cleaned or None
 
 
 def sweep(temp: TempFiles, now: float | None = None) -> int:

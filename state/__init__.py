@@ -19,8 +19,10 @@ from state.history import JobHistory
 from state.idempotency import IdempotencyKeys
 from state.metrics import MetricsStore
 from state.paused import PausedQueues
+from state.timeline import Timeline
 from state.workers import Workers
 from switchyard.redis_client import TimedRedis, redis_client
+from switchyard.sealing import PLAIN, Sealer
 from switchyard.settings import Settings
 
 
@@ -37,6 +39,9 @@ class State:
     paused: PausedQueues
     keys: IdempotencyKeys
     slots: ConcurrencySlots
+    timeline: Timeline
+    #: Seals job arguments and results kept in the store (switchyard.sealing).
+    sealer: Sealer = PLAIN
 
     def close(self) -> None:
         self.buffer.close()
@@ -47,8 +52,10 @@ def connect(settings: Settings) -> TimedRedis:
     return redis_client(settings.state_url, settings)
 
 
-def open_state(settings: Settings, client: redis.Redis | None = None) -> State:
-    """Every store on one client, with the retention and leases the settings give."""
+def open_state(settings: Settings, client: redis.Redis | None = None,
+               sealer: Sealer = PLAIN) -> State:
+    """Every store on one client, with the retention and leases the settings give;
+    `sealer` seals the results and dead letters they keep (switchyard.sealing)."""
     client = client or connect(settings)
     prefix = settings.key_prefix
     buffer = WriteBuffer(client, interval_ms=settings.flush_interval_ms)
@@ -57,10 +64,10 @@ def open_state(settings: Settings, client: redis.Redis | None = None) -> State:
         buffer=buffer,
         history=JobHistory(client, buffer, prefix=prefix, keep_done=settings.history_keep_done,
                            keep_failed=settings.history_keep_failed,
-                           ttl=settings.history_ttl_ms),
+                           ttl=settings.history_ttl_ms, sealer=sealer),
         dead_letters=DeadLetters(client, prefix=prefix, keep=settings.dead_letter_keep,
                                  ttl=settings.dead_letter_ttl_ms,
-                                 max_payload=settings.max_payload_bytes),
+                                 max_payload=settings.max_payload_bytes, sealer=sealer),
         metrics=MetricsStore(client, buffer, prefix=prefix),
         workers=Workers(client, prefix=prefix, interval=settings.worker_heartbeat_ms),
         paused=PausedQueues(client, prefix=prefix),
@@ -68,4 +75,8 @@ def open_state(settings: Settings, client: redis.Redis | None = None) -> State:
                              lease=settings.idempotency_lease_ms,
                              redelivery_ttl=settings.redelivery_guard_ms),
         slots=ConcurrencySlots(client, prefix=prefix, lease=settings.concurrency_lease_ms),
+        timeline=Timeline(client, buffer, prefix=prefix,
+                          minute_ttl=settings.timeline_minute_ttl_ms,
+                          hour_ttl=settings.timeline_hour_ttl_ms),
+        sealer=sealer,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -24,7 +25,10 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
+from switchyard.sealing import PLAIN, Sealer, Unsealable
+
 Record = dict[str, Any]
+logger = logging.getLogger("switchyard.dead_letters")
 
 #: Options that belong to one delivery and are dropped when a dead letter is replayed.
 DELIVERY_OPTIONS = frozenset(
@@ -81,8 +85,10 @@ class DeadLetters:
     """
 
     def __init__(self, client: redis.Redis, *, prefix: str, keep: int, ttl: int,
-                 max_payload: int) -> None:
+                 max_payload: int, sealer: Sealer = PLAIN) -> None:
         self.client: Any = client  # redis-py's annotations mix sync and async results
+        #: Seals the kept message's arguments (switchyard.sealing); reads open them.
+        self.sealer = sealer
         self.prefix = prefix
         self.keep = keep
         self.ttl = ttl
@@ -120,14 +126,16 @@ class DeadLetters:
         self._add(keys=[self._index(queue), self._items(queue), self._queues],
                   args=[message.message_id, failed_at, json.dumps(record, default=str),
                         queue, self.keep, self.ttl, self._where()])
+        self._file(record)
         return record
 
     def _kept(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """The message as kept: without its arguments when they are over the cap."""
+        """The message as kept: sealed, and without its arguments when over the cap."""
         size = len(json.dumps(fields, default=str))
         if size <= self.max_payload:
-            return fields
-        return {**fields, "args": [], "kwargs": {}, "payload_dropped_bytes": size}
+            return self.sealer.seal_message(fields)
+        return self.sealer.seal_message(
+            {**fields, "args": [], "kwargs": {}, "payload_dropped_bytes": size})
 
     def queues(self) -> builtins.list[str]:
         """Queues holding dead letters (a queue whose dead letters all expired is dropped)."""
@@ -150,14 +158,23 @@ class DeadLetters:
         if not ids:
             return []
         raw = self.client.hmget(self._items(queue), ids)
-        return [json.loads(item) for item in raw if item is not None]
+        return [self._load(item) for item in raw if item is not None]
+
+    def _load(self, raw: bytes | str) -> Record:
+        """A stored record with its message opened (left sealed, marked, if it cannot be)."""
+        record: Record = json.loads(raw)
+        try:
+            record["message"] = self.sealer.open_message(record.get("message") or {})
+        except Unsealable as error:
+            record["message"] = {**record["message"], "unsealable": str(error)}
+        return record
 
     def show(self, message_id: str) -> dict[str, Any] | None:
         queue = self.client.get(self._where(message_id))
         if queue is None:
             return None
         raw = self.client.hget(self._items(queue.decode()), message_id)
-        return json.loads(raw) if raw else None
+        return self._load(raw) if raw else None
 
     def replay(
         self, broker: Broker, queue: str, message_ids: Iterable[str] | None = None
@@ -176,9 +193,9 @@ class DeadLetters:
             raw = self.client.hget(self._items(queue), message_id)
             if raw is None:
                 continue
-            fields = json.loads(raw)["message"]
-            if fields.pop("payload_dropped_bytes", None) is not None:
-                continue  # kept without its arguments: running it again cannot work
+            fields = self._load(raw)["message"]
+            if fields.pop("payload_dropped_bytes", None) is not None or "unsealable" in fields:
+                continue  # kept without its arguments (or their key): it cannot run again
             options = {k: v for k, v in fields["options"].items() if k not in DELIVERY_OPTIONS}
             broker.enqueue(dramatiq.Message(**{**fields, "options": options}))
             self._remove_if_same(
@@ -192,6 +209,7 @@ class DeadLetters:
         ids = self.client.zrange(self._index(queue), 0, -1)
         if ids:
             self._remove(queue, [i.decode() for i in ids])
+        self._drop_facets(queue)
         return len(ids)
 
     def _remove(self, queue: str, message_ids: builtins.list[str]) -> None:
@@ -200,6 +218,103 @@ class DeadLetters:
         pipe.hdel(self._items(queue), *message_ids)
         pipe.delete(*(self._where(i) for i in message_ids))
         pipe.execute()
+
+
+    # Filters for the dashboard: per queue, an index of ids by actor and by error class
+    # (`dlq:q:<queue>:by:<facet>:<value>`, scored by time, capped and expiring like the
+    # queue's own index) and the set of values seen (`dlq:q:<queue>:<facet>s`). Ids whose
+    # record is gone (trimmed, replayed) are dropped from an index when a page meets them.
+
+    def _by(self, queue: str, facet: str, value: str) -> str:
+        return f"{self.prefix}:dlq:q:{queue}:by:{facet}:{value}"
+
+    def _facet_set(self, queue: str, facet: str) -> str:
+        return f"{self.prefix}:dlq:q:{queue}:{facet}s"
+
+    def _file(self, record: Record) -> None:
+        """Index a new dead letter by actor and error class (a miss only hides it from a
+        filter, so a failure here does not fail the dead-lettering)."""
+        queue, at, message_id = record["queue"], record["failed_at"], record["message_id"]
+        pipe = self.client.pipeline(transaction=False)
+        for facet, value in facets(record).items():
+            key, values = self._by(queue, facet, value), self._facet_set(queue, facet)
+            pipe.zadd(key, {message_id: at})
+            pipe.zremrangebyscore(key, "-inf", at - self.ttl)
+            pipe.zremrangebyrank(key, 0, -self.keep - 1)
+            pipe.pexpire(key, self.ttl)
+            pipe.sadd(values, value)
+            pipe.pexpire(values, self.ttl)
+        try:
+            pipe.execute()
+        except redis.RedisError as error:
+            logger.warning("Could not index dead letter %s for filters: %s", message_id, error)
+
+    def _drop_facets(self, queue: str) -> None:
+        for facet in FACETS:
+            values = [v.decode() for v in self.client.smembers(self._facet_set(queue, facet))]
+            self.client.delete(self._facet_set(queue, facet),
+                               *(self._by(queue, facet, v) for v in values))
+
+    def facet_values(self, queue: str, facet: str) -> builtins.list[str]:
+        """The actors (`facet="actor"`) or error classes (`"error"`) seen in `queue`."""
+        return sorted(v.decode() for v in self.client.smembers(self._facet_set(queue, facet)))
+
+    def _filtered(self, queue: str, filters: dict[str, str]) -> str:
+        """The sorted set of ids matching `filters` (an intersection kept for seconds)."""
+        keys = [self._by(queue, facet, value) for facet, value in sorted(filters.items())]
+        if not keys:
+            return self._index(queue)
+        if len(keys) == 1:
+            return keys[0]
+        both = f"{self.prefix}:dlq:q:{queue}:match:" + "\x1f".join(sorted(filters.values()))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zinterstore(both, keys, aggregate="MAX")
+        pipe.pexpire(both, FILTER_TTL_MS)
+        pipe.execute()
+        return both
+
+    def page(self, queue: str, *, offset: int = 0, limit: int = 50,
+             filters: dict[str, str] | None = None) -> tuple[builtins.list[Record], int]:
+        """One page of `queue`'s dead letters, newest first, matching `filters` (`actor`,
+        `error`), and how many match: read from the indexes, never the whole queue. The
+        records are as stored (their message not opened): for `summary()`."""
+        key = self._filtered(queue, {k: v for k, v in (filters or {}).items() if v})
+        for _ in range(MAX_PAGE_TRIES):
+            ids = self.client.zrevrange(key, offset, offset + limit - 1)
+            raw = self.client.hmget(self._items(queue), ids) if ids else []
+            stale = [i for i, item in zip(ids, raw, strict=True) if item is None]
+            if not stale or key == self._index(queue):
+                break
+            self._forget(queue, key, stale)
+        records = [json.loads(item) for item in raw if item is not None]
+        return records, int(self.client.zcard(key))
+
+    def _forget(self, queue: str, key: str, ids: builtins.list[bytes]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(key, *ids)
+        for facet in FACETS:
+            for value in self.client.smembers(self._facet_set(queue, facet)):
+                pipe.zrem(self._by(queue, facet, value.decode()), *ids)
+        pipe.execute()
+
+    def matching(self, queue: str, filters: dict[str, str]) -> builtins.list[str]:
+        """Every id matching `filters` (at most `keep`): what "replay filtered" replays."""
+        key = self._filtered(queue, {k: v for k, v in filters.items() if v})
+        return [i.decode() for i in self.client.zrevrange(key, 0, self.keep - 1)]
+
+
+#: What the dashboard filters dead letters by.
+FACETS = ("actor", "error")
+#: How long an actor-and-error intersection is kept for the next page.
+FILTER_TTL_MS = 10_000
+#: Pages re-read after dropping ids whose records are gone.
+MAX_PAGE_TRIES = 5
+
+
+def facets(record: Record) -> dict[str, str]:
+    """The values a dead letter is filed under: its actor and its error class."""
+    reason = record.get("reason") or {}
+    return {"actor": str(record["actor"]), "error": str(reason.get("error") or "unknown")}
 
 
 def summary(record: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:

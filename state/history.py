@@ -24,6 +24,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
 from state.buffer import Write, WriteBuffer
+from switchyard.sealing import PLAIN, Sealer, Unsealable
 
 #: How long a job dropped by retention turns late updates away: far longer than a write
 #: waits in a process's buffer while Redis answers (one flush interval).
@@ -116,9 +117,11 @@ class JobHistory:
 
     def __init__(
         self, client: redis.Redis, buffer: WriteBuffer, *, prefix: str,
-        keep_done: int, keep_failed: int, ttl: int,
+        keep_done: int, keep_failed: int, ttl: int, sealer: Sealer = PLAIN,
     ) -> None:
         self.client: Any = client  # redis-py's annotations mix sync and async results
+        #: Seals each job's result (switchyard.sealing); `get` opens it.
+        self.sealer = sealer
         self.buffer = buffer
         self.prefix = prefix
         self.keep_done = keep_done
@@ -172,11 +175,11 @@ class JobHistory:
 
         return write
 
-    @staticmethod
-    def _fields(update: _Update) -> str:
+    def _fields(self, update: _Update) -> str:
         flat: list[str] = []
         for name, value in update.fields.items():
-            flat += [name, str(value) if isinstance(value, str | int | float) else dump(value)]
+            text = str(value) if isinstance(value, str | int | float) else dump(value)
+            flat += [name, self.sealer.seal_value(text) if name == "result" else text]
         return json.dumps(flat)
 
     def get(self, message_id: str) -> dict[str, Any] | None:
@@ -191,6 +194,11 @@ class JobHistory:
                 job[name] = int(job[name])
         if "duration_ms" in job:
             job["duration_ms"] = float(job["duration_ms"])
+        if "result" in job:
+            try:
+                job["result"] = self.sealer.open_value(job["result"])
+            except Unsealable as error:
+                job["result"] = json.dumps({"unsealable": str(error)})
         for name in ("result", "error"):
             if name in job:
                 job[name] = json.loads(job[name])

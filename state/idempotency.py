@@ -15,6 +15,8 @@ already turns it away.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import uuid
 from typing import Any
@@ -79,7 +81,25 @@ class IdempotencyKeys:
         buffer.add_source(self._drain_done)
 
     def redis_key(self, key: JobKey) -> str:
-        return f"{self.prefix}:idem:{key}"
+        # The key's value is hashed: key functions build it from payload fields.
+        return f"{self.prefix}:idem:{key.actor}:{_digest(key.value)}"
+
+    def adopt_legacy_names(self, batch: int = 1_000) -> int:
+        """Rename the keys an older release stored under the key's value in clear to
+        their hashed names, keeping their TTLs; how many were renamed.
+
+        Run by `switchyard db upgrade` (the Procfile's release phase), so a duplicate
+        sent before the upgrade is still turned away after it."""
+        renamed = 0
+        for name in self.client.scan_iter(f"{self.prefix}:idem:*", count=batch):
+            actor, value, suffix = _legacy_parts(name.decode()[len(self.prefix) + 6:])
+            if actor is None:
+                continue
+            new = f"{self.prefix}:idem:{actor}:{_digest(value)}{suffix}"
+            if not self.client.renamenx(name, new):
+                self.client.delete(name)  # the new name is already in use: it wins
+            renamed += 1
+        return renamed
 
     def take(self, key: JobKey, message_id: str) -> tuple[int, str]:
         """Try to hold `key` for `message_id`: (ACQUIRED, DONE or RUNNING, the token).
@@ -155,3 +175,22 @@ class IdempotencyKeys:
             held = value.decode().partition(":")[2]
             return held.split("/")[0]
         return None
+
+
+#: A hashed key value (`IdempotencyKeys.redis_key`).
+_HASHED = re.compile(r"[0-9a-f]{40}")
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _legacy_parts(rest: str) -> tuple[str | None, str, str]:
+    """(actor, value in clear, ":queued" or "") of a name stored in clear, after
+    `<prefix>:idem:`; actor None for a name that is hashed already."""
+    actor, _, value = rest.partition(":")
+    suffix = ":queued" if value.endswith(":queued") else ""
+    value = value[:len(value) - len(suffix)]
+    if not actor or not value or _HASHED.fullmatch(value):
+        return None, "", ""
+    return actor, value, suffix

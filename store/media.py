@@ -64,14 +64,17 @@ def record_object(session: Session, key: str, *, size: int, content_type: str,
     row.owner_user_id, row.message_id = owner_user_id, message_id
 
 
-def finish(session: Session, message_id: str, *, url: str, thumbnail_url: str | None,
+def finish(session: Session, message_id: str, *, key: str, thumbnail_key: str | None,
            metadata: dict[str, Any]) -> Message:
-    """Record the processed media once: a message already done keeps what it has."""
+    """Record the processed media once: a message already done keeps what it has.
+
+    `media_url` and `thumbnail_url` hold storage keys, never URLs: a client is given
+    a signed, expiring URL for them when it asks (web/media.py)."""
     message = session.get(Message, message_id)
     assert message is not None, "start() creates the message first"
     if message.media_status != DONE:
-        message.media_url = url
-        message.thumbnail_url = thumbnail_url
+        message.media_url = key
+        message.thumbnail_url = thumbnail_key
         message.media_metadata = metadata
         message.media_status = DONE
         message.media_error = None

@@ -17,7 +17,6 @@ from types import ModuleType
 from typing import Any
 
 import dramatiq
-from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -48,9 +47,10 @@ from switchyard.jobs import Job, jobs_of
 from switchyard.queues import Queues
 from switchyard.redis_broker import DoorbellRedisBroker
 from switchyard.redis_client import redis_client
+from switchyard.sealing import ResultEncoder, install_encoder, sealer_for
 from switchyard.settings import Settings
 from switchyard.settings import get as get_settings
-from switchyard.undeliverable import ConsumingQueue, RabbitmqJobBroker, install_safe_encoder
+from switchyard.undeliverable import ConsumingQueue, RabbitmqJobBroker
 
 logger = logging.getLogger(__name__)
 
@@ -93,13 +93,13 @@ def pipeline(settings: Settings, state: State) -> list[dramatiq.Middleware]:
         ConsumingQueue(), AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        # Its own plain encoder: the process's decodes anything into a message.
-        Results(backend=RedisBackend(client=state.client, encoder=JSONEncoder(),
+        # Its own encoder (the process's decodes anything into a message): results sealed.
+        Results(backend=RedisBackend(client=state.client, encoder=ResultEncoder(state.sealer),
                                      namespace=f"{settings.key_prefix}:results",
                                      use_namespace_prefix_keys=True),
                 result_ttl=settings.result_ttl_ms),
         Periodic(skip_delay=30),
-        Metrics(state.metrics),
+        Metrics(state.metrics, state.timeline),
         History(state.history),
         DeadLetter(state.dead_letters),
         RetryPolicy(max_retries=settings.max_retries, min_backoff=settings.min_backoff_ms,

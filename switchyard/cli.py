@@ -296,6 +296,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     try:
         if args.sub == "upgrade":
             migrate.upgrade(url)
+            upgrade_state()
         found = migrate.current(url)
     except OperationalError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
@@ -306,13 +307,36 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0 if found == head else EXIT_FAILED
 
 
+def upgrade_state() -> None:
+    """What an upgrade changes in Redis: idempotency keys stored in clear get hashed names.
+    (Nothing to do without REDIS_URL: the embedded development Redis is not running.)"""
+    from state import open_state
+
+    settings = get()
+    if settings.redis_url is None:
+        return
+    state = open_state(settings)
+    try:
+        renamed = state.keys.adopt_legacy_names()
+    except redis.RedisError as error:
+        raise CliError(f"cannot reach Redis to upgrade its keys: {error}",
+                       EXIT_UNREACHABLE) from None
+    finally:
+        state.client.close()
+    if renamed:
+        print(f"idempotency keys: {renamed} renamed to hashed names")
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from store import migrate, samples
     from store.db import Database
+    from switchyard.sealing import DEV_KEYS_FILE, dev_keys
     from web.auth import dev_credentials
 
     settings = get()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    if settings.payload_encryption and not settings.payload_keys:
+        dev_keys(settings.var_dir)  # every process of this run seals with it
     processes = ["web", "worker", "clock"]
     if settings.redis_url is None:
         processes.insert(0, "redis")
@@ -334,8 +358,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"  redis   {masked_url(settings.state_url)}"
           + ("  (embedded, data in var/redis)" if settings.redis_url is None else ""))
     print(f"  broker  {masked_url(settings.queue_url)}")
+    if settings.payload_encryption:
+        print("  keys    " + ("PAYLOAD_KEYS (set)" if settings.payload_keys else
+                             f"{settings.var_dir / DEV_KEYS_FILE} (payloads sealed at rest)"))
     print(f"  web     http://127.0.0.1:{port}/health")
-    print(f"  login   http://127.0.0.1:{port}/dashboard/dead-letters  user "
+    print(f"  login   http://127.0.0.1:{port}/dashboard/  user "
           f"{made.get('WEB_USERNAME', settings.web_username)}  password {shown['WEB_PASSWORD']}")
     print(f"  api     Authorization: Bearer {shown['API_TOKEN']}")
     print("  worker  dramatiq switchyard.entry:boot (every queue, 8 threads)")
@@ -343,6 +370,29 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print("Try:", *tour, sep="\n  ", flush=True)
     os.execvp("honcho", ["honcho", "-f", "Procfile.dev", "start", *processes])
     return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Print a new PAYLOAD_KEYS entry (to put first, before the keys in use)."""
+    from switchyard.sealing import generate_entry
+
+    print(generate_entry())
+    print("switchyard: put it first in PAYLOAD_KEYS on every process, then run "
+          "`switchyard keys rotate`", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Re-seal what is stored under the newest payload key; print the counts."""
+    from switchyard import reseal
+    from switchyard.sealing import Unsealable
+
+    try:
+        counts = reseal.rotate(booted())
+    except Unsealable as error:
+        raise CliError(str(error)) from None
+    emit(counts)
+    return EXIT_FAILED if counts["unopenable"] else 0
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -428,6 +478,7 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.set_defaults(fn=cmd_jobs_show)
     add_dlq(sub)
+    add_keys(sub)
     health = add("health", cmd_health, "exit 0 when broker, state store and a worker answer")
     health.add_argument("--ping", type=seconds, metavar="SECONDS", default=0,
                         help="also run a ping job through a worker within SECONDS")
@@ -463,6 +514,15 @@ def add_dlq(sub: Any) -> None:
     purge = dlq.add_parser("purge", help="drop a queue's dead letters")
     purge.add_argument("queue")
     purge.set_defaults(fn=cmd_dlq_purge)
+
+
+def add_keys(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="payload encryption keys (PAYLOAD_KEYS)")
+    keys_sub = keys.add_subparsers(dest="sub", required=True)
+    keys_sub.add_parser("generate", help="print a new key entry").set_defaults(
+        fn=cmd_keys_generate)
+    keys_sub.add_parser("rotate", help="re-seal what is stored under the newest key").set_defaults(
+        fn=cmd_keys_rotate)
 
 
 def unreachable(error: Exception) -> str:

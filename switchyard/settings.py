@@ -6,16 +6,19 @@ secrets are `SecretStr`, so they print as `**********`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Port of the embedded Redis that `switchyard redis` runs when REDIS_URL is unset.
 DEFAULT_EMBEDDED_REDIS_PORT = 6399
@@ -28,6 +31,8 @@ DAY_MS = 24 * HOUR_MS
 MAX_DELAY_MS = 7 * DAY_MS - 1
 #: What a provider's base URL must look like.
 _HTTP_URL = r"^https?://[^\s]+$"
+#: A payload key's id (PAYLOAD_KEYS' `<id>:<key>`).
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class SettingsError(SystemExit):
@@ -191,6 +196,11 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_max_attempts: int = Field(5, ge=1, le=20)
     storage_url_ttl_ms: int = Field(HOUR_MS, ge=1_000, le=7 * DAY_MS)
+    # Local storage: objects are served by the web process at MEDIA_URL_BASE/media/<key>,
+    # only with a valid expiring HMAC signature (MEDIA_URL_SECRET, else one derived
+    # from the newest payload key).
+    media_url_base: str = Field("http://127.0.0.1:8000", pattern=_HTTP_URL)
+    media_url_secret: SecretStr | None = Field(None, min_length=32)
 
     # Media jobs.
     media_max_bytes: int = Field(200 * 1024 * 1024, ge=1_024)  # an upload larger is refused
@@ -237,6 +247,36 @@ class Settings(BaseSettings):
     sqs_endpoint: str | None = Field(None, pattern=_HTTP_URL)
     aws_region: str = Field("us-east-1", min_length=1)
     sqs_wait_ms: int = Field(20_000, ge=0, le=20_000)  # long poll (SQS allows up to 20 s)
+
+    # Payload encryption: job arguments, results and dead letters sealed at rest
+    # (switchyard/sealing.py). PAYLOAD_KEYS: `<id>:<base64 of 32 bytes>` entries, newest
+    # first, comma-separated (or a JSON list): new seals use the first, every one listed
+    # still opens. Production refuses to start without one unless PAYLOAD_ENCRYPTION=false;
+    # development and tests use VAR_DIR/payload-keys, generated on first use.
+    payload_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    payload_encryption: bool = True
+
+    @field_validator("payload_keys", mode="before")
+    @classmethod
+    def _split_payload_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("it is not a JSON list of `<id>:<key>` entries") from None
+            return [item for item in re.split(r"[,\s]+", text) if item]
+        return value
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _check_payload_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        ids = [parse_payload_key(entry.get_secret_value(), number)[0]
+               for number, entry in enumerate(value, 1)]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two entries have the same key id")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -350,6 +390,20 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def parse_payload_key(entry: str, number: int = 1) -> tuple[str, bytes]:
+    """A PAYLOAD_KEYS entry's id and 32-byte key; the error names the entry by number
+    (never by its value: it is a secret)."""
+    key_id, _, encoded = entry.strip().partition(":")
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if not KEY_ID.fullmatch(key_id) or len(key) != 32:
+        raise ValueError(f"entry {number} is not `<id>:<base64 of 32 bytes>` "
+                         "(id: letters, digits, - or _, up to 32)")
+    return key_id, key
 
 
 def _describe(error: ValidationError) -> str:

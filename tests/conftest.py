@@ -6,6 +6,8 @@ created is removed afterwards.
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +28,11 @@ from tests.support.services import (
     missing,
     new_postgres_database,
 )
+
+# One payload key for the whole run (SWITCHYARD_ENV=test): the in-process apps and the
+# worker processes they start (which inherit the environment) seal and open alike, and
+# Dramatiq's encoder is one per process. Tests of key handling override it.
+os.environ.setdefault("PAYLOAD_KEYS", f"test:{base64.urlsafe_b64encode(os.urandom(32)).decode()}")
 
 
 @pytest.fixture(scope="session")

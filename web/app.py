@@ -23,7 +23,7 @@ from switchyard.app import App
 from switchyard.errors import RetryableError
 from switchyard.health import check as check_services
 from switchyard.settings import Settings, get
-from web import admin, auth, channels, dashboard, jobs, metrics
+from web import admin, auth, channels, dashboard, jobs, media, metrics
 from web.headers import SecurityHeaders
 from web.validation import invalid_request
 
@@ -84,6 +84,7 @@ def include_routes(app: FastAPI, sy: App) -> None:
     """Every router; `/api/channels` where the channel family is declared."""
     app.include_router(metrics.router(sy))
     app.include_router(jobs.router(sy))
+    app.include_router(media.router(sy))
     if "join_channel" in sy.jobs:
         app.include_router(channels.router(sy))
     app.include_router(admin.router(sy))

@@ -31,6 +31,8 @@ from switchyard.settings import Settings, SettingsError
 #: The only paths open without credentials; everything else (/api, /metrics*,
 #: /dashboard, unknown paths) needs them, so no spelling of a path slips past.
 OPEN = frozenset({"/health"})
+#: Paths that carry their own expiring signature instead: local media (web/media.py).
+SIGNED_PREFIX = "/media/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHALLENGE = 'Basic realm="switchyard", charset="UTF-8"'
 
@@ -151,7 +153,8 @@ class Credentials:
 
 
 def _protected(path: str) -> bool:
-    return path not in OPEN
+    # /media/<key> carries its own expiring signature instead (web/media.py).
+    return path not in OPEN and not path.startswith(SIGNED_PREFIX)
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -143,7 +143,7 @@ def test_a_rotated_photo_is_stored_upright_with_its_thumbnail_and_record(media_w
     rows = objects(media_world, message_id)
     assert {r.kind for r in rows.values()} == {"processed", "thumbnail"}
     assert rows[f"media/{message_id}/processed.jpg"].size == len(processed)
-    assert job["result"]["url"] == record.media_url
+    assert job["result"]["key"] == record.media_url == f"media/{message_id}/processed.jpg"
 
 
 def test_a_duplicated_job_updates_the_record_once(media_world):
