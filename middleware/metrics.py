@@ -1,6 +1,7 @@
 """Metrics: count each delivery's outcome and time each run (`state.metrics` keeps them).
 
-Outcomes: done, retried, rate_limited, deferred, skipped, dead; plus `enqueued`.
+Outcomes: done, retried, rate_limited, deferred, skipped, dead; plus `enqueued`. With a
+`Timeline`, each outcome and each queue wait is also counted per minute and per hour.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from dramatiq.common import q_name
 
 from middleware.outcome import DEFERRED, SKIPPED, begin, current
 from state.metrics import MetricsStore
+from state.timeline import Timeline
 
 
 class Metrics(Middleware):
     """Count each delivery's outcome and time each run."""
 
-    def __init__(self, store: MetricsStore) -> None:
+    def __init__(self, store: MetricsStore, timeline: Timeline | None = None) -> None:
         self.store = store
+        self.timeline = timeline
 
     def after_enqueue(
         self, broker: Broker, message: dramatiq.Message[Any], delay: int | None
@@ -29,7 +32,11 @@ class Metrics(Middleware):
             self.store.count(message.actor_name, q_name(message.queue_name), "enqueued")
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        begin(message)
+        outcome = begin(message)
+        if self.timeline is not None:
+            ready_at = max(message.message_timestamp, int(message.options.get("eta") or 0))
+            self.timeline.wait(q_name(message.queue_name),
+                               max(0, outcome.started_at_ms - ready_at))
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None,
@@ -38,8 +45,13 @@ class Metrics(Middleware):
         outcome = current(message)
         queue = q_name(message.queue_name)
         self.store.count(message.actor_name, queue, outcome.status)
+        if self.timeline is not None:
+            self.timeline.count(queue, outcome.status)
         if outcome.status not in (DEFERRED, SKIPPED):
             self.store.observe(message.actor_name, queue, outcome.elapsed_ms)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        self.store.count(message.actor_name, q_name(message.queue_name), current(message).status)
+        status = current(message).status
+        self.store.count(message.actor_name, q_name(message.queue_name), status)
+        if self.timeline is not None:
+            self.timeline.count(q_name(message.queue_name), status)

@@ -2,8 +2,9 @@
 can tell.
 
 A sorted set scored by the last beat (Redis time) holds one member per worker process;
-its details (host, pid, queues) sit in a hash beside it. A worker that stops beating
-for three intervals counts as gone.
+its details (host, pid, queues, threads, jobs in flight) sit in a hash beside it. A
+worker that stops beating for three intervals counts as gone (`all()` marks it
+silent); after a hundred it is dropped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Workers:
         pipe.zremrangebyscore(self.key, "-inf", now - 100 * self.interval)  # long gone
         if info is not None:
             pipe.hset(self.info_key, worker_id, json.dumps(info))
+            pipe.pexpire(self.info_key, 100 * self.interval)
         pipe.execute()
 
     def forget(self, worker_id: str) -> None:
@@ -47,3 +49,20 @@ class Workers:
             return []
         infos = self.client.hmget(self.info_key, ids)
         return [json.loads(i) if i else {"id": w.decode()} for w, i in zip(ids, infos, strict=True)]
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every worker still registered, newest beat first, with `last_beat` (ms) and
+        `silent` (no beat for three intervals); details of dropped workers are cleared."""
+        now = time.time() * 1000
+        beats = self.client.zrevrange(self.key, 0, -1, withscores=True)
+        infos = self.client.hgetall(self.info_key)
+        gone = set(infos) - {worker for worker, _ in beats}
+        if gone:
+            self.client.hdel(self.info_key, *gone)
+        found = []
+        for worker, score in beats:
+            raw = infos.get(worker)
+            info = json.loads(raw) if raw else {"id": worker.decode()}
+            found.append({**info, "last_beat": int(score),
+                          "silent": score < now - 3 * self.interval})
+        return found

@@ -163,6 +163,13 @@ class Clock:
                     queued.message_id, " (already queued)" if queued.duplicate else "")
         return Fired(schedule.name, slot, queued.message_id, queued.duplicate)
 
+    def sent_as(self, schedule: Schedule, slot: datetime.datetime) -> str | None:
+        """The message id `slot` of `schedule` was sent as, while its mark is kept."""
+        stamp = slot.isoformat(timespec="minutes")
+        held = self.redis.get(f"{self.prefix}:slot:{schedule.name}:{stamp}")
+        text = held.decode() if isinstance(held, bytes) else str(held or "")
+        return text.removeprefix("sent:") if text.startswith("sent:") else None
+
     def advance(self, schedule: Schedule, slot: datetime.datetime) -> None:
         """Record `slot` as sent, unless a newer one is (ZADD GT: never backwards)."""
         self.redis.zadd(f"{self.prefix}:last", {schedule.name: slot.timestamp()}, gt=True)

@@ -14,10 +14,13 @@ What each number is, and where it is approximate:
 - `completed` / `failed`: jobs done / dead-lettered since the metrics began, summed over
   every process by the metrics middleware (not a retention window like BullMQ's).
 - `paused`: the queue is in the pause store (`state.paused`).
+- `oldest_waiting_ms`: when the oldest ready message became ready (Redis broker only:
+  RabbitMQ cannot show a queue's head without taking it).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +70,21 @@ class Queues:
 
     def depth(self, queue: str) -> int:
         return self.counts(queue).depth
+
+    def oldest_waiting_ms(self, queue: str) -> int | None:
+        """When the oldest ready message of `queue` became ready (ms since the epoch), or
+        None when none waits or the broker cannot tell without taking it (RabbitMQ)."""
+        broker = self.broker
+        if not isinstance(broker, RedisBroker):
+            return None
+        base = f"{broker.namespace}:{queue}"
+        head = broker.client.lindex(base, 0)
+        body = broker.client.hget(f"{base}.msgs", head) if head is not None else None
+        if body is None:
+            return None
+        fields = json.loads(body)
+        return max(int(fields.get("message_timestamp") or 0),
+                   int((fields.get("options") or {}).get("eta") or 0))
 
     def ping(self) -> str:
         """The broker's kind, once it answers (raises if it does not)."""

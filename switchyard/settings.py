@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(256 * 1024, ge=1_024, le=64 * 1024 * 1024)
     flush_interval_ms: int = Field(100, ge=5)
     worker_heartbeat_ms: int = Field(5_000, ge=100)
+    # The dashboard's job counts over time: per-minute buckets, per-hour buckets kept so long.
+    timeline_minute_ttl_ms: int = Field(2 * HOUR_MS, ge=HOUR_MS)
+    timeline_hour_ttl_ms: int = Field(2 * DAY_MS, ge=DAY_MS)
 
     # Web process credentials: HTTP basic for people, a bearer token for services.
     # Production refuses to start the web process without them (web/auth.py).

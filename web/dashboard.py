@@ -1,4 +1,21 @@
-"""`/dashboard`: dramatiq-dashboard (Redis broker) plus our queues and dead-letters page.
+"""`/dashboard/`: the operator UI, on either broker, plus dramatiq-dashboard's raw view.
+
+Pages (server-rendered with Jinja2 from `web/ui/templates`, every value escaped):
+
+- `/dashboard/`: every queue's numbers (waiting, active, delayed, completed, dead,
+  oldest waiting, paused) with pause/resume, and charts of processed, retried,
+  rate-limited and dead jobs and the queue wait p50/p95, per minute over the last hour
+  and per hour over the last day; `ui.js` polls `/dashboard/overview.json` and swaps
+  the rows and charts in, no reload.
+- `/dashboard/jobs?id=`: a job by message id: status timeline, runs, error and code,
+  the result where the actor stores results. Never the payload.
+- `/dashboard/dead-letters`: per queue, a page at a time from Redis, filtered by actor
+  and error class; replay selected, filtered or all, and purge (these two confirmed).
+- `/dashboard/workers`, `/dashboard/schedules`: heartbeats; the clock's slots.
+- `/dashboard/raw/`: dramatiq-dashboard (Redis broker only), behind `DashboardGate`.
+
+Every form carries a CSRF token (`web/ui/csrf.py`) and posts back, then redirects
+(POST, redirect, GET). Anti-framing headers come from `web/headers.py`.
 
 dramatiq-dashboard prints a job's arguments, kwargs and options on its job page, and
 payloads hold emails, phone numbers and tokens. It is mounted behind `DashboardGate`,
@@ -7,40 +24,49 @@ through only what an allow-list names: the overview, a known queue's job list in
 tab (every job printed as `actor[message_id]`, see `mount`) and the delete action.
 Any other spelling of any route (a trailing slash, `%2F`, `//`, `/./`, another case)
 matches nothing on the list and is a 404, so no job page is reachable.
-
-`/dashboard/dead-letters` lists each queue with its numbers and pause state, and each
-queue's dead letters (id, actor, error, message, attempts, time: never the payload),
-with replay of the selected ones, replay all, purge, pause and resume. Server-rendered;
-every value is escaped. Forms post back and are redirected (POST, redirect, GET).
 """
 
 import html
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import dramatiq
 from a2wsgi import WSGIMiddleware
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import q_name
 from dramatiq_dashboard import DashboardApp
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from state.dead_letters import summary
 from switchyard.app import App
 from switchyard.logs import label
-from web.admin import QueueName, replay, unknown_queue
+from switchyard.redaction import scrub, scrub_text
+from web.admin import QUEUE, replay, unknown_queue
+from web.ui import csrf, views
 
+ROOT = "/dashboard"
 PAGE = "/dashboard/dead-letters"
-#: Dead letters shown per queue.
-LIMIT = 200
+RAW = "/dashboard/raw"
+UI = Path(__file__).parent / "ui"
+#: The stylesheet and the script, by the name they are served under.
+ASSETS = {"ui.css": "text/css", "ui.js": "text/javascript"}
 #: What the dead-letters page's forms can do to a queue.
-ACTIONS = frozenset({"replay", "replay-all", "purge", "pause", "resume"})
+ACTIONS = frozenset({"replay", "replay-filtered", "replay-all", "purge", "pause", "resume"})
+#: The actions that touch many dead letters at once: asked again before they run.
+CONFIRMED = {"replay-all": "Replay all {n} dead letter(s) of {queue}?",
+             "replay-filtered": "Replay the {n} dead letter(s) of {queue} that match "
+                                "actor {actor} and error {error}?",
+             "purge": "Delete all {n} dead letter(s) of {queue}? They cannot be replayed after."}
+#: The largest dashboard form read (ids of one page, filters, a token).
+MAX_DASHBOARD_FORM = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store"}
 
 #: The allow-list, as the paths dramatiq-dashboard matches (its PATH_INFO): its
 #: overview and a queue's job list, in each tab. Not its job page, not its requeue
@@ -59,73 +85,89 @@ NOT_SERVED = (404, "Not served here: the dashboard shows no job payloads. See "
 
 Refusal = tuple[int, str] | None
 
-STYLE = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 8px;
-text-align:left}th{background:#f4f4f4}form.inline{display:inline}button{margin:2px}"""
-
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _time(ms: Any) -> str:
-    if not isinstance(ms, int):
+def utc(value: Any) -> str:
+    """Milliseconds since the epoch, or a datetime, as UTC text."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if not isinstance(value, int | float):
         return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _button(action: str, label: str, queue: str) -> str:
-    return (f'<form class="inline" method="post" action="{PAGE}/{_e(queue)}/{action}">'
-            f'<button type="submit" name="go" value="1">{_e(label)}</button></form>')
+def age(ms: Any) -> str:
+    """A duration in ms, the way a person reads it (`42 s`, `3 min`, `2 h 5 min`)."""
+    if not isinstance(ms, int | float):
+        return "—"
+    seconds = int(ms // 1000)
+    if seconds < 10:
+        return f"{ms / 1000:.1f} s" if seconds else f"{int(ms)} ms"
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def _queues_table(rows: list[dict[str, Any]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in ("queue", "waiting", "active", "delayed",
-                                              "completed", "failed", "paused", ""))
-    body = ""
-    for r in rows:
-        toggle = ("resume", "Resume") if r["paused"] else ("pause", "Pause")
-        cells = "".join(f"<td>{_e(r[k])}</td>" for k in ("name", "waiting", "active", "delayed",
-                                                            "completed", "failed"))
-        body += (f'<tr id="queue-{_e(r["name"])}">{cells}<td>{"yes" if r["paused"] else "no"}'
-                 f'</td><td>{_button(toggle[0], toggle[1], r["name"])}</td></tr>')
-    return f"<table><tr>{head}</tr>{body}</table>"
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(UI / "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    # Error messages are ours, yet a provider's or a library's text may echo an address:
+    # shown through `scrub_text`, and stored results through `scrub` (switchyard.redaction).
+    env.filters.update(utc=utc, age=age, scrub=lambda text: scrub_text(str(text or "")),
+                       scrub_data=scrub)
+    return env
 
 
-def _dead_letters(queue: str, items: list[dict[str, Any]], depth: int) -> str:
-    rows = "".join(
-        f'<tr class="dead-letter" id="dl-{_e(d["message_id"])}"><td><input type="checkbox" '
-        f'name="id" value="{_e(d["message_id"])}" form="replay-{_e(queue)}"></td>'
-        f'<td>{_e(d["message_id"])}</td><td>{_e(d["actor"])}</td><td>{_e(d["error"])}</td>'
-        f'<td>{_e(d["message"])}</td><td>{_e(d["attempts"])}</td>'
-        f'<td>{_e(_time(d["failed_at"]))}</td></tr>'
-        for d in map(summary, items))
-    shown = f" (newest {len(items)} shown)" if depth > len(items) else ""
-    return (
-        f'<h3>{_e(queue)}: {depth} dead letter(s){shown}</h3>'
-        f'<form id="replay-{_e(queue)}" class="inline" method="post" '
-        f'action="{PAGE}/{_e(queue)}/replay"><button type="submit" name="go" value="1">'
-        f"Replay selected</button></form>{_button('replay-all', 'Replay all', queue)}"
-        f"{_button('purge', 'Purge', queue)}<table><tr><th></th><th>message id</th><th>actor"
-        f"</th><th>error</th><th>message</th><th>attempts</th><th>failed at</th></tr>{rows}"
-        "</table>")
+class Pages:
+    """Renders the UI's templates with what every page needs (broker, token, nav)."""
+
+    def __init__(self, sy: App) -> None:
+        self.sy = sy
+        self.env = environment()
+        self.broker = "redis" if isinstance(sy.broker, RedisBroker) else "rabbitmq"
+
+    def text(self, request: Request, template: str, token: str, **context: Any) -> str:
+        return self.env.get_template(template).render(
+            broker=self.broker, raw_view=self.broker == "redis", csrf=token, **context)
+
+    def render(self, request: Request, template: str, *, status: int = 200,
+               **context: Any) -> HTMLResponse:
+        token = csrf.token(request)
+        response = HTMLResponse(self.text(request, template, token, **context),
+                                status_code=status, headers=NO_STORE)
+        csrf.remember(request, response, token)
+        return response
+
+    def message(self, request: Request, status: int, heading: str, text: str,
+                back: str = ROOT + "/") -> HTMLResponse:
+        return self.render(request, "message.html", status=status, title=heading,
+                           page="", heading=heading, text=text, back=back)
 
 
-def render(sy: App) -> str:
-    depths = {q: sy.state.dead_letters.depth(q) for q in sy.state.dead_letters.queues()}
-    sections = [_dead_letters(q, sy.state.dead_letters.list(q, limit=LIMIT), depth)
-                for q, depth in depths.items() if depth]
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>Switchyard: queues and dead '
-        f'letters</title><style>{STYLE}</style></head><body><h1>Queues and dead letters</h1>'
-        '<p><a href="/dashboard/">Dramatiq dashboard</a></p><h2>Queues</h2>'
-        f"{_queues_table(sy.queues.snapshot())}<h2>Dead letters</h2>"
-        f"{''.join(sections) or '<p>No dead letters.</p>'}</body></html>")
+def _page_url(queue: str | None, actor: str, error: str) -> Callable[[int], str]:
+    def url(page: int) -> str:
+        query = {k: v for k, v in (("queue", queue), ("actor", actor), ("error", error)) if v}
+        return f"{PAGE}?{urlencode({**query, 'page': page})}"
+    return url
 
 
-def _act(sy: App, queue: str, action: str, ids: list[str]) -> None:
-    if action == "replay" and ids:
-        replay(sy, queue, ids)
+def _next(form: dict[str, list[str]]) -> str:
+    """Where a form sends the browser back to: a dashboard page, nowhere else."""
+    target = (form.get("next") or [""])[0]
+    safe = target.startswith(ROOT + "/") and "//" not in target and "\\" not in target
+    return target if safe else PAGE
+
+
+def _act(sy: App, queue: str, action: str, form: dict[str, list[str]]) -> None:
+    if action == "replay" and form.get("id"):
+        replay(sy, queue, form["id"])
+    elif action == "replay-filtered":
+        replay(sy, queue, sy.state.dead_letters.matching(queue, _filters(form)))
     elif action == "replay-all":
         replay(sy, queue, None)
     elif action == "purge":
@@ -136,24 +178,124 @@ def _act(sy: App, queue: str, action: str, ids: list[str]) -> None:
         sy.state.paused.resume(queue)
 
 
-def router(sy: App) -> APIRouter:
-    routes = APIRouter(include_in_schema=False)
+def _filters(form: dict[str, list[str]]) -> dict[str, str]:
+    return {name: (form.get(name) or [""])[0] for name in ("actor", "error")}
 
+
+def _confirmation(sy: App, queue: str, action: str,
+                  form: dict[str, list[str]]) -> dict[str, Any]:
+    filters = _filters(form)
+    n = (len(sy.state.dead_letters.matching(queue, filters)) if action == "replay-filtered"
+         else sy.state.dead_letters.depth(queue))
+    fields = [(k, v) for k, v in (*filters.items(), ("next", _next(form))) if v]
+    return {"question": CONFIRMED[action].format(n=n, queue=queue, actor=filters["actor"] or "any",
+                                                 error=filters["error"] or "any"),
+            "action": f"{PAGE}/{queue}/{action}", "fields": fields, "back": _next(form),
+            "verb": "Purge" if action == "purge" else "Replay"}
+
+
+async def _form(request: Request) -> dict[str, list[str]] | None:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_DASHBOARD_FORM:
+            return None
+    return parse_qs(body.decode("utf-8", "replace"))
+
+
+def _page_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
+    @routes.get(ROOT)
+    def root() -> RedirectResponse:
+        return RedirectResponse(ROOT + "/", status_code=303)
+
+    @routes.get(ROOT + "/", response_class=HTMLResponse)
+    def overview(request: Request) -> HTMLResponse:
+        return pages.render(request, "overview.html", title="Overview", page="overview",
+                            data=views.overview(sy))
+
+    @routes.get(ROOT + "/overview.json")
+    def overview_json(request: Request) -> JSONResponse:
+        data = views.overview(sy)
+        rows = pages.text(request, "queue_rows.html", csrf.token(request), data=data)
+        return JSONResponse({**data, "rows_html": rows}, headers=NO_STORE)
+
+    @routes.get(ROOT + "/workers", response_class=HTMLResponse)
+    def workers(request: Request) -> HTMLResponse:
+        return pages.render(request, "workers.html", title="Workers", page="workers",
+                            workers=views.workers(sy), interval_ms=sy.state.workers.interval)
+
+    @routes.get(ROOT + "/schedules", response_class=HTMLResponse)
+    def schedules(request: Request) -> HTMLResponse:
+        return pages.render(request, "schedules.html", title="Schedules", page="schedules",
+                            rows=views.schedule_rows(sy))
+
+    @routes.get(ROOT + "/static/ui.css")
+    def stylesheet() -> FileResponse:
+        return FileResponse(UI / "static" / "ui.css", media_type=ASSETS["ui.css"])
+
+    @routes.get(ROOT + "/static/ui.js")
+    def script() -> FileResponse:
+        return FileResponse(UI / "static" / "ui.js", media_type=ASSETS["ui.js"])
+
+
+def _job_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
+    @routes.get(ROOT + "/jobs", response_class=HTMLResponse)
+    def lookup(request: Request, id: str = Query("", max_length=1000)) -> HTMLResponse:
+        query = id.strip()
+        context: dict[str, Any] = {"title": "Job lookup", "page": "jobs", "query": query,
+                                   "job": None, "problem": None}
+        if not query:
+            return pages.render(request, "jobs.html", **context)
+        if not views.MESSAGE_ID.fullmatch(query):
+            context.update(query="", problem="A message id is 1 to 128 letters, digits and "
+                                             "._:@- characters.")
+            return pages.render(request, "jobs.html", status=400, **context)
+        context["job"] = views.job(sy, query)
+        if context["job"] is None:
+            context["problem"] = ("No job with that id is kept: history keeps each queue's "
+                                  "newest finished jobs for a while, and dead letters.")
+            return pages.render(request, "jobs.html", status=404, **context)
+        return pages.render(request, "jobs.html", **context)
+
+
+def _dead_letter_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
     @routes.get(PAGE, response_class=HTMLResponse)
-    def page() -> HTMLResponse:
-        return HTMLResponse(render(sy), headers={"Cache-Control": "no-store"})
+    def dead_letters(request: Request, queue: str = Query("", max_length=200),
+                     actor: str = Query("", max_length=200),
+                     error: str = Query("", max_length=200),
+                     page: int = Query(1, ge=1, le=100_000)) -> HTMLResponse:
+        data = views.dead_letters(sy, queue or None, actor=actor, error=error, page=page)
+        url = _page_url(data["queue"], actor, error)
+        return pages.render(request, "dead_letters.html", title="Dead letters",
+                            page="dead-letters", data=data, page_url=url, here=url(page))
 
     @routes.post(PAGE + "/{queue}/{action}", response_model=None)
-    async def act(queue: QueueName, action: str,
-                  request: Request) -> RedirectResponse | HTMLResponse:
+    async def act(queue: str, action: str, request: Request) -> RedirectResponse | HTMLResponse:
         if action not in ACTIONS:
             return refused((404, "No such action."))
-        if not await run_in_threadpool(sy.queues.is_known, queue):
+        if not re.fullmatch(QUEUE, queue) or not await run_in_threadpool(sy.queues.is_known,
+                                                                          queue):
             return refused((404, _e(unknown_queue(queue))))
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        await run_in_threadpool(_act, sy, queue, action, form.get("id", []))
-        return RedirectResponse(PAGE, status_code=303)
+        form = await _form(request)
+        if form is None:
+            return refused((413, "Form too large."))
+        if not csrf.valid(request, (form.get(csrf.FIELD) or [""])[0]):
+            return pages.message(request, 403, "Refused", "This form is out of date or came "
+                                 "from elsewhere (its CSRF token does not match): reload the "
+                                 "page and try again.", back=_next(form))
+        if action in CONFIRMED and (form.get("confirm") or [""])[0] != "yes":
+            context = await run_in_threadpool(_confirmation, sy, queue, action, form)
+            return pages.render(request, "confirm.html", title="Confirm", page="", **context)
+        await run_in_threadpool(_act, sy, queue, action, form)
+        return RedirectResponse(_next(form), status_code=303)
 
+
+def router(sy: App) -> APIRouter:
+    routes = APIRouter(include_in_schema=False)
+    pages = Pages(sy)
+    _page_routes(routes, sy, pages)
+    _job_routes(routes, sy, pages)
+    _dead_letter_routes(routes, sy, pages)
     return routes
 
 
@@ -271,15 +413,11 @@ class DashboardGate:
 
 
 def mount(app: FastAPI, sy: App) -> None:
-    """dramatiq-dashboard under /dashboard (it reads the Redis broker's keys only)."""
+    """dramatiq-dashboard under /dashboard/raw (it reads the Redis broker's keys only)."""
     if isinstance(sy.broker, RedisBroker):
-        dashboard = DashboardApp(broker=sy.broker, prefix="/dashboard")
+        dashboard = DashboardApp(broker=sy.broker, prefix=RAW)
         # Its queue page prints each job as `str(message)`, arguments included: every
         # value its templates print goes through `_no_payload` first (Jinja's finalize).
         dashboard.templates.finalize = _no_payload
         wsgi = WSGIMiddleware(dashboard)  # type: ignore[arg-type]
-        app.mount("/dashboard", DashboardGate(wsgi, sy))  # type: ignore[arg-type]
-    else:
-        @app.get("/dashboard", include_in_schema=False)
-        def no_dashboard() -> RedirectResponse:
-            return RedirectResponse(PAGE, status_code=303)
+        app.mount(RAW, DashboardGate(wsgi, sy))  # type: ignore[arg-type]

@@ -1,30 +1,46 @@
-"""A person in a real browser: logs into the dashboard, sees a dead letter, replays it,
-and sees it gone. Headless Chromium from the system (no browser download); required in
-CI, skipped locally when Chromium is not installed."""
+"""An operator in a real browser, on the Redis and the RabbitMQ broker: logs in, sees a
+job appear in the overview's counts and charts as it runs (no reload), looks it up by
+id, replays a filtered set of dead letters, pauses and resumes a queue, and sees a
+killed worker marked silent. Headless Chromium from the system (no browser download);
+required in CI, skipped locally when Chromium is not installed.
+
+Each test saves a screenshot: under `$SWITCHYARD_ARTIFACTS` when set (CI uploads it),
+else under pytest's base temporary directory (`<basetemp>/artifacts/`, kept for the
+last three runs, as pytest keeps it).
+"""
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import dramatiq
 import pytest
 
+from tests.support.processes import WorkerProcesses
 from tests.support.services import missing
 from tests.support.waiting import wait_for
-from tests.web.conftest import FLAKY, PASSWORD, USERNAME
+from tests.web.conftest import ECHO, FLAKY, PASSWORD, USERNAME
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--disable-dev-shm-usage"]
+         "--disable-dev-shm-usage", "--window-size=1280,1000"]
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Any]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         missing("Chromium (apt-get install chromium chromium-driver)")
     from selenium import webdriver
@@ -42,7 +58,24 @@ def browser() -> Iterator[object]:
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def log_in(driver, username: str, password: str) -> None:
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               browser: Any) -> Callable[[str], Path]:
+    """Save the browser's page as `<test>-<what>.png` in the run's artifacts."""
+    base = os.environ.get("SWITCHYARD_ARTIFACTS")
+    folder = Path(base) if base else tmp_path_factory.getbasetemp() / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(what: str) -> Path:
+        name = request.node.name.replace("[", "-").replace("]", "")
+        path = folder / f"{name}-{what}.png"
+        assert browser.save_screenshot(str(path)), path
+        return path
+
+    return save
+
+
+def log_in(driver: Any, username: str, password: str) -> None:
     """HTTP basic, as a browser sends it after the login prompt (headless has no prompt)."""
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     driver.execute_cdp_cmd("Network.enable", {})
@@ -50,35 +83,143 @@ def log_in(driver, username: str, password: str) -> None:
                            {"headers": {"Authorization": f"Basic {token}"}})
 
 
-def test_a_dead_letter_is_replayed_from_the_dashboard(web, start_worker, base_url, browser):
+def text_of(driver: Any, css: str) -> str:
+    """The element's text, read in one step (the page's script swaps elements out live)."""
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", css)
+    return str(text).strip()
+
+
+def click(driver: Any, css: str) -> None:
+    """Click the element, found again if the page's script swapped it out meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    # given a dead-lettered job
-    start_worker(web.sy)
-    message_id = web.client.post(f"/api/jobs/{FLAKY}", json={"name": "b"}).json()["message_id"]
-    wait_for(lambda: web.sy.state.dead_letters.depth(web.queue), what="dead letter")
-    web.fix("b")
+    def clicked() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+        except StaleElementReferenceException:
+            return False
+        return True
 
-    # when a person logs in and opens the dead letters
+    wait_for(clicked, what=f"a click on {css}")
+
+
+def test_a_job_shows_in_the_live_overview_and_is_found_by_id(web, start_worker, base_url,
+                                                              browser, screenshot):
+    from selenium.webdriver.common.by import By
+
+    # given a worker, and an operator watching the overview
+    start_worker(web.sy)
     log_in(browser, USERNAME, PASSWORD)
     browser.get(f"{base_url}/dashboard/")
-    assert web.queue in browser.page_source  # dramatiq-dashboard's queue list
+    assert text_of(browser, f"#queue-{web.queue} [data-field=completed]") == "0"
+    browser.execute_script("document.body.dataset.loadedOnce = 'yes'")
+
+    # when a job runs
+    message_id = web.client.post(f"/api/jobs/{ECHO}", json={"text": "x"}).json()["message_id"]
+
+    # then the same page (never reloaded) counts it and charts it
+    wait_for(lambda: web.sy.state.buffer.flush() or text_of(
+        browser, "#chart-minute-counts [data-series=done] b") == "1",
+        what="the job in the chart", timeout=20)
+    assert text_of(browser, f"#queue-{web.queue} [data-field=completed]") == "1"
+    assert text_of(browser, "#chart-hour-counts [data-series=done] b") == "1"
+    assert browser.execute_script("return document.body.dataset.loadedOnce") == "yes"
+    screenshot("overview")
+
+    # and looking it up by id shows it done
+    browser.find_element(By.LINK_TEXT, "Job lookup").click()
+    browser.find_element(By.ID, "job-id").send_keys(message_id + "\n")
+    wait_for(lambda: text_of(browser, "#job-status") == "done", what="the job's page")
+    assert "queued" in text_of(browser, "#job-timeline")
+    screenshot("job")
+
+
+def test_a_filtered_set_of_dead_letters_is_replayed_and_a_queue_paused(web, start_worker,
+                                                                       base_url, browser,
+                                                                       screenshot):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    # given two failed flaky jobs (now fixed), and two dead letters of another actor
+    start_worker(web.sy)
+    flaky = [web.client.post(f"/api/jobs/{FLAKY}", json={"name": n}).json()["message_id"]
+             for n in ("a", "b")]
+    wait_for(lambda: web.sy.state.dead_letters.depth(web.queue) == 2, what="dead letters")
+    for n in ("a", "b"):
+        web.fix(n)
+    for _ in range(2):
+        web.sy.state.dead_letters.add(dramatiq.Message(
+            queue_name=web.queue, actor_name=ECHO, args=(), kwargs={}, options={}),
+            {"error": "InvalidPayload", "attempts": 1})
+
+    # when the operator filters the queue's dead letters by actor and replays that set
+    log_in(browser, USERNAME, PASSWORD)
+    browser.get(f"{base_url}/dashboard/dead-letters?queue={web.queue}")
+    assert "4 dead letter(s)" in text_of(browser, "#matching")
+    Select(browser.find_element(By.ID, "filter-actor")).select_by_visible_text(FLAKY)
+    browser.find_element(By.CSS_SELECTOR, "#filters button").click()
+    wait_for(lambda: "2 dead letter(s) match" in text_of(browser, "#matching"), what="filter")
+    screenshot("filtered")
+    browser.find_element(By.CSS_SELECTOR, "#replay-filtered button").click()
+    assert "Replay the 2 dead letter(s)" in text_of(browser, "#question")
+    browser.find_element(By.CSS_SELECTOR, "#confirm button").click()
+
+    # then those two ran again, and only the other actor's are left
+    wait_for(lambda: all((web.sy.state.history.get(i) or {}).get("status") == "done"
+                         for i in flaky if not web.sy.state.buffer.flush()), what="replayed")
+    browser.get(f"{base_url}/dashboard/dead-letters?queue={web.queue}")
+    assert "2 dead letter(s) in" in text_of(browser, "#matching")
+    assert {row.text.split()[1] for row in browser.find_elements(By.CSS_SELECTOR,
+                                                                  "tr.dead-letter")} == {ECHO}
+
+    # and the queue is paused and resumed from the overview
+    browser.get(f"{base_url}/dashboard/")
+    click(browser, f"#queue-{web.queue} button")
+    wait_for(lambda: text_of(browser, f"#queue-{web.queue} [data-field=paused]") == "paused",
+             what="paused")
+    assert web.sy.state.paused.paused() == {web.queue}
+    screenshot("paused")
+    click(browser, f"#queue-{web.queue} button")
+    wait_for(lambda: text_of(browser, f"#queue-{web.queue} [data-field=paused]") == "running",
+             what="resumed")
+    assert web.sy.state.paused.paused() == frozenset()
+
+
+@pytest.fixture
+def ui_workers(process_env: dict[str, str], queue: str) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses({**process_env, "TEST_QUEUE": f"{queue}-beat"},
+                            module="tests.web.ui_worker")
+    yield procs
+    procs.stop_all()
+
+
+def test_a_killed_worker_is_marked_silent(web, ui_workers, base_url, browser, screenshot):
+    # given a worker process the workers page shows alive
+    proc = ui_workers.start()
+    log_in(browser, USERNAME, PASSWORD)
+
+    def row_class() -> str:
+        browser.get(f"{base_url}/dashboard/workers")
+        from selenium.webdriver.common.by import By
+
+        rows = browser.find_elements(By.ID, f"worker-{proc.pid}")
+        return str(rows[0].get_attribute("class")) if rows else ""
+
+    wait_for(lambda: row_class() == "alive", what="the worker alive", interval=0.2)
+
+    # when it is killed
+    ui_workers.kill(proc)
+
+    # then, three heartbeats later, the page marks it silent
+    wait_for(lambda: row_class() == "silent", what="the worker silent", timeout=15,
+             interval=0.3)
+    screenshot("workers")
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_the_dashboard_shows_nothing_without_logging_in(web, base_url, browser, broker_kind):
     browser.get(f"{base_url}/dashboard/dead-letters")
-    row = browser.find_element(By.ID, f"dl-{message_id}")
-    assert "PermanentError" in row.text and FLAKY in row.text
 
-    # and selects it and replays it
-    row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
-    browser.find_element(By.CSS_SELECTOR, f"#replay-{web.queue} button").click()
-
-    # then the page comes back without it, and the job has run again
-    wait_for(lambda: not browser.find_elements(By.ID, f"dl-{message_id}"), what="row gone")
-    assert "No dead letters." in browser.page_source
-    wait_for(lambda: (web.sy.state.buffer.flush() or web.sy.state.history.get(message_id) or {})
-             .get("status") == "done", what="replayed job done")
-
-
-def test_the_dashboard_shows_nothing_without_logging_in(web, base_url, browser):
-    browser.get(f"{base_url}/dashboard/dead-letters")
-
-    assert "Queues and dead letters" not in browser.page_source
+    assert "Dead letters" not in browser.page_source

@@ -1,4 +1,4 @@
-"""The API and queue metrics on the RabbitMQ broker (the dashboard is Redis-only)."""
+"""The API, queue metrics and dashboard on the RabbitMQ broker (the raw view is Redis-only)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,12 @@ def test_queue_metrics_count_waiting_and_delayed_on_rabbitmq(web):
     assert (row["waiting"], row["delayed"], row["active"]) == (1, 1, 0)
 
 
-def test_dashboard_leads_to_the_dead_letters_page_on_rabbitmq(web):
+def test_the_dashboard_is_served_on_rabbitmq_without_the_raw_redis_view(web):
     response = web.client.get("/dashboard", follow_redirects=False)
 
-    assert response.status_code == 303
-    assert response.headers["location"] == "/dashboard/dead-letters"
+    assert response.status_code == 303 and response.headers["location"] == "/dashboard/"
+    overview = web.client.get("/dashboard/")
+    assert overview.status_code == 200 and "broker: rabbitmq" in overview.text
+    assert "/dashboard/raw/" not in overview.text
+    assert web.client.get("/dashboard/raw/").status_code == 404
     assert web.client.get("/dashboard/dead-letters").status_code == 200

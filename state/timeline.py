@@ -1,0 +1,123 @@
+"""Job counts over time in the state store, for the dashboard's charts.
+
+Each outcome (done, retried, rate-limited, dead, ...) and each queue wait is counted in
+a bucket per minute and a bucket per hour: one hash per bucket, `timeline:m:<minute>`
+and `timeline:h:<hour>`, each field `<queue>\\t<outcome>` or `<queue>\\twait\\t<bound>`.
+Every bucket expires (TIMELINE_MINUTE_TTL_MS, TIMELINE_HOUR_TTL_MS), so the store holds
+at most a couple of hours of minutes and a couple of days of hours, whatever the load.
+
+Increments add up in memory and are flushed with the other buffered writes: one
+HINCRBY per changed field per flush interval. The wait is the time from the moment a
+message could first run (its enqueue time, or its `eta` when delayed) to its start;
+its p50 and p95 are read from the histogram's bounds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import redis
+
+from state.buffer import Write, WriteBuffer
+
+#: Upper bounds (ms) of the wait-time histogram's buckets; +Inf is implied.
+WAIT_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
+                  60_000, 300_000, 900_000, 3_600_000)
+SEP = "\t"
+MINUTE_MS, HOUR_MS = 60_000, 3_600_000
+#: The resolutions read back: (name, bucket width, how many buckets).
+RESOLUTIONS = {"minute": (MINUTE_MS, 60), "hour": (HOUR_MS, 24)}
+#: The outcomes the charts draw.
+CHARTED = ("done", "retried", "rate_limited", "dead")
+
+
+def percentile(histogram: dict[str, int], fraction: float) -> float | None:
+    """The upper bound (ms) of the bucket holding the `fraction` rank, or None if empty."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    seen = 0
+    for bound in (*map(str, WAIT_BOUNDS_MS), "+Inf"):
+        seen += histogram.get(bound, 0)
+        if seen >= fraction * total:
+            return float(bound) if bound != "+Inf" else float(WAIT_BOUNDS_MS[-1])
+    return float(WAIT_BOUNDS_MS[-1])
+
+
+class Timeline:
+    """Counts per minute and per hour; `minute_ttl` and `hour_ttl` are in ms."""
+
+    def __init__(self, client: redis.Redis, buffer: WriteBuffer, *, prefix: str,
+                 minute_ttl: int, hour_ttl: int) -> None:
+        self.client: Any = client  # redis-py's annotations mix sync and async results
+        self.prefix = f"{prefix}:timeline"
+        self.ttl = {"m": minute_ttl, "h": hour_ttl}
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self.buffer = buffer
+        buffer.add_source(self._drain)
+
+    def key(self, kind: str, start_ms: int) -> str:
+        return f"{self.prefix}:{kind}:{start_ms}"
+
+    def _add(self, field: str, at_ms: int | None = None) -> None:
+        now = int(time.time() * 1000) if at_ms is None else at_ms
+        with self._lock:
+            self._counts[self.key("m", now - now % MINUTE_MS), field] += 1
+            self._counts[self.key("h", now - now % HOUR_MS), field] += 1
+        self.buffer.wake_soon()
+
+    def count(self, queue: str, outcome: str) -> None:
+        self._add(f"{queue}{SEP}{outcome}")
+
+    def wait(self, queue: str, wait_ms: float) -> None:
+        bound = next((str(b) for b in WAIT_BOUNDS_MS if wait_ms <= b), "+Inf")
+        self._add(f"{queue}{SEP}wait{SEP}{bound}")
+
+    def _drain(self) -> Write | None:
+        with self._lock:
+            if not self._counts:
+                return None
+            counts, self._counts = self._counts, Counter()
+
+        def write(pipe: Any) -> None:
+            for (key, field), n in counts.items():
+                pipe.hincrby(key, field, n)
+            for key in {key for key, _ in counts}:
+                pipe.pexpire(key, self.ttl[key.rsplit(":", 2)[-2]])
+
+        return write
+
+    def series(self, resolution: str, queue: str | None = None,
+               now_ms: int | None = None) -> dict[str, Any]:
+        """The buckets of `resolution` (minute: the last hour, hour: the last day), oldest
+        first: per bucket its start, each charted outcome's count and the wait p50/p95."""
+        width, n = RESOLUTIONS[resolution]
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        starts = [now - now % width - width * i for i in range(n - 1, -1, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for start in starts:
+            pipe.hgetall(self.key(resolution[0], start))
+        points = [self._point(start, raw, queue) for start, raw in zip(starts, pipe.execute(),
+                                                                       strict=True)]
+        return {"resolution": resolution, "width_ms": width, "points": points}
+
+    @staticmethod
+    def _point(start: int, raw: dict[bytes, bytes], queue: str | None) -> dict[str, Any]:
+        counts: Counter[str] = Counter()
+        waits: Counter[str] = Counter()
+        for field, value in raw.items():
+            name, _, rest = field.decode().partition(SEP)
+            if queue is not None and name != queue:
+                continue
+            if rest.startswith(f"wait{SEP}"):
+                waits[rest.split(SEP, 1)[1]] += int(value)
+            else:
+                counts[rest] += int(value)
+        point: dict[str, Any] = {"start": start, **{o: counts[o] for o in CHARTED}}
+        point["wait_p50_ms"] = percentile(waits, 0.50)
+        point["wait_p95_ms"] = percentile(waits, 0.95)
+        return point

@@ -1,0 +1,151 @@
+"""What each dashboard page shows, read from the broker and the state store.
+
+Nothing here returns a job's arguments: dead letters go through `summary()`, job
+records leave out everything but status, times, counts, the error and (for actors that
+store results) the result; workers and schedules carry no payload at all.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from typing import Any
+
+from dramatiq.brokers.redis import RedisBroker
+
+import schedules
+from state.dead_letters import summary
+from state.history import FINAL
+from switchyard.app import App
+from switchyard.clock import Clock
+from web.ui.charts import charts
+
+#: Dead letters per page.
+PAGE_SIZE = 50
+#: The message ids the lookup accepts (Dramatiq's UUIDs and the ids producers give).
+MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+#: The steps of a job's timeline: (label, history field).
+STEPS = (("queued", "enqueued_at"), ("queued again", "queued_at"), ("running", "started_at"),
+         ("finished", "finished_at"))
+#: A job queued again this long after it was first queued (a delay, a replay) shows the
+#: second time as a step of its own; sooner, it is the same enqueue.
+REQUEUED_MS = 1_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def queue_rows(sy: App) -> list[dict[str, Any]]:
+    """Every queue: the monitoring numbers, its dead letters and its oldest waiting age.
+
+    RabbitMQ does not say how many of a queue's messages are unacked, so there "active"
+    is what the live workers' last heartbeats reported running."""
+    now = now_ms()
+    running = None if isinstance(sy.broker, RedisBroker) else reported_running(sy)
+    rows = []
+    for row in sy.queues.snapshot():
+        oldest = sy.queues.oldest_waiting_ms(row["name"]) if row["waiting"] else None
+        if running is not None:
+            row["active"] = running[row["name"]]
+        rows.append({**row, "dead": sy.state.dead_letters.depth(row["name"]),
+                     "oldest_age_ms": None if oldest is None else max(0, now - oldest)})
+    return rows
+
+
+def reported_running(sy: App) -> Counter[str]:
+    """Jobs running per queue, as the live workers' heartbeats last said."""
+    running: Counter[str] = Counter()
+    for worker in sy.state.workers.live():
+        running.update(worker.get("in_flight_by_queue") or {})
+    return running
+
+
+def overview(sy: App) -> dict[str, Any]:
+    """The overview's numbers and charts (also `/dashboard/overview.json`)."""
+    series = {resolution: sy.state.timeline.series(resolution)
+              for resolution in ("minute", "hour")}
+    return {"queues": queue_rows(sy), "series": series, "charts": charts(series),
+            "generated_at": now_ms()}
+
+
+def _timeline(job: dict[str, Any]) -> list[dict[str, Any]]:
+    steps = [{"step": label, "at": job[field]} for label, field in STEPS
+             if isinstance(job.get(field), int)]
+    first = job.get("enqueued_at")
+    # In the order a job moves, not by time: a producer records its enqueue after the
+    # broker has the message, so a quick worker can start a moment before that.
+    steps = [step for step in steps if step["step"] != "queued again"
+             or not isinstance(first, int) or step["at"] - first >= REQUEUED_MS]
+    if job.get("status") in FINAL and steps and steps[-1]["step"] == "finished":
+        steps[-1]["step"] = job["status"]
+    if job.get("status") == "retrying":
+        steps.append({"step": f"retrying in {job.get('retry_in_ms', 0)} ms", "at": None})
+    return steps
+
+
+def job(sy: App, message_id: str) -> dict[str, Any] | None:
+    """A job as the lookup shows it, from its history record and its dead letter."""
+    record = sy.state.history.get(message_id)
+    dead = sy.state.dead_letters.show(message_id)
+    if record is None and dead is None:
+        return None
+    record = record or {"id": message_id, "actor": dead and dead["actor"],
+                        "queue": dead and dead["queue"], "status": "failed"}
+    actor = sy.broker.actors.get(str(record.get("actor")))
+    stores = bool(actor is not None and actor.options.get("store_results"))
+    error = record.get("error") if isinstance(record.get("error"), dict) else None
+    return {
+        "id": message_id, "actor": record.get("actor"), "queue": record.get("queue"),
+        "status": record.get("status"), "runs": record.get("runs", 0),
+        "retries": record.get("retries", 0), "duration_ms": record.get("duration_ms"),
+        "timeline": _timeline(record),
+        "error": _error(error or (dead or {}).get("reason")),
+        "result": record.get("result") if stores and record.get("status") == "done" else None,
+        "stores_results": stores,
+        "dead_letter": summary(dead) if dead else None,
+    }
+
+
+def _error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not error:
+        return None
+    return {name: error.get(name) for name in ("error", "message", "code", "status", "provider")}
+
+
+def dead_letters(sy: App, queue: str | None, *, actor: str, error: str,
+                 page: int) -> dict[str, Any]:
+    """The dead-letters page: every queue's count, and one page of the chosen queue."""
+    queues = {q: sy.state.dead_letters.depth(q) for q in sy.state.dead_letters.queues()}
+    chosen = queue if queue in queues else next(iter(queues), None)
+    shown: dict[str, Any] = {"queues": queues, "queue": chosen, "actor": actor, "error": error,
+                             "page": page, "items": [], "matching": 0, "pages": 1}
+    if chosen is None:
+        return shown
+    filters = {"actor": actor, "error": error}
+    items, matching = sy.state.dead_letters.page(chosen, offset=(page - 1) * PAGE_SIZE,
+                                                 limit=PAGE_SIZE, filters=filters)
+    shown.update(items=[summary(item) for item in items], matching=matching,
+                 pages=max(1, -(-matching // PAGE_SIZE)),
+                 actors=sy.state.dead_letters.facet_values(chosen, "actor"),
+                 errors=sy.state.dead_letters.facet_values(chosen, "error"))
+    return shown
+
+
+def workers(sy: App) -> list[dict[str, Any]]:
+    now = now_ms()
+    return [{**w, "age_ms": max(0, now - w["last_beat"])} for w in sy.state.workers.all()]
+
+
+def schedule_rows(sy: App) -> list[dict[str, Any]]:
+    """Each schedule: last slot sent, its job's outcome, and the next slot."""
+    clock = Clock(sy, schedules.SCHEDULES)
+    rows = []
+    for row, schedule in zip(clock.table(), clock.schedules, strict=True):
+        message_id = clock.sent_as(schedule, row["last"]) if row["last"] else None
+        record = sy.state.history.get(message_id) if message_id else None
+        rows.append({**row, "message_id": message_id,
+                     "outcome": record["status"] if record else (
+                         "not kept" if message_id else None)})
+    return rows
