@@ -35,8 +35,10 @@ class History(Middleware):
             return
         fields: dict[str, Any] = {"status": "queued", "queued_at": now_ms()}
         if not deliveries:
+            # The message's own time: a delayed job coming due keeps when it was sent.
             fields.update(id=message.message_id, actor=message.actor_name,
-                          queue=q_name(message.queue_name), enqueued_at=now_ms())
+                          queue=q_name(message.queue_name),
+                          enqueued_at=message.message_timestamp)
         self.history.record(message, deliveries * 4 + QUEUED, fields)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:

@@ -84,3 +84,21 @@ def test_statuses_move_from_queued_to_done(build_switchyard, start_worker, queue
     record = sy.state.history.get(message.message_id)
     assert record["status"] == "done" and record["result"] == 42
     assert record["enqueued_at"] <= record["started_at"] <= record["finished_at"]
+
+
+def test_a_delayed_job_keeps_when_it_was_sent(build_switchyard, start_worker, queue):
+    # given a job sent with a delay
+    sy = build_switchyard()
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def later() -> None:
+        pass
+
+    start_worker(sy)
+    message = later.send_with_options(delay=1_500)
+    # when it comes due and runs
+    wait_for(lambda: finished(sy, message.message_id), timeout=30, what="done")
+    record = sy.state.history.get(message.message_id)
+    # then it was enqueued when it was sent, and queued again when it came due
+    assert record["enqueued_at"] == message.message_timestamp
+    assert record["queued_at"] >= message.message_timestamp + 1_500
