@@ -5,7 +5,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: dev test bench uv
+.PHONY: dev test bench mutants uv
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
@@ -25,3 +25,8 @@ test: uv
 bench: uv
 	$(UV) sync --frozen
 	$(UV) run python bench/throughput.py
+
+# Mutation testing (slow, not part of `make test`): AREAS="retry http" for some areas only.
+mutants: uv
+	$(UV) sync --frozen
+	$(UV) run python scripts/mutants.py $(AREAS)

@@ -6,9 +6,14 @@ import time
 
 import pytest
 from dramatiq.results import ResultFailure
+from sqlalchemy import func, select
 
+from actors import channels
+from actors.channels import find_or_create_channel
 from processing import channels as processing
 from store import channels as store
+from store.models import SourceChannel
+from switchyard.errors import PermanentError
 from tests.actors.conftest import World, unique
 
 
@@ -139,5 +144,41 @@ def test_find_or_create_makes_a_pending_channel_and_enqueues_its_join_once(world
 
 @pytest.mark.parametrize("bad", ["", "ab", "has space", "x" * 40, "https://example.com/x"])
 def test_a_malformed_username_is_refused_before_anything_is_created(world, bad):
-    with pytest.raises(Exception, match="not a Telegram username|invalid"):
-        processing.find_or_create(world.db, bad, lambda *_: "never")
+    # given the channels there are
+    before = channel_rows(world)
+    enqueued: list[str] = []
+
+    def enqueue(channel_id: str, username: str) -> str:
+        enqueued.append(username)
+        return "never"
+
+    # when the API asks for a username that cannot be one
+    with pytest.raises(PermanentError, match="is not a Telegram username") as caught:
+        processing.find_or_create(world.db, bad, enqueue)
+    # then it is refused as a permanent error, with no channel created and no join sent
+    assert caught.value.code == "invalid_username"
+    assert channel_rows(world) == before and enqueued == []
+
+
+def channel_rows(world: World) -> int:
+    with world.db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(SourceChannel)) or 0)
+
+
+def test_find_or_create_channel_enqueues_the_join_through_the_one_way_in(world):
+    # given a public channel nobody asked for yet
+    number, username = new_public_channel(world)
+    if "join_channel" not in world.sy.jobs:  # the producer's side declares the family
+        world.sy.declare([channels])
+    # when the API side's producer is asked for it, twice
+    channel = find_or_create_channel(world.sy, f"@{username}")
+    again = find_or_create_channel(world.sy, f"t.me/{username}")
+    # then one channel, one join job on channel-ops, and that job joins it
+    assert again.id == channel.id and channel.join_job_id is not None
+    assert again.join_job_id == channel.join_job_id
+    job = world.finished(channel.join_job_id)
+    assert (job["actor"], job["queue"], job["status"]) == ("join_channel", "channel-ops", "done")
+    assert job["result"]["telegram_id"] == channel_id_of(number)
+    with world.db.session() as session:
+        found = store.get(session, channel.id)
+        assert found is not None and found.is_active and found.username == username

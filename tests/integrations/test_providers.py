@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from integrations.discord import Discord
 from integrations.outbox import EmailOutbox, PushOutbox, SmsOutbox
 from integrations.providers import Providers, warn_local_backends
 from integrations.storage import LocalStorage
@@ -44,7 +45,7 @@ def test_each_client_is_built_once_per_process():
     ({"storage_backend": "s3"}, "storage", "S3_BUCKET"),
     ({"telegram_backend": "api"}, "telegram_bot", "TELEGRAM_BOT_TOKEN"),
     ({"telegram_backend": "api"}, "telegram_user", "TELEGRAM_API_ID"),
-    ({}, "discord", "DISCORD_BOT_TOKEN"),
+    ({"discord_backend": "api"}, "discord", "DISCORD_BOT_TOKEN"),
 ])
 def test_selected_but_not_configured_names_the_missing_setting(selected, get, setting):
     chosen = providers(**selected)
@@ -59,11 +60,12 @@ def test_configured_providers_are_built(tmp_path):
                        sms_backend="twilio", twilio_account_sid="AC123",
                        twilio_auth_token="secret", twilio_from="+15550001111",
                        telegram_backend="api", telegram_bot_token="123456:" + "A" * 35,
-                       discord_bot_token="token")
+                       discord_backend="api", discord_bot_token="token")
     assert chosen.email().name == "resend"
     assert chosen.sms().name == "twilio"
     assert chosen.telegram_bot().bot_id == 123456
-    assert repr(chosen.discord())
+    discord = chosen.discord()
+    assert isinstance(discord, Discord) and discord is chosen.discord()
     chosen.close()
 
 

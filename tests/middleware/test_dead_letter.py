@@ -72,3 +72,35 @@ def test_delayed_send_runs_no_earlier_than_its_delay(build_switchyard, start_wor
     start_worker(sy)
     wait_for(lambda: finished(sy, message.message_id), what="done")
     assert started[0] - sent_at >= 1.5
+
+
+def broker_dead_messages(sy, queue: str) -> int:
+    """Messages in the broker's own dead-letter queue (`<queue>.XQ`) for `queue`."""
+    from dramatiq.common import xq_name
+
+    if sy.settings.uses_rabbitmq:
+        declared = sy.broker.channel.queue_declare(xq_name(queue), durable=True, passive=True)
+        return int(declared.method.message_count)
+    return int(sy.broker.client.zcard(f"{sy.broker.namespace}:{xq_name(queue)}"))
+
+
+def test_a_dead_letter_the_store_refuses_lands_in_the_brokers_own_queue(
+    build_switchyard, start_worker, queue, state, prefix
+):
+    # given a state store that answers but refuses the dead-letter write (the queue's
+    # dead-letter index is a key of another type, as a full or broken Redis would refuse)
+    sy = build_switchyard()
+    state.set(f"{prefix}:dlq:q:{queue}", "not a sorted set")
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def reject() -> None:
+        raise PermanentError("rejected")
+
+    # when a job fails for good
+    start_worker(sy)
+    message = reject.send()
+
+    # then it is not lost: the broker keeps it in its own dead-letter queue
+    wait_for(lambda: broker_dead_messages(sy, queue) == 1, what="the message in .XQ")
+    assert status(sy, message.message_id) == "failed"
+    assert sy.state.dead_letters.show(message.message_id) is None

@@ -10,6 +10,7 @@ import dramatiq
 import pytest
 
 from switchyard.errors import PermanentError
+from switchyard.keys import JobKey
 from tests.support.jobs import finished, status
 from tests.support.waiting import wait_for
 
@@ -17,14 +18,16 @@ REDIS_ONLY = pytest.mark.parametrize("broker_kind", ["redis"])
 
 
 def ttl_of(sy: Any, actor: str, key: str) -> int:
-    return int(sy.state.client.pttl(f"{sy.settings.key_prefix}:idem:{actor}:{key}"))
+    return int(sy.state.client.pttl(sy.state.keys.redis_key(JobKey(actor, key))))
 
 
 @REDIS_ONLY
 def test_a_job_without_a_key_is_remembered_only_for_the_redelivery_guard(
     build_switchyard: Any, start_worker: Any, queue: str
 ) -> None:
-    sy = build_switchyard(redelivery_guard_ms=60_000, idempotency_ttl_ms=86_400_000)
+    # (a guard far longer than the 30 s lease a running job holds, so a mark that was
+    # never written cannot pass for it)
+    sy = build_switchyard(redelivery_guard_ms=600_000, idempotency_ttl_ms=86_400_000)
 
     @dramatiq.actor(broker=sy.broker, queue_name=queue, actor_name=f"plain_{queue}")
     def plain() -> None:
@@ -35,8 +38,11 @@ def test_a_job_without_a_key_is_remembered_only_for_the_redelivery_guard(
     keyed = plain.send_with_options(idempotency_key="order-1")
     wait_for(lambda: finished(sy, anonymous.message_id, keyed.message_id), what="both done")
     sy.state.buffer.flush()
-    assert 0 < ttl_of(sy, f"plain_{queue}", anonymous.message_id) <= 60_000
-    assert ttl_of(sy, f"plain_{queue}", "order-1") > 60_000
+    assert 540_000 < ttl_of(sy, f"plain_{queue}", anonymous.message_id) <= 600_000
+    assert ttl_of(sy, f"plain_{queue}", "order-1") > 600_000
+    mark = sy.state.client.get(sy.state.keys.redis_key(JobKey(f"plain_{queue}",
+                                                               anonymous.message_id)))
+    assert mark == b"done"
 
 
 @REDIS_ONLY
@@ -134,3 +140,24 @@ def test_queue_names_do_not_collide_with_the_dead_letter_keys(
     assert sorted(sy.state.dead_letters.queues()) == sorted([queue, other])
     sy.state.dead_letters.purge(queue)
     sy.state.dead_letters.purge(other)
+
+
+@REDIS_ONLY
+def test_history_is_kept_seven_days_at_most_by_default(
+    build_switchyard: Any, start_worker: Any, queue: str, state: Any, prefix: str
+) -> None:
+    # given the default HISTORY_TTL_MS, and a job that ran
+    sy = build_switchyard()
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def noop() -> None:
+        pass
+
+    start_worker(sy)
+    message = noop.send()
+    wait_for(lambda: finished(sy, message.message_id), what="done")
+
+    # then its record, and the queue's list of finished jobs, expire within 7 days
+    week = 7 * 24 * 3_600_000
+    for name in (f"{prefix}:job:{message.message_id}", f"{prefix}:history:{queue}:done"):
+        assert week - 60_000 < state.pttl(name) <= week, name

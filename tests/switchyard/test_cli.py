@@ -98,6 +98,7 @@ def test_the_seed_job_types_keep_their_names_queues_and_schedules(cli):
         "send_push": "notification", "send_email_notification": "notification",
         "send_sms": "notification", "send_batch_notifications": "notification",
         "process_image": "media", "process_video": "media", "process_audio": "media",
+        "discord_interaction": "discord-interactions", "discord_guild_event": "discord-events",
         **{f"cleanup_{kind}": "cleanup" for kind in (
             "stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")}}
     join = listed["join_channel"]["options"]
@@ -232,3 +233,98 @@ def test_a_second_shell_finds_the_embedded_redis_on_its_port(tmp_path):
     finally:
         server.terminate()
         server.wait(20)
+
+
+# The send options a user relies on, against a worker process.
+
+def test_send_with_an_idempotency_key_runs_the_job_once(cli, worker_processes):
+    assert cli("db", "upgrade").returncode == 0
+    worker_processes.start()
+    # when the same key is sent twice, with different payloads
+    first = cli("send", "ping", '{"echo": "first"}', "--idempotency-key", "k-1", "--wait")
+    again = cli("send", "ping", '{"echo": "again"}', "--idempotency-key", "k-1", "--wait")
+    # then the first ran, and the second was recorded as a skipped duplicate (exit 0)
+    assert first.returncode == 0 and again.returncode == 0, (first.stderr, again.stderr)
+    done = json.loads(first.stdout.split("\n", 1)[1])
+    skipped = json.loads(again.stdout.split("\n", 1)[1])
+    assert (done["status"], done["result"]["echo"]) == ("done", "first")
+    assert skipped["status"] == "skipped" and "result" not in skipped
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_send_with_a_delay_waits_for_it(cli, worker_processes, build_switchyard):
+    assert cli("db", "upgrade").returncode == 0
+    worker_processes.start()
+    # when a job is sent with a 10-minute delay, then one without
+    delayed = cli("send", "ping", "{}", "--delay", "600000")
+    assert delayed.returncode == 0, delayed.stderr
+    now = cli("send", "ping", "{}", "--wait")
+    assert now.returncode == 0, now.stderr
+    # then the one sent later has run, and the delayed one still waits, held as delayed
+    sy = build_switchyard()
+    record = sy.state.history.get(delayed.stdout.strip())
+    assert record is not None and record["status"] == "queued"
+    assert sy.queues.counts("default").delayed == 1
+
+
+def test_send_wait_exits_1_when_the_job_fails(cli, worker_processes):
+    assert cli("db", "upgrade").returncode == 0
+    worker_processes.start()
+    # when a job that cannot succeed (a join of a channel that does not exist) is sent
+    result = cli("send", "join_channel", '{"channelId": "no-such-channel", "username": "nobody"}',
+                 "--wait")
+    # then the command prints its failed record and exits 1
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    job = json.loads(result.stdout.split("\n", 1)[1])
+    assert job["status"] == "failed" and job["error"]["error"]
+
+
+# An unmigrated database: said by `db current`, `health` and the jobs that need it.
+
+def test_an_unmigrated_database_is_named_by_db_current_and_health(cli, tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/empty.db"}
+    current = cli("db", "current", env=env)
+    assert current.returncode == 1
+    assert " at nothing " in current.stdout
+    # (a deadline for the checks that a loaded machine meets: the first use of the
+    # migrations is slow to import)
+    health = cli("health", env={**env, "REDIS_TIMEOUT_MS": "20000"})
+    assert health.returncode == 1, (health.stdout, health.stderr)
+    (line,) = [x for x in health.stdout.splitlines() if x.startswith("database:")]
+    assert line.startswith("database: FAIL") and "run `switchyard db upgrade`" in line
+    assert cli("db", "upgrade", env=env).returncode == 0
+    assert cli("db", "current", env=env).returncode == 0
+
+
+def test_a_job_on_an_unmigrated_database_retries_until_it_is_upgraded(
+    cli, build_switchyard, start_worker, queue, tmp_path
+):
+    # given a worker whose database has no schema yet, and a job that needs it
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path}/later.db"
+    sy = build_switchyard(database_url=url)
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue, max_retries=100, min_backoff=100,
+                    max_backoff=200)
+    def needs_the_database() -> int:
+        with sy.database.session() as session:
+            return int(session.execute(text("SELECT 1")).scalar_one())
+
+    start_worker(sy)
+    message = needs_the_database.send()
+
+    # then it is retried, saying how to fix it
+    def retrying():
+        sy.state.buffer.flush()
+        job = sy.state.history.get(message.message_id)
+        return job if job and job["status"] == "retrying" else None
+
+    job = wait_for(retrying, what="retrying")
+    assert job["error"]["error"] == "RetryableError" and job["error"]["code"] == "schema"
+    assert "run `switchyard db upgrade`" in job["error"]["message"]
+
+    # and once the database is upgraded, a retry goes through
+    assert cli("db", "upgrade", env={"DATABASE_URL": url}).returncode == 0
+    wait_for(lambda: finished(sy, message.message_id), timeout=20, what="done")
+    assert sy.state.history.get(message.message_id)["status"] == "done"

@@ -77,9 +77,15 @@ def test_every_job_type_runs_end_to_end_on_the_defaults(dev):
         channel_id = channels.find_or_create(session, "technews")[0].id
     database.dispose()
     for actor, payload, outbox in JOBS:
+        before = files_in(var_dir / "outbox" / outbox)
         text = json.dumps(payload).replace("CHANNEL-ID", channel_id)
         result = cli("send", actor, text, "--wait", "--timeout", "60")
         assert result.returncode == 0, f"{actor}: {result.stderr}{result.stdout}"
         job = json.loads(result.stdout.split("\n", 1)[1])
         assert job["status"] == "done", (actor, job)
-        assert list((var_dir / "outbox" / outbox).iterdir()), actor
+        # each job left a file of its own (not only one an earlier job wrote)
+        assert files_in(var_dir / "outbox" / outbox) - before, actor
+
+
+def files_in(folder: Path) -> set[Path]:
+    return set(folder.iterdir()) if folder.exists() else set()

@@ -23,8 +23,11 @@ ROUTES = [
     ("DELETE", f"/api/dead-letters/{Q}"),
     ("POST", f"/api/queues/{Q}/pause"), ("POST", f"/api/queues/{Q}/resume"),
     ("GET", "/api/openapi.json"), ("GET", "/api/docs"),
-    ("GET", "/dashboard/"), ("GET", f"/dashboard/queues/{Q}"),
-    ("GET", f"/dashboard/queues/{Q}/standard/some-id"),
+    ("GET", "/dashboard"), ("GET", "/dashboard/"), ("GET", "/dashboard/overview.json"),
+    ("GET", "/dashboard/jobs"), ("GET", "/dashboard/workers"), ("GET", "/dashboard/schedules"),
+    ("GET", "/dashboard/static/ui.css"), ("GET", "/dashboard/static/ui.js"),
+    ("GET", "/dashboard/raw/"), ("GET", f"/dashboard/raw/queues/{Q}"),
+    ("GET", f"/dashboard/raw/queues/{Q}/standard/some-id"),
     ("GET", "/dashboard/dead-letters"), ("POST", f"/dashboard/dead-letters/{Q}/purge"),
     ("GET", "/nowhere"),
 ]
@@ -101,16 +104,20 @@ def test_cross_site_form_posts_are_refused(web):
     assert response.status_code == 403
 
 
-def test_production_refuses_to_start_without_credentials(make_settings, capsys):
-    settings = make_settings(switchyard_env="production", web_username="ops",
-                             web_password="long-enough-password",
-                             database_url="postgresql://127.0.0.1/test")
+@pytest.mark.parametrize("missing", ["api_token", "web_username", "web_password"])
+def test_production_refuses_to_start_without_credentials(make_settings, capsys, missing):
+    credentials = {"web_username": "ops", "web_password": "Correct-horse-battery-7",
+                   "api_token": "kJ3mQ9vX2pL7sT4wY8zB1nC6dF5gH0aR"}
+    credentials.pop(missing)
+    settings = make_settings(switchyard_env="production",
+                             database_url="postgresql://127.0.0.1/test", **credentials)
 
     with pytest.raises(SettingsError):
         create_app(settings=settings)
 
     assert capsys.readouterr().err.strip() == (
-        "switchyard: API_TOKEN is required for the web process when SWITCHYARD_ENV=production")
+        f"switchyard: {missing.upper()} is required for the web process when "
+        "SWITCHYARD_ENV=production")
 
 
 STRONG_PASSWORD = "Correct-horse-battery-7"
