@@ -1,4 +1,4 @@
-"""What the benchmarks share: loopback-only targets and key cleanup."""
+"""What the benchmarks share: loopback-only targets, key cleanup, child processes."""
 
 from __future__ import annotations
 
@@ -74,3 +74,22 @@ def private_redis() -> Iterator[str]:
             client.close()
             proc.terminate()
             proc.wait(10)
+
+
+@contextmanager
+def child(proc: subprocess.Popen[str], what: str) -> Iterator[subprocess.Popen[str]]:
+    """`proc` once it printed `ready` (when its stdout is a pipe); stopped on exit
+    (SIGTERM, then SIGKILL after 30 s)."""
+    try:
+        if proc.stdout is not None:
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"{what} did not start: {line!r}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

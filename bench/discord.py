@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from bench.bridge import DEFAULT_AMQP_URL, own_vhost  # noqa: E402
-from bench.common import private_redis  # noqa: E402
+from bench.common import child, private_redis  # noqa: E402
 
 APP = "1100000000000000001"
 GUILD, DEFAULT_ROLE = "2200000000000000001", "4400000000000000002"
@@ -80,18 +80,8 @@ def process(args: list[str], env: dict[str, str], *, ready_line: bool) -> Iterat
     proc = subprocess.Popen(args, cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE if ready_line else subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    try:
-        if ready_line and proc.stdout is not None:
-            line = proc.stdout.readline()
-            if line.strip() != "ready":
-                raise RuntimeError(f"{args[2:4]} did not start: {line!r}")
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with child(proc, " ".join(args[2:4])) as started:
+        yield started
 
 
 def worker(env: dict[str, str], queue: str, threads: int) -> Any:

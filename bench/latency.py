@@ -43,13 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from bench.common import answers, check_loopback, private_redis, purge  # noqa: E402
+from bench.common import answers, check_loopback, child, private_redis, purge  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -97,11 +98,17 @@ class Target:
 
 def make_broker(target: Target) -> tuple[Any, Callable[[], None]]:
     """The system's broker and a function that closes it (and what it was built with)."""
+    import dramatiq
     from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.encoder import JSONEncoder
 
     from switchyard.redis_broker import DoorbellRedisBroker
 
     system, tag = target.system, target.tag
+    if system not in ("switchyard", "switchyard-plain"):
+        # Dramatiq's encoder is one per process: a Switchyard built earlier in this one
+        # installed its sealing encoder, which a bare worker cannot read.
+        dramatiq.set_encoder(JSONEncoder())
     if system == "redis-floor":
         floor = FloorProbe(target)
         return floor, floor.close
@@ -216,19 +223,8 @@ def worker_process(target: Target) -> Iterator[subprocess.Popen[str]]:
                "--tag", target.tag, "--redis-url", target.redis_url,
                "--amqp-url", target.amqp_url]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"{target.system} worker did not start: {line!r}")
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with child(proc, f"{target.system} worker") as started:
+        yield started
 
 
 # --- timing ------------------------------------------------------------------------------
@@ -264,11 +260,14 @@ class Running:
     client: redis.Redis
     seq: Iterator[int]
     samples: dict[str, Samples]
+    #: Dramatiq's encoder is one per process: each system's own, set again before it sends.
+    encoder: Any = None
 
 
 def start_system(stack: ExitStack, target: Target) -> Running:
     """Producer and worker child for `target`; `stack` stops and cleans them up."""
     broker, close = make_broker(target)
+    encoder = dramatiq.get_encoder()
     stack.callback(close)
     stack.callback(cleanup, target, broker)
     probe = broker if target.system == "redis-floor" else declare_probe(broker, target, None)
@@ -276,12 +275,13 @@ def start_system(stack: ExitStack, target: Target) -> Running:
     stack.callback(client.close)
     stack.enter_context(worker_process(target))
     modes = {"idle": Samples([], []), "back to back": Samples([], [])}
-    return Running(target, broker, probe, client, itertools.count(), modes)
+    return Running(target, broker, probe, client, itertools.count(), modes, encoder)
 
 
 def run_chunk(running: Running, mode: str, n: int) -> None:
     """`WARMUP` messages, then `n` timed ones, in `mode`."""
     samples = running.samples[mode]
+    dramatiq.set_encoder(running.encoder)
     if running.target.system == "dramatiq-rabbitmq":
         # Idle through the other systems' turns, pika sent no heartbeats: reconnect.
         del running.broker.connection
