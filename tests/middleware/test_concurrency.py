@@ -6,7 +6,7 @@ import json
 
 import dramatiq
 
-from tests.support.jobs import finished, send
+from tests.support.jobs import finished, recorded, send
 from tests.support.waiting import wait_for
 
 
@@ -50,21 +50,14 @@ def test_over_the_limit_is_deferred_without_spending_attempts(
         time.sleep(0.3)
         ran.append(n)
 
-    put_back: list[int] = []
-
-    class Requeues(dramatiq.Middleware):
-        def after_enqueue(self, broker, message, delay):
-            if delay:
-                put_back.append(delay)
-
-    sy.broker.add_middleware(Requeues())
+    requeues = recorded(sy)
     start_worker(sy, threads=4)
     messages = [slow.send(n) for n in range(3)]
     statuses = wait_for(lambda: finished(sy, *(m.message_id for m in messages)),
                         timeout=15, what="all")
     assert set(statuses.values()) == {"done"} and sorted(ran) == [0, 1, 2]
     # each job over the limit was put back after DEFER_MS
-    assert put_back and set(put_back) == {sy.settings.defer_ms}
+    assert requeues.delays() and set(requeues.delays()) == {sy.settings.defer_ms}
     for message in messages:
         assert sy.state.history.get(message.message_id)["retries"] == 0
     assert sum(sy.state.metrics.totals("deferred").values()) >= 1
@@ -178,14 +171,7 @@ def test_a_skipped_duplicate_gives_its_slot_back_at_once(build_switchyard, start
                                                          caplog):
     # given a one-at-a-time actor whose slots are leased for 30 s, and a job done
     sy = build_switchyard(concurrency_lease_ms=30_000)
-    put_back: list[int] = []
-
-    class Requeues(dramatiq.Middleware):
-        def after_enqueue(self, broker, message, delay):
-            if delay:
-                put_back.append(delay)
-
-    sy.broker.add_middleware(Requeues())
+    requeues = recorded(sy)
 
     @dramatiq.actor(broker=sy.broker, queue_name=queue, concurrency=1, max_retries=0)
     def once(order: str) -> None:
@@ -204,5 +190,5 @@ def test_a_skipped_duplicate_gives_its_slot_back_at_once(build_switchyard, start
     # then the skipped duplicate had let go of its slot: the next job ran at once, with
     # nothing logged as a failure
     wait_for(lambda: finished(sy, other.message_id), timeout=10, what="the next job")
-    assert put_back == []
+    assert requeues.delays() == []
     assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []

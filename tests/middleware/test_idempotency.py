@@ -7,7 +7,7 @@ import time
 
 import dramatiq
 
-from tests.support.jobs import finished, send, status
+from tests.support.jobs import finished, recorded, send, status
 from tests.support.waiting import wait_for
 
 
@@ -228,14 +228,7 @@ def test_a_duplicate_of_a_running_job_is_put_back_after_defer_ms(
 ):
     # given a running job with a key, and a copy of it
     sy = build_switchyard()
-    put_back: list[int] = []
-
-    class Requeues(dramatiq.Middleware):
-        def after_enqueue(self, broker, message, delay):
-            if delay:
-                put_back.append(delay)
-
-    sy.broker.add_middleware(Requeues())
+    requeues = recorded(sy)
     charge, effects = counting_actor(sy, queue, sleep=0.5)
     start_worker(sy, threads=4)
     first = charge.send_with_options(args=("o-11",), idempotency_key="order-11")
@@ -244,7 +237,7 @@ def test_a_duplicate_of_a_running_job_is_put_back_after_defer_ms(
     wait_for(lambda: finished(sy, first.message_id, copy.message_id), what="both")
 
     # then the copy was put back after DEFER_MS each time it found the first running
-    assert put_back and set(put_back) == {sy.settings.defer_ms}
+    assert requeues.delays() and set(requeues.delays()) == {sy.settings.defer_ms}
     assert len(effects) == 1
 
 

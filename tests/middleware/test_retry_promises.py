@@ -9,7 +9,6 @@ Delays are read from the re-enqueued message itself (its `eta`, through Dramatiq
 from __future__ import annotations
 
 import re
-import threading
 import time
 from typing import Any
 
@@ -18,35 +17,8 @@ import pytest
 
 from middleware.retry_policy import JITTER, backoff
 from switchyard.errors import PermanentError, RateLimited, RetryableError
-from tests.support.jobs import finished, status
+from tests.support.jobs import finished, now_ms, recorded, status
 from tests.support.waiting import wait_for
-
-
-class Requeues(dramatiq.Middleware):
-    """Records each delayed enqueue of a message: (enqueued at ms, delay ms, eta ms)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, int, int]] = []
-        self._lock = threading.Lock()
-
-    def after_enqueue(self, broker: Any, message: Any, delay: int | None) -> None:
-        if delay:
-            with self._lock:
-                self.seen.append((now_ms(), delay, int(message.options["eta"])))
-
-    def delays(self) -> list[int]:
-        with self._lock:
-            return [delay for _, delay, _ in self.seen]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def recorded(sy: Any) -> Requeues:
-    requeues = Requeues()
-    sy.broker.add_middleware(requeues)
-    return requeues
 
 
 def test_a_rate_limit_runs_again_after_exactly_its_wait(build_switchyard, start_worker, queue):

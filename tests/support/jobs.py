@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -29,3 +31,31 @@ def finished(sy: App, *message_ids: str) -> dict[str, str] | None:
     if all(s in ("done", "skipped", "failed") for s in statuses.values()):
         return statuses  # type: ignore[return-value]
     return None
+
+
+class Requeues(dramatiq.Middleware):
+    """Records each delayed enqueue of a message: (enqueued at ms, delay ms, eta ms)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, int]] = []
+        self._lock = threading.Lock()
+
+    def after_enqueue(self, broker: Any, message: Any, delay: int | None) -> None:
+        if delay:
+            with self._lock:
+                self.seen.append((now_ms(), delay, int(message.options["eta"])))
+
+    def delays(self) -> list[int]:
+        with self._lock:
+            return [delay for _, delay, _ in self.seen]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def recorded(sy: App) -> Requeues:
+    """Record `sy`'s delayed enqueues (retries, deferrals) from now on."""
+    requeues = Requeues()
+    sy.broker.add_middleware(requeues)
+    return requeues
