@@ -43,14 +43,19 @@ def handle(services: Services, event: Event) -> dict[str, Any]:
 def member_join(services: Services, event: Event) -> dict[str, Any]:
     """Welcome DM and default role, as the guild's configuration says."""
     user_id = need_user(event)
-    with services.database.session() as session:
-        config = guilds.guild(session, event.guild_id)
+    config = guild_config(services, event)
     if config is None:
         return {"configured": False}
     # The role first: giving it again on a retry is harmless; the DM goes last, so a
     # retry after a failure elsewhere does not welcome twice.
     given = default_role(services, config, user_id, event.data)
     return {"welcomed": welcome(services, config, user_id), "roleGiven": given}
+
+
+def guild_config(services: Services, event: Event) -> guilds.GuildConfig | None:
+    """The event's guild configuration; None for a guild never registered."""
+    with services.database.session() as session:
+        return guilds.guild(session, event.guild_id)
 
 
 def welcome(services: Services, config: guilds.GuildConfig, user_id: str) -> bool:
@@ -80,8 +85,7 @@ def default_role(services: Services, config: guilds.GuildConfig, user_id: str,
 def member_update(services: Services, event: Event) -> dict[str, Any]:
     """A member past membership screening gets the default role they waited for."""
     user_id = need_user(event)
-    with services.database.session() as session:
-        config = guilds.guild(session, event.guild_id)
+    config = guild_config(services, event)
     if config is None:
         return {"configured": False}
     return {"roleGiven": default_role(services, config, user_id, event.data)}
