@@ -15,7 +15,7 @@ dead-lettered with its field errors, never a crashed worker), and the function g
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from middleware.outcome import running
+from switchyard.bulk import send_many
 from switchyard.errors import InvalidPayload, invalid_payload
 from switchyard.keys import JobKey, job_key
 
@@ -68,6 +69,12 @@ def parse(model: type[M], payload: Any) -> M:
         raise invalid_payload(model.__name__, error) from None
 
 
+def dump(model: type[M], payload: Any) -> dict[str, Any]:
+    """`payload` validated (`parse`), in the seeds' JSON shape, unset fields left out."""
+    return parse(model, payload).model_dump(mode="json", by_alias=True, exclude_unset=True,
+                                            exclude_none=True)
+
+
 class Job(Generic[M]):
     """A job type: its payload model, queue and options, and the function that runs it."""
 
@@ -102,6 +109,15 @@ class Job(Generic[M]):
     def send(self, **payload: Any) -> dramatiq.Message[Any]:
         """Enqueue on the booted process's broker, as Dramatiq's `actor.send` does."""
         return self._actor().send(**payload)
+
+    def send_many(self, payloads: Iterable[BaseModel | dict[str, Any]]
+                  ) -> list[dramatiq.Message[Any]]:
+        """Enqueue one job per payload, their confirms awaited together
+        (`switchyard.bulk`); every payload is validated before any is sent."""
+        actor = self._actor()
+        messages = [actor.message_with_options(kwargs=dump(self.model, payload))
+                    for payload in payloads]
+        return send_many(actor.broker, messages)
 
     def send_with_options(self, **options: Any) -> dramatiq.Message[Any]:
         return self._actor().send_with_options(**options)

@@ -26,6 +26,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import ActorNotFound
 
+from switchyard.bulk import BulkPublish
 from switchyard.errors import PermanentError, UnknownJob
 from switchyard.rabbitmq_queues import QuorumQueues
 
@@ -124,9 +125,10 @@ class AnswerEveryActor:
             return StandIn(actor_name)
 
 
-class RabbitmqJobBroker(AnswerEveryActor, QuorumQueues, RabbitmqBroker):
+class RabbitmqJobBroker(AnswerEveryActor, BulkPublish, QuorumQueues, RabbitmqBroker):
     """Dramatiq's RabbitMQ broker, answering every actor name; its queues classic or
-    quorum (`queue_type`, `delivery_limit`: see `switchyard.rabbitmq_queues`)."""
+    quorum (`queue_type`, `delivery_limit`: see `switchyard.rabbitmq_queues`); batches
+    sent with their confirms awaited together (`enqueue_many`: see `switchyard.bulk`)."""
 
 
 class ConsumingQueue(dramatiq.Middleware):
