@@ -6,6 +6,12 @@
 
 Marking `done` is synchronous when the key came from the producer (a duplicate may be
 sent at any time), buffered when it is the message id (see `state.idempotency`).
+
+On the Redis broker, the keys of a whole fetched batch are taken in one round trip as
+the batch arrives (`after_fetch`, see `switchyard.redis_broker`), instead of one per job
+as it starts; a key that could not be taken then (done, running, Redis busy) is taken
+as the job starts, as on RabbitMQ. Jobs fetched but never started give theirs back
+(`after_unfetch`), and so does a job another middleware defers or skips before it starts.
 """
 
 from __future__ import annotations
@@ -34,13 +40,50 @@ class Idempotency(Middleware):
         self.keys = keys
         self.defer = defer
         self._held: dict[str, tuple[JobKey, str]] = {}  # message id -> key, token
+        #: Keys taken for fetched jobs that have not started yet.
+        self._fetched: dict[str, tuple[JobKey, str]] = {}
         self._lock = threading.Lock()
 
     @property
     def actor_options(self) -> set[str]:
         return {"idempotency_key", "idempotency_ttl"}
 
+    def after_fetch(self, broker: Broker, messages: list[MessageProxy]) -> None:
+        """Take the keys of a fetched batch in one round trip."""
+        wanted: list[tuple[JobKey, str]] = []
+        for message in messages:
+            if message.options.get("eta") is not None:
+                continue  # it waits for its eta, then is fetched again
+            try:
+                wanted.append((job_key(broker, message), message.message_id))
+            except Exception:  # the key function fails again, and says so, as it starts
+                continue
+        if not wanted:
+            return
+        try:
+            tokens = self.keys.take_many(wanted)
+        except redis.RedisError as error:
+            logger.debug("Could not take a batch's keys (%s); each job takes its own.", error)
+            return
+        with self._lock:
+            for (key, message_id), token in zip(wanted, tokens, strict=True):
+                if token is not None:
+                    self._fetched[message_id] = (key, token)
+
+    def after_unfetch(self, broker: Broker, messages: list[MessageProxy]) -> None:
+        """Fetched jobs that go back to the queue without starting: give their keys back."""
+        for message in messages:
+            self._finish(message, 0, broker)
+
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        message_id = message.message_id
+        with self._lock:
+            fetched = self._fetched.pop(message_id, None)
+            if fetched is not None:  # taken with its batch
+                self._held[message_id] = fetched
+        if fetched is not None:
+            current(message).key = fetched[0]
+            return
         key = job_key(broker, message)
         current(message).key = key
         try:
@@ -69,7 +112,10 @@ class Idempotency(Middleware):
         """Release the key (`ttl` 0) or mark it done (None: for the key's TTL)."""
         with self._lock:
             held = self._held.pop(message.message_id, None)
+            fetched = self._fetched.pop(message.message_id, None)
         if held is None:
+            if fetched is not None:  # deferred or skipped before it started, or never run
+                self._release(message, fetched)
             return
         key, token = held
         if ttl is None:
@@ -82,3 +128,8 @@ class Idempotency(Middleware):
                 "Lost the idempotency lock of %s (%s) while it ran: its lease expired.",
                 message.message_id, message.actor_name,
             )
+
+    def _release(self, message: MessageProxy, held: tuple[JobKey, str]) -> None:
+        key, token = held
+        until_written(lambda: self.keys.finish(key, token, 0),
+                      what=f"release the key of {message.message_id}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -26,6 +26,7 @@ import redis
 from state.buffer import Write, WriteBuffer
 from state.leases import LeaseKeeper
 from switchyard.keys import JobKey
+from switchyard.perprocess import unique
 
 #: What `take` found.
 ACQUIRED, DONE, RUNNING = 1, 0, 2
@@ -106,12 +107,33 @@ class IdempotencyKeys:
 
         While held, the lease is renewed until `finish`.
         """
-        name, token = self.redis_key(key), f"{message_id}/{uuid.uuid4().hex[:12]}"
+        name, token = self.redis_key(key), f"{message_id}/{unique()}"
         state = self._take(name, token)
         if state == ACQUIRED:
-            self.leases.hold(token, lambda pipe: self._renew(
-                keys=[name], args=[token, self.lease], client=pipe))
+            self.leases.hold(token, self._renewal(name, token))
         return state, token
+
+    def _renewal(self, name: str, token: str) -> Callable[[Any], None]:
+        return lambda pipe: self._renew(keys=[name], args=[token, self.lease], client=pipe)
+
+    def take_many(self, items: list[tuple[JobKey, str]]) -> list[str | None]:
+        """Try to hold each (key, message id) in one round trip: per item, the token when
+        it was taken (held, and renewed, until `finish`), else None (its job takes the
+        key again when it starts, and learns then whether it is done or running)."""
+        tokens = [f"{message_id}/{unique()}" for _, message_id in items]
+        names = [self.redis_key(key) for key, _ in items]
+        with self.client.pipeline(transaction=False) as pipe:
+            for name, token in zip(names, tokens, strict=True):
+                pipe.execute_command("SET", name, f"run:{token}", "NX", "PX", self.lease)
+            replies = pipe.execute(raise_on_error=False)
+        taken: list[str | None] = []
+        for name, token, reply in zip(names, tokens, replies, strict=True):
+            if reply is True or reply == b"OK":
+                self.leases.hold(token, self._renewal(name, token))
+                taken.append(token)
+            else:
+                taken.append(None)
+        return taken
 
     def _take(self, name: str, token: str) -> int:
         # SET NX is the common case's only round trip; a taken key costs a second one.

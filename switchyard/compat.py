@@ -12,11 +12,13 @@ from typing import Any
 
 from dramatiq import Broker
 from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import _RabbitmqConsumer as RabbitmqConsumer
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.redis import _RedisConsumer as RedisConsumer
 from dramatiq.results import Results
 
-__all__ = ["RedisConsumer", "REDIS_CONSUMER_ATTRIBUTES", "ACTOR_ARGUMENTS_LINE",
+__all__ = ["RedisConsumer", "REDIS_CONSUMER_ATTRIBUTES", "RabbitmqConsumer",
+           "buffered_deliveries", "ACTOR_ARGUMENTS_LINE",
            "WORKER_FAILURE_LINES", "MAINTENANCE_HOOK", "RABBITMQ_QUEUE_HOOKS",
            "redis_dispatch", "dispatch_script", "replace_dispatch_script", "redis_acks_key",
            "result_options"]
@@ -31,14 +33,22 @@ RABBITMQ_QUEUE_HOOKS = ("_build_queue_arguments", "_declare_xq_queue")
 
 #: What the doorbell consumer (`switchyard.redis_broker`) reads of Dramatiq's Redis
 #: consumer, besides its constructor's arguments: the fetched-but-unhandled messages,
-#: and how many messages it handed out that are not acked yet.
-REDIS_CONSUMER_ATTRIBUTES = ("message_cache", "outstanding_message_count")
+#: the ids of the messages it handed out that are not acked yet, and how many
+#: messages it holds in all.
+REDIS_CONSUMER_ATTRIBUTES = ("message_cache", "queued_message_ids", "outstanding_message_count")
 
 #: The start of the line an actor logs with its arguments at DEBUG (payloads: dropped).
 ACTOR_ARGUMENTS_LINE = "Received args="
 #: Lines of Dramatiq's worker thread that the retry policy's and dead letter's own
 #: lines replace (one per failed attempt, with a traceback).
 WORKER_FAILURE_LINES = ("Failed to process message", "Message %s was skipped.")
+
+
+def buffered_deliveries(channel: Any) -> int:
+    """How many deliveries pika's blocking channel has read off the socket and not yet
+    yielded from `consume()` (Dramatiq's RabbitMQ consumer reads them one at a time)."""
+    generator = channel._queue_consumer_generator
+    return len(generator.pending_events) if generator is not None else 0
 
 
 def redis_dispatch(broker: RedisBroker, command: str) -> Callable[..., Any]:

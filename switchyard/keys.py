@@ -9,15 +9,16 @@ deduplicate (Resend's Idempotency-Key, the outbox's file names, SMTP's Message-I
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import dramatiq
 from dramatiq.broker import MessageProxy
 
 
-@dataclass(frozen=True)
-class JobKey:
+class JobKey(NamedTuple):
+    """Immutable and hashable; a named tuple, made for every job, is cheaper to build
+    than a frozen dataclass."""
+
     actor: str
     value: str
     #: Given by the producer (option or key function) rather than the message id: only
@@ -31,10 +32,11 @@ class JobKey:
 def job_key(broker: dramatiq.Broker, message: MessageProxy | dramatiq.Message[Any]) -> JobKey:
     """The idempotency key of `message` (see the module docstring for the order)."""
     given = message.options.get("idempotency_key")
+    actor_name = message.actor_name
     if isinstance(given, str) and given:
-        return JobKey(message.actor_name, given)
-    actor = broker.actors.get(message.actor_name)
+        return JobKey(actor_name, given)
+    actor = broker.actors.get(actor_name)
     keyfunc: Callable[..., str] | None = actor.options.get("idempotency_key") if actor else None
     if callable(keyfunc):
-        return JobKey(message.actor_name, str(keyfunc(*message.args, **message.kwargs)))
-    return JobKey(message.actor_name, message.message_id, given=False)
+        return JobKey(actor_name, str(keyfunc(*message.args, **message.kwargs)))
+    return JobKey(actor_name, message.message_id, False)

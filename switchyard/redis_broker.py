@@ -58,7 +58,8 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -66,8 +67,9 @@ import dramatiq.errors
 import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis
+from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from redis.commands.core import Script
 
 from switchyard.compat import (
@@ -77,6 +79,7 @@ from switchyard.compat import (
     redis_dispatch,
     replace_dispatch_script,
 )
+from switchyard.dispatch import SelectiveHooks
 from switchyard.redis_client import connection_settings
 from switchyard.undeliverable import UNDECODABLE, AnswerEveryActor
 
@@ -92,13 +95,15 @@ BLOCK_TIMEOUT_SLACK = 250
 BLOCKING_SOCKET_MARGIN = 5_000
 #: How often (ms) each consumer has its queue's dead workers' messages requeued.
 DEFAULT_MAINTENANCE_INTERVAL = 5_000
+#: How long (ms) at most a finished job's ack waits to travel with others.
+ACK_DELAY = 5
 
 
 class NotReplicated(dramatiq.errors.BrokerConnectionError):
     """Fewer replicas than REDIS_ENQUEUE_REPLICAS confirmed an enqueue in time."""
 
 
-class DoorbellRedisBroker(AnswerEveryActor, RedisBroker):
+class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, RedisBroker):
     """A `RedisBroker` whose idle consumers block on a per-queue doorbell.
 
     Parameters are `RedisBroker`'s, plus `doorbell_cap` (tokens kept per queue),
@@ -124,6 +129,8 @@ class DoorbellRedisBroker(AnswerEveryActor, RedisBroker):
         self.maintenance_due = threading.local()
         self.dispatch_script = _DivertableScript(dispatch_script(self))
         replace_dispatch_script(self, self.dispatch_script)
+        self.ack_buffers: dict[str, AckBuffer] = {}
+        self.ack_buffers_lock = threading.Lock()
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -135,18 +142,44 @@ class DoorbellRedisBroker(AnswerEveryActor, RedisBroker):
             return 1
         return int(super()._should_do_maintenance(command))
 
-    def fetch(self, queue_name: str, count: int, *, maintain: bool) -> list[bytes]:
-        """Dramatiq's fetch; with `maintain`, it also requeues dead workers' messages.
+    def fetch(self, queue_name: str, count: int, *, maintain: bool,
+              acks: Sequence[str] = ()) -> list[bytes]:
+        """Dramatiq's fetch, after the acks of `acks` (Redis message ids), in one round
+        trip; with `maintain`, it also requeues dead workers' messages.
 
         Dramatiq runs that maintenance on a random 0.1 % of calls, so an idle queue may
         wait minutes for it after a worker is killed; each consumer runs it on its own
         queue every `maintenance_interval` instead (a zero `count` only beats the heart).
         """
-        self.maintenance_due.now = maintain
-        try:
-            return list(self.do_fetch(queue_name, count) or [])
-        finally:
-            self.maintenance_due.now = False
+        for attempt in (1, 2):
+            self.maintenance_due.now = maintain
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    with self.dispatch_script.diverted_to(pipe):
+                        for redis_id in acks:
+                            redis_dispatch(self, "ack")(queue_name, redis_id)
+                        redis_dispatch(self, "fetch")(queue_name, count)
+                    replies = pipe.execute(raise_on_error=False)
+            finally:
+                self.maintenance_due.now = False
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if isinstance(failed, redis.exceptions.NoScriptError) and attempt == 1:
+                # Nothing ran (a restart, SCRIPT FLUSH, a new primary): load it, send again.
+                self.client.script_load(self.dispatch_script.script)
+                continue
+            if failed is not None:
+                raise failed
+            return list(replies[-1] or [])
+        raise AssertionError("unreachable")
+
+    def ack_buffer(self, queue_name: str) -> AckBuffer:
+        """The acks of `queue_name` waiting to be sent; shared by the queue's successive
+        consumers, so a consumer restarted after a lost connection sends them."""
+        with self.ack_buffers_lock:
+            buffer = self.ack_buffers.get(queue_name)
+            if buffer is None:
+                buffer = self.ack_buffers[queue_name] = AckBuffer(self, queue_name)
+            return buffer
 
     def find_fetched(self, queue_name: str, data: bytes) -> str | None:
         """The Redis id of a message this broker fetched from `queue_name` with body `data`.
@@ -253,6 +286,81 @@ class _DivertableScript(Script):
         return None
 
 
+class AckBuffer:
+    """The acks of one queue's finished jobs, sent together with the next fetch.
+
+    Dramatiq acks each job in a round trip of its own, from the worker thread that ran
+    it. Here a worker thread adds the job's Redis id, and the queue's consumer sends the
+    ids in the pipeline of its next fetch, within `ACK_DELAY` ms (it wakes for them).
+    While the consumer is blocked on its doorbell, or closed, an ack is sent at once
+    by the worker thread, as Dramatiq does. An ack not yet sent when a worker dies only
+    means its job is delivered again after the heartbeat timeout (at least once), where
+    idempotency's done mark turns it away.
+    """
+
+    def __init__(self, broker: DoorbellRedisBroker, queue_name: str) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.ids: list[str] = []
+        self.since = 0.0  # when the oldest unsent id was added
+        self.direct = True  # until a consumer takes them with its fetches
+        self.lock = threading.Lock()
+        #: Set when an ack arrives with none waiting: the consumer's wait for room, so
+        #: it wakes to send it within `ACK_DELAY`.
+        self.waiter: threading.Event | None = None
+
+    def add(self, redis_id: str) -> None:
+        with self.lock:
+            if not self.direct:
+                self.ids.append(redis_id)
+                if len(self.ids) == 1:
+                    self.since = time.monotonic()
+                    if self.waiter is not None:
+                        self.waiter.set()
+                return
+        try:
+            redis_dispatch(self.broker, "ack")(self.queue_name, redis_id)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise ConnectionClosed(e) from None
+
+    def due(self) -> bool:
+        """Some ack has waited `ACK_DELAY` ms."""
+        return bool(self.ids) and time.monotonic() - self.since >= ACK_DELAY / 1000
+
+    def take(self, *, direct: bool) -> list[str]:
+        """The unsent ids, for the caller to send; later acks are sent at once by their
+        worker thread (`direct`) or wait for the consumer."""
+        with self.lock:
+            ids, self.ids = self.ids, []
+            self.direct = direct
+            return ids
+
+    def put_back(self, ids: list[str]) -> None:
+        """Ids whose sending failed: sent by the next fetch (or the next direct ack)."""
+        if ids:
+            with self.lock:
+                self.ids[:0] = ids
+                self.since = time.monotonic() - ACK_DELAY / 1000
+
+    def flush(self) -> None:
+        """Send every unsent id now, then ack directly (a consumer that closes)."""
+        ids = self.take(direct=True)
+        if not ids:
+            return
+        try:
+            with self.broker.client.pipeline(transaction=False) as pipe:
+                with self.broker.dispatch_script.diverted_to(pipe):
+                    for redis_id in ids:
+                        redis_dispatch(self.broker, "ack")(self.queue_name, redis_id)
+                failed = next((r for r in pipe.execute(raise_on_error=False)
+                               if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+        except redis.RedisError:
+            self.put_back(ids)  # sent with the next ack of this queue
+            raise
+
+
 class Doorbell:
     """One consumer's wait on its queue's doorbell, on a connection of its own.
 
@@ -300,7 +408,10 @@ class Doorbell:
 
 
 class _DoorbellConsumer(RedisConsumer):
-    """Dramatiq's Redis consumer, waiting on its queue's doorbell instead of sleeping."""
+    """Dramatiq's Redis consumer, waiting on its queue's doorbell instead of sleeping,
+    fetching in batches of at least half its prefetch, sending acks with its fetches
+    (`AckBuffer`), and decoding each batch at once so middleware can prepare for the
+    whole batch in one round trip (the `after_fetch` hook, `switchyard.dispatch`)."""
 
     broker: DoorbellRedisBroker
 
@@ -309,42 +420,65 @@ class _DoorbellConsumer(RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.max_wait = max(1, min(timeout, broker.heartbeat_timeout // 2))
         self.low_water = prefetch // 2
+        # A queue's consumer refills once half its prefetch is free: one fetch per batch
+        # instead of one per finished job. The delay queue's consumer holds messages
+        # until their eta, so it fetches whenever it has room, as Dramatiq's does.
+        self.refill_at = prefetch - 1 if dq_name(queue_name) == queue_name else self.low_water
+        self.message_cache: deque[MessageProxy] = deque()  # type: ignore[assignment]
         self.room = threading.Event()  # set by acks once outstanding <= low_water
         self.etas: dict[str, float] = {}  # unacked messages handed out with an eta
         self.eta_heap: list[tuple[float, str]] = []
         self.bell = broker.doorbell(queue_name, self.max_wait)
+        self.acks = broker.ack_buffer(queue_name)
+        self.acks.waiter = self.room
+        self.prepare = broker.implements("after_fetch")
         self.next_maintenance = 0.0
         self.last_fetch = 0.0
 
     def __next__(self) -> MessageProxy | None:
         if not self.message_cache:
-            room = self.prefetch - self.outstanding_message_count
-            if room <= 0:
+            if self.outstanding_message_count > self.refill_at:
                 self.wait_for_room()
-                if time.monotonic() - self.last_fetch >= self.max_wait / 1000:
-                    self.fetch(0)  # a full consumer still beats, or it would count as dead
-                return None
-            self.message_cache = self.fetch(room)
-            if not self.message_cache:
+                if self.outstanding_message_count > self.refill_at:
+                    if self.acks.due() or (time.monotonic() - self.last_fetch
+                                           >= self.max_wait / 1000):
+                        self.fetch(0)  # sends the acks; a full consumer still beats
+                    return None
+            batch = self.fetch(self.prefetch - self.outstanding_message_count)
+            if not batch:
                 self.wait_for_doorbell()
                 return None
-        data = self.message_cache[0]
-        message: MessageProxy | None = super().__next__()
-        if message is not None:
+            self.message_cache = self.decode(batch)
+        message = self.message_cache.popleft()
+        self.queued_message_ids.add(message.message_id)
+        self.track(message)
+        return message
+
+    def decode(self, batch: list[bytes]) -> deque[MessageProxy]:
+        messages: deque[MessageProxy] = deque()
+        for data in batch:
+            message = MessageProxy(Message.decode(data))
             if message.actor_name == UNDECODABLE:
                 self.adopt(message, data)
-            self.track(message)
-        return message
+            messages.append(message)
+        if self.prepare and messages:
+            self.broker.emit_after("fetch", list(messages))
+        return messages
 
     def fetch(self, count: int) -> list[bytes]:
         self.last_fetch = now = time.monotonic()
         maintain = now >= self.next_maintenance
         if maintain:
             self.next_maintenance = now + self.broker.maintenance_interval / 1000
+        acks = self.acks.take(direct=False)
         try:
-            return self.broker.fetch(self.queue_name, count, maintain=maintain)
+            return self.broker.fetch(self.queue_name, count, maintain=maintain, acks=acks)
         except (redis.ConnectionError, redis.TimeoutError) as e:
+            self.acks.put_back(acks)
             raise ConnectionClosed(e) from None
+        except BaseException:
+            self.acks.put_back(acks)
+            raise
 
     def adopt(self, message: MessageProxy, data: Any) -> None:
         """Give a stand-in for an undecodable body its Redis id, so it is acked as usual."""
@@ -356,8 +490,9 @@ class _DoorbellConsumer(RedisConsumer):
 
     def ack(self, message: MessageProxy) -> None:
         try:
-            super().ack(message)
+            self.acks.add(message.options["redis_message_id"])
         finally:
+            self.queued_message_ids.discard(message.message_id)
             self.settle(message)
 
     def nack(self, message: MessageProxy) -> None:
@@ -366,9 +501,32 @@ class _DoorbellConsumer(RedisConsumer):
         finally:
             self.settle(message)
 
+    def requeue(self, messages: Any) -> None:
+        messages = list(messages)
+        if messages and self.prepare:
+            self.broker.emit_after("unfetch", messages)
+        super().requeue(messages)  # Dramatiq's requeue; the broker rings the doorbell
+
     def close(self) -> None:
-        self.bell.close()
-        super().close()
+        try:
+            left = list(self.message_cache)
+            self.message_cache.clear()
+            try:
+                # Fetched, never handed out: back to the queue now, not when this
+                # worker's heartbeat stops.
+                self.requeue(left)
+            except redis.RedisError as error:
+                logger.warning("Could not requeue %d fetched messages of %s (%s); they "
+                               "come back once this worker stops.", len(left),
+                               self.queue_name, error)
+            try:
+                self.acks.flush()
+            except redis.RedisError as error:
+                logger.warning("Could not send %s's last acks (%s); they go with the "
+                               "next ack of the queue.", self.queue_name, error)
+        finally:
+            self.bell.close()
+            super().close()
 
     def track(self, message: MessageProxy) -> None:
         eta = message.options.get("eta")
@@ -404,9 +562,17 @@ class _DoorbellConsumer(RedisConsumer):
     def wait_for_room(self) -> None:
         self.room.clear()
         if self.outstanding_message_count > self.low_water:
-            self.room.wait(self.wait_plan()[0] / 1000)
+            timeout = self.wait_plan()[0]
+            if self.acks.ids:  # wake in time to send them
+                timeout = min(timeout, ACK_DELAY)
+            self.room.wait(timeout / 1000)
 
     def wait_for_doorbell(self) -> None:
+        # While it waits, worker threads send their acks themselves.
+        try:
+            self.acks.flush()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise ConnectionClosed(e) from None
         timeout, exact = self.wait_plan()
         try:
             self.bell.wait(timeout, exact=exact)

@@ -27,7 +27,9 @@ from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import ActorNotFound
 
 from switchyard.bulk import BulkPublish
+from switchyard.dispatch import SelectiveHooks
 from switchyard.errors import PermanentError, UnknownJob
+from switchyard.rabbitmq_consumer import BatchConsume
 from switchyard.rabbitmq_queues import QuorumQueues
 
 #: The stand-in actor of bodies that are not Dramatiq messages.
@@ -125,7 +127,8 @@ class AnswerEveryActor:
             return StandIn(actor_name)
 
 
-class RabbitmqJobBroker(AnswerEveryActor, BulkPublish, QuorumQueues, RabbitmqBroker):
+class RabbitmqJobBroker(SelectiveHooks, BatchConsume, AnswerEveryActor, BulkPublish,
+                        QuorumQueues, RabbitmqBroker):
     """Dramatiq's RabbitMQ broker, answering every actor name; its queues classic or
     quorum (`queue_type`, `delivery_limit`: see `switchyard.rabbitmq_queues`); batches
     sent with their confirms awaited together (`enqueue_many`: see `switchyard.bulk`)."""

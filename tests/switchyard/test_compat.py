@@ -116,3 +116,29 @@ def test_the_worker_still_logs_the_lines_switchyard_replaces(
         "the actor's argument log line")
     assert any(m.startswith(compat.WORKER_FAILURE_LINES[0]) for m in raw), CHANGED.format(
         "the worker's failure log line")
+
+
+def test_pikas_consume_keeps_the_deliveries_it_read_ahead() -> None:
+    import pika
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    from tests.support.services import RABBITMQ_URL, answers, missing
+
+    if not answers(RABBITMQ_URL):
+        missing("RabbitMQ")
+    assert issubclass(RabbitmqBroker(url=RABBITMQ_URL).consumer_class,
+                      compat.RabbitmqConsumer), CHANGED.format("RabbitmqBroker.consumer_class")
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    channel = connection.channel()
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    try:
+        for n in range(5):
+            channel.basic_publish("", queue, str(n).encode())
+        channel.basic_qos(prefetch_count=10)
+        deliveries = channel.consume(queue, inactivity_timeout=1)
+        assert next(deliveries)[2] == b"0"
+        connection.process_data_events(time_limit=0.5)  # the rest arrive, unyielded
+        assert compat.buffered_deliveries(channel) == 4, CHANGED.format(
+            "pika's BlockingChannel._queue_consumer_generator.pending_events")
+    finally:
+        connection.close()
