@@ -42,13 +42,15 @@ class History(Middleware):
         self.history.record(message, deliveries * 4 + QUEUED, fields)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        message.options["deliveries"] = deliveries = message.options.get("deliveries", 0) + 1
-        message.options["runs"] = message.options.get("runs", 0) + 1
+        options = message.options  # one lookup through the proxy, on every job's path
+        options["deliveries"] = deliveries = options.get("deliveries", 0) + 1
+        options["runs"] = options.get("runs", 0) + 1
+        message_id = message.message_id
         self.history.record(message, deliveries * 4 + RUNNING, {
-            "id": message.message_id, "actor": message.actor_name,
+            "id": message_id, "actor": message.actor_name,
             "queue": q_name(message.queue_name), "status": "running",
             "started_at": current(message).started_at_ms,
-            "retries": message.options.get("retries", 0),
+            "retries": options.get("retries", 0),
         })
 
     def after_process_message(
@@ -56,12 +58,13 @@ class History(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         outcome = current(message)
+        options = message.options
         status = _STATUS.get(outcome.status, "retrying")
         fields: dict[str, Any] = {
             "status": status,
-            "runs": message.options.get("runs", 0),
-            "retries": message.options.get("retries", 0),
-            "deferred_ms": message.options.get("deferred_ms", 0),
+            "runs": options.get("runs", 0),
+            "retries": options.get("retries", 0),
+            "deferred_ms": options.get("deferred_ms", 0),
         }
         if outcome.status == DEFERRED:
             pass
@@ -72,12 +75,11 @@ class History(Middleware):
             fields["finished_at"] = now_ms()
             fields["duration_ms"] = round(outcome.elapsed_ms, 3)
             if status == "done":
-                fields["result"] = dump(result)
+                fields["result"] = "null" if result is None else dump(result)
             else:
                 fields["error"] = dump(outcome.error)
         kind = {"done": "done", "skipped": "done", "failed": "failed"}.get(status, "")
-        self.history.record(message, message.options["deliveries"] * 4 + TERMINAL, fields,
-                            kind=kind)
+        self.history.record(message, options["deliveries"] * 4 + TERMINAL, fields, kind=kind)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         outcome = current(message)

@@ -44,11 +44,11 @@ class Metrics(Middleware):
     ) -> None:
         outcome = current(message)
         queue = q_name(message.queue_name)
-        self.store.count(message.actor_name, queue, outcome.status)
+        ran = outcome.status not in (DEFERRED, SKIPPED)
+        self.store.finish(message.actor_name, queue, outcome.status,
+                          outcome.elapsed_ms if ran else None)
         if self.timeline is not None:
             self.timeline.count(queue, outcome.status)
-        if outcome.status not in (DEFERRED, SKIPPED):
-            self.store.observe(message.actor_name, queue, outcome.elapsed_ms)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         status = current(message).status

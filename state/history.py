@@ -97,10 +97,13 @@ class _Update:
     kind: str
 
     def merge(self, seq: int, fields: dict[str, Any], kind: str) -> None:
+        """`fields` is the caller's to give: it is kept, or updated in place."""
         if seq >= self.seq:
-            self.seq, self.fields, self.kind = seq, {**self.fields, **fields}, kind or self.kind
+            self.fields.update(fields)
+            self.seq, self.kind = seq, kind or self.kind
         else:
-            self.fields = {**fields, **self.fields}
+            fields.update(self.fields)
+            self.fields = fields
 
 
 def now_ms() -> int:
@@ -144,11 +147,12 @@ class JobHistory:
         *, kind: str = "",
     ) -> None:
         """Buffer an update of `message`'s record; `kind` files a finished job for retention."""
+        message_id = message.message_id
         with self._lock:
-            update = self._pending.get(message.message_id)
+            update = self._pending.get(message_id)
             if update is None:
-                self._pending[message.message_id] = _Update(
-                    q_name(message.queue_name), seq, fields, kind)
+                self._pending[message_id] = _Update(q_name(message.queue_name), seq, fields,
+                                                    kind)
             else:
                 update.merge(seq, fields, kind)
         self.buffer.wake_soon()
@@ -176,10 +180,15 @@ class JobHistory:
         return write
 
     def _fields(self, update: _Update) -> str:
-        flat: list[str] = []
+        flat: list[Any] = []
         for name, value in update.fields.items():
-            text = str(value) if isinstance(value, str | int | float) else dump(value)
-            flat += [name, self.sealer.seal_value(text) if name == "result" else text]
+            if name == "result" and value != "null":  # nothing to hide in a null result
+                value = self.sealer.seal_value(value)
+            elif isinstance(value, int | float):  # as text: Lua would reformat a float
+                value = str(value)
+            elif not isinstance(value, str):
+                value = dump(value)
+            flat += (name, value)
         return json.dumps(flat)
 
     def get(self, message_id: str) -> dict[str, Any] | None:

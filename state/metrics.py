@@ -21,6 +21,7 @@ from state.buffer import Write, WriteBuffer
 #: Upper bounds (ms) of the run-duration histogram's buckets; +Inf is implied.
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000)
 SEP = "\t"
+_BUCKET_NAMES = tuple(map(str, BUCKETS_MS))
 
 
 class MetricsStore:
@@ -43,12 +44,23 @@ class MetricsStore:
         self.buffer.wake_soon()
 
     def observe(self, actor: str, queue: str, duration_ms: float) -> None:
-        bucket = next((str(b) for b in BUCKETS_MS if duration_ms <= b), "+Inf")
+        self.finish(actor, queue, None, duration_ms)
+
+    def finish(self, actor: str, queue: str, outcome: str | None,
+               duration_ms: float | None) -> None:
+        """Count a delivery's `outcome` and observe its run's duration, either optional:
+        one lock for both, on every job's path."""
         base = f"{actor}{SEP}{queue}{SEP}"
+        if duration_ms is not None:
+            bucket = next((_BUCKET_NAMES[i] for i, b in enumerate(BUCKETS_MS)
+                           if duration_ms <= b), "+Inf")
         with self._lock:
-            self._buckets[base + bucket] += 1
-            self._buckets[base + "count"] += 1
-            self._sums[base + "sum"] = self._sums.get(base + "sum", 0.0) + duration_ms
+            if outcome is not None:
+                self._counts[base + outcome] += 1
+            if duration_ms is not None:
+                self._buckets[base + bucket] += 1
+                self._buckets[base + "count"] += 1
+                self._sums[base + "sum"] = self._sums.get(base + "sum", 0.0) + duration_ms
         self.buffer.wake_soon()
 
     def _drain(self) -> Write | None:

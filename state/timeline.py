@@ -55,7 +55,7 @@ class Timeline:
         self.client: Any = client  # redis-py's annotations mix sync and async results
         self.prefix = f"{prefix}:timeline"
         self.ttl = {"m": minute_ttl, "h": hour_ttl}
-        self._counts: Counter[tuple[str, str]] = Counter()
+        self._counts: Counter[tuple[int, str]] = Counter()  # (minute start, field)
         self._lock = threading.Lock()
         self.buffer = buffer
         buffer.add_source(self._drain)
@@ -65,9 +65,8 @@ class Timeline:
 
     def _add(self, field: str, at_ms: int | None = None) -> None:
         now = int(time.time() * 1000) if at_ms is None else at_ms
-        with self._lock:
-            self._counts[self.key("m", now - now % MINUTE_MS), field] += 1
-            self._counts[self.key("h", now - now % HOUR_MS), field] += 1
+        with self._lock:  # per minute; the hours are added up at flush time
+            self._counts[now - now % MINUTE_MS, field] += 1
         self.buffer.wake_soon()
 
     def count(self, queue: str, outcome: str) -> None:
@@ -81,7 +80,11 @@ class Timeline:
         with self._lock:
             if not self._counts:
                 return None
-            counts, self._counts = self._counts, Counter()
+            minutes, self._counts = self._counts, Counter()
+        counts: Counter[tuple[str, str]] = Counter()
+        for (start, field), n in minutes.items():
+            counts[self.key("m", start), field] += n
+            counts[self.key("h", start - start % HOUR_MS), field] += n
 
         def write(pipe: Any) -> None:
             for (key, field), n in counts.items():
