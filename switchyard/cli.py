@@ -365,7 +365,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"  login   http://127.0.0.1:{port}/dashboard/  user "
           f"{made.get('WEB_USERNAME', settings.web_username)}  password {shown['WEB_PASSWORD']}")
     print(f"  api     Authorization: Bearer {shown['API_TOKEN']}")
-    print("  worker  dramatiq switchyard.entry:boot (every queue, 8 threads)")
+    print("  worker  switchyard worker (every queue, 8 threads)")
     print("  clock   periodic jobs")
     print("Try:", *tour, sep="\n  ", flush=True)
     os.execvp("honcho", ["honcho", "-f", "Procfile.dev", "start", *processes])
@@ -427,6 +427,22 @@ def cmd_sqs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Become Dramatiq's worker command (`dramatiq switchyard.entry:boot`) with
+    WORKER_PROCESSES processes, each pinned to a core of its own when WORKER_PIN_CPUS
+    (or "auto") asks (`switchyard.pinning`); every other option is Dramatiq's."""
+    from switchyard import pinning
+
+    settings = get()
+    processes = settings.worker_processes if args.processes is None else args.processes
+    plan = pinning.plan(processes, settings.worker_pin_cpus if args.pin is None else args.pin)
+    if plan.reason:
+        print(f"switchyard: running unpinned: {plan.reason}", file=sys.stderr, flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "dramatiq", plan.boot,
+                              "--processes", str(plan.processes), *args.extra])
+    return 0  # not reached: this process is Dramatiq's now
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, whose usage errors end like every bad input: one line, exit 2."""
 
@@ -454,6 +470,11 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return value
+
+
+def processes(text: str) -> int | str:
+    """`auto` or a whole number of 1 or more (argparse type)."""
+    return "auto" if text.strip().lower() == "auto" else count(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -485,6 +506,7 @@ def parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true")
     add("actors", cmd_actors, "every actor with its queue and options").add_argument(
         "--json", action="store_true")
+    add_worker(sub)
     add("redis", cmd_redis, "run the embedded Redis (when REDIS_URL is unset)")
     add("clock", cmd_clock, "enqueue periodic jobs on their schedule").add_argument(
         "--list", action="store_true", help="each schedule, its next slot and its last run")
@@ -494,6 +516,19 @@ def parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="apply the schema migrations").set_defaults(fn=cmd_db)
     db.add_parser("current", help="the migration the database is at").set_defaults(fn=cmd_db)
     return p
+
+
+def add_worker(sub: Any) -> None:
+    about = ("run jobs: Dramatiq's worker processes, optionally one per core pinned to it; "
+             "other options (--threads, --queues, ...) are Dramatiq's")
+    # No abbreviations: every option it does not know is Dramatiq's.
+    worker = sub.add_parser("worker", allow_abbrev=False, help=about, description=about)
+    worker.add_argument("--processes", "-p", type=processes, metavar="N|auto",
+                        help="worker processes (default: WORKER_PROCESSES)")
+    worker.add_argument("--pin", action=argparse.BooleanOptionalAction,
+                        help="pin each process to a core of its own (default: "
+                        "WORKER_PIN_CPUS, else only with auto)")
+    worker.set_defaults(fn=cmd_worker, passes_on=True)
 
 
 def add_dlq(sub: Any) -> None:
@@ -544,7 +579,11 @@ def unreachable(error: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args, extra = cli.parse_known_args(argv)
+    if extra and not getattr(args, "passes_on", False):  # only `worker` passes them on
+        cli.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return int(args.fn(args))
     except CliError as error:

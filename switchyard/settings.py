@@ -29,6 +29,8 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 #: Longest delay Dramatiq's brokers accept (they refuse 7 days or more).
 MAX_DELAY_MS = 7 * DAY_MS - 1
+#: Most worker processes one `switchyard worker` starts.
+MAX_WORKER_PROCESSES = 256
 #: What a provider's base URL must look like.
 _HTTP_URL = r"^https?://[^\s]+$"
 #: A payload key's id (PAYLOAD_KEYS' `<id>:<key>`).
@@ -65,6 +67,12 @@ class Settings(BaseSettings):
     redis_maintenance_chance: int = Field(1_000, ge=0, le=1_000_000)  # per million fetches
     # Redis broker: how often each consumer requeues its queue's dead workers' messages.
     redis_maintenance_interval_ms: int = Field(5_000, ge=100)
+
+    # Worker processes (`switchyard worker`): how many ("auto": one per core the worker
+    # may run on), and whether each is pinned to a core of its own (unset: pinned with
+    # "auto"): processes moved between cores hand the GIL across them (docs/deployment.md).
+    worker_processes: int | Literal["auto"] = 1
+    worker_pin_cpus: bool | None = None
 
     # Beyond one machine (docs/deployment.md).
     # rediss:// URLs: verify the server's certificate (off for Heroku Redis's self-signed
@@ -280,6 +288,19 @@ class Settings(BaseSettings):
         if len(set(ids)) != len(ids):
             raise ValueError("two entries have the same key id")
         return value
+
+    @field_validator("worker_processes", mode="before")
+    @classmethod
+    def _count_processes(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("it is neither `auto` nor a whole number") from None
+        if not 1 <= count <= MAX_WORKER_PROCESSES:
+            raise ValueError(f"it must be `auto` or 1 to {MAX_WORKER_PROCESSES}")
+        return count
 
     @model_validator(mode="before")
     @classmethod
