@@ -18,7 +18,7 @@ from dramatiq.brokers.redis import _RedisConsumer as RedisConsumer
 from dramatiq.results import Results
 
 __all__ = ["RedisConsumer", "REDIS_CONSUMER_ATTRIBUTES", "RabbitmqConsumer",
-           "buffered_deliveries", "ACTOR_ARGUMENTS_LINE",
+           "buffered_deliveries", "unflushed_channel", "ACTOR_ARGUMENTS_LINE",
            "WORKER_FAILURE_LINES", "MAINTENANCE_HOOK", "RABBITMQ_QUEUE_HOOKS",
            "redis_dispatch", "dispatch_script", "replace_dispatch_script", "redis_acks_key",
            "result_options"]
@@ -42,6 +42,12 @@ ACTOR_ARGUMENTS_LINE = "Received args="
 #: Lines of Dramatiq's worker thread that the retry policy's and dead letter's own
 #: lines replace (one per failed attempt, with a traceback).
 WORKER_FAILURE_LINES = ("Failed to process message", "Message %s was skipped.")
+
+
+def unflushed_channel(channel: Any) -> Any:
+    """The asynchronous channel under pika's blocking one: its methods queue frames
+    without writing them (the blocking channel's next call writes them all)."""
+    return channel._impl
 
 
 def buffered_deliveries(channel: Any) -> int:

@@ -11,7 +11,7 @@ arrived. Deliveries never handed out (the consumer closes) are reported with
 Acks: Dramatiq has each worker thread hand its ack to the consumer's connection with
 `add_callback_threadsafe`, which wakes the connection's thread once per job. Here the
 first ack of a batch schedules one callback, later acks join it until it runs, and it
-sends them all: the same frames, a fraction of the wake-ups.
+sends them all in one write: the same frames, a fraction of the wake-ups and writes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pika.exceptions
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import ConnectionClosed
 
-from switchyard.compat import RabbitmqConsumer, buffered_deliveries
+from switchyard.compat import RabbitmqConsumer, buffered_deliveries, unflushed_channel
 
 logger = logging.getLogger("switchyard.rabbitmq_consumer")
 
@@ -61,8 +61,12 @@ class BatchingConsumer(RabbitmqConsumer):
         """On the connection's thread: every ack added since the callback was scheduled."""
         with self.ack_lock:
             tags, self.ack_tags = self.ack_tags, []
-        for tag in tags:
-            self.channel.basic_ack(tag)
+        if not tags:
+            return
+        frames = unflushed_channel(self.channel)
+        for tag in tags[:-1]:
+            frames.basic_ack(delivery_tag=tag)
+        self.channel.basic_ack(tags[-1])  # written with the ones before it
 
     def __next__(self) -> MessageProxy | None:
         if self.ready:

@@ -140,5 +140,13 @@ def test_pikas_consume_keeps_the_deliveries_it_read_ahead() -> None:
         connection.process_data_events(time_limit=0.5)  # the rest arrive, unyielded
         assert compat.buffered_deliveries(channel) == 4, CHANGED.format(
             "pika's BlockingChannel._queue_consumer_generator.pending_events")
+        # acks queued on the channel underneath are written by the next blocking call
+        tags = [next(deliveries)[0].delivery_tag for _ in range(4)]
+        for tag in tags[:-1]:
+            compat.unflushed_channel(channel).basic_ack(delivery_tag=tag)
+        channel.basic_ack(tags[-1])
+        channel.close()  # what it did not ack goes back to the queue: the first only
+        left = connection.channel().queue_declare(queue, passive=True).method
+        assert left.message_count == 1, CHANGED.format("pika's BlockingChannel._impl")
     finally:
         connection.close()
