@@ -24,7 +24,7 @@ test: uv
 
 bench: uv
 	$(UV) sync --frozen
-	$(UV) run python bench/throughput.py
+	$(UV) run python bench/all.py
 
 # Mutation testing (slow, not part of `make test`): AREAS="retry http" for some areas only.
 mutants: uv

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from bench.common import private_redis  # noqa: E402
+from bench.harness import percentile  # noqa: E402
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PUSH = {"type": "push", "userId": "user-uuid", "fcmToken": "firebase-token",
@@ -138,10 +138,6 @@ def latencies(app: Any, amqp_url: str, k: int) -> tuple[list[float], list[float]
     return via, direct
 
 
-def p(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
@@ -157,10 +153,11 @@ def main() -> None:
         finally:
             app.close()
     print(f"bridge: {rate:.0f} msgs/s over {args.n} messages (one process)")
-    print(f"publish -> enqueued via bridge: p50 {p(via, 50):.2f} ms, p99 {p(via, 99):.2f} ms")
-    print(f"enqueue() -> enqueued direct:   p50 {p(direct, 50):.2f} ms, "
-          f"p99 {p(direct, 99):.2f} ms")
-    print(f"bridge_added_p99_ms={p(via, 99) - p(direct, 99):.2f}")
+    print(f"publish -> enqueued via bridge: p50 {percentile(via, 50):.2f} ms, "
+          f"p99 {percentile(via, 99):.2f} ms")
+    print(f"enqueue() -> enqueued direct:   p50 {percentile(direct, 50):.2f} ms, "
+          f"p99 {percentile(direct, 99):.2f} ms")
+    print(f"bridge_added_p99_ms={percentile(via, 99) - percentile(direct, 99):.2f}")
     print(f"bridge_msgs_per_s={rate:.0f}")
 
 

@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
+
+from bench.harness import status_kb  # noqa: E402
 
 ACCESS = {"access_key_id": "bench", "secret_access_key": "bench"}
 TTL_MS = 86_400_000
@@ -151,10 +152,7 @@ def child(args: argparse.Namespace) -> None:
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that across
     fork and exec, so a child would report the seeding parent's size."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return status_kb("VmHWM") / 1024
 
 
 def measure(variant: str, db_url: str, s3_url: str, bucket: str,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
 
 from bench.bridge import DEFAULT_AMQP_URL, own_vhost  # noqa: E402
 from bench.common import child, private_redis  # noqa: E402
+from bench.harness import percentile  # noqa: E402
 
 APP = "1100000000000000001"
 GUILD, DEFAULT_ROLE = "2200000000000000001", "4400000000000000002"
@@ -200,10 +200,6 @@ def run(args: argparse.Namespace) -> tuple[list[float], int, int]:
         return latencies, loaded_at_start, events_left(fake, args.events)
 
 
-def p(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
@@ -217,13 +213,14 @@ def main() -> None:
     missed = sum(1 for v in latencies if v == float("inf"))
     print(f"guild events not yet handled: {before} when the interactions began, "
           f"{after} when they ended (of {args.events})")
-    print(f"publish -> defer received, {args.k} interactions: p50 {p(latencies, 50):.1f} ms, "
-          f"p99 {p(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    print(f"publish -> defer received, {args.k} interactions: p50 {p50:.1f} ms, "
+          f"p99 {p99:.1f} ms, max {max(latencies):.1f} ms, "
           f"over 3 s: {sum(1 for v in latencies if v > 3_000)}, never: {missed}")
     slowest = sorted(range(len(latencies)), key=lambda i: -latencies[i])[:5]
     print("slowest (n-th interaction: ms): "
           + ", ".join(f"{i}: {latencies[i]:.0f}" for i in sorted(slowest)))
-    print(f"interaction_defer_p99_ms={p(latencies, 99):.1f}")
+    print(f"interaction_defer_p99_ms={p99:.1f}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import argparse
 import itertools
 import json
 import logging
-import os
 import random
 import signal
 import statistics
@@ -51,6 +50,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from bench.common import answers, check_loopback, child, private_redis, purge  # noqa: E402
+from bench.harness import child_env  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -218,7 +218,7 @@ def worker_main(target: Target) -> int:
 @contextmanager
 def worker_process(target: Target) -> Iterator[subprocess.Popen[str]]:
     """A worker child for `target`, stopped (SIGTERM, then SIGKILL) on exit."""
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BROKER_URL")}
+    env = child_env()
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", target.system,
                "--tag", target.tag, "--redis-url", target.redis_url,
                "--amqp-url", target.amqp_url]

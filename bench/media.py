@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import status_kb  # noqa: E402
 from processing import media  # noqa: E402
 from processing.media import Limits  # noqa: E402
 
@@ -99,14 +100,6 @@ def prepare(method: str) -> None:
         media._register_heif()
     elif method == "pyvips":
         import pyvips  # noqa: F401
-
-
-def status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    return 0
 
 
 def reset_peak() -> int:
