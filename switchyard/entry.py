@@ -1,6 +1,7 @@
 """The one way a Switchyard process starts: the runtime booted with every job family.
 
-`dramatiq switchyard.entry:boot` (the Procfile's workers), the clock (periodiq, through
+`switchyard worker` (the Procfile's workers: `dramatiq switchyard.entry:boot`, or
+`switchyard.pinning:boot`, which pins the process first), the clock (periodiq, through
 `switchyard clock`), the CLI and the web process all call `boot()`; importing this
 module does nothing by itself.
 """
