@@ -52,6 +52,14 @@ for i, key in ipairs(KEYS) do
 end
 return 1
 """
+# The keys of a fetched batch. KEYS: keys. ARGV: lease, then each key's `run:` value.
+_TAKE_MANY = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  taken[i] = redis.call('set', key, ARGV[i + 1], 'NX', 'PX', ARGV[1]) and 1 or 0
+end
+return taken
+"""
 _RENEW = """
 if redis.call('get', KEYS[1]) == 'run:' .. ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -77,6 +85,7 @@ class IdempotencyKeys:
         self._finish = client.register_script(_FINISH)
         self._finish_many = client.register_script(_FINISH_MANY)
         self._renew = client.register_script(_RENEW)
+        self._take_many = client.register_script(_TAKE_MANY)
         self._done: dict[int, list[tuple[str, str]]] = {}  # ttl -> [(redis key, token)]
         self._lock = threading.Lock()
         buffer.add_source(self._drain_done)
@@ -117,18 +126,15 @@ class IdempotencyKeys:
         return lambda pipe: self._renew(keys=[name], args=[token, self.lease], client=pipe)
 
     def take_many(self, items: list[tuple[JobKey, str]]) -> list[str | None]:
-        """Try to hold each (key, message id) in one round trip: per item, the token when
+        """Try to hold each (key, message id) in one script call: per item, the token when
         it was taken (held, and renewed, until `finish`), else None (its job takes the
         key again when it starts, and learns then whether it is done or running)."""
         tokens = [f"{message_id}/{unique()}" for _, message_id in items]
         names = [self.redis_key(key) for key, _ in items]
-        with self.client.pipeline(transaction=False) as pipe:
-            for name, token in zip(names, tokens, strict=True):
-                pipe.execute_command("SET", name, f"run:{token}", "NX", "PX", self.lease)
-            replies = pipe.execute(raise_on_error=False)
+        replies = self._take_many(keys=names, args=[self.lease, *(f"run:{t}" for t in tokens)])
         taken: list[str | None] = []
         for name, token, reply in zip(names, tokens, replies, strict=True):
-            if reply is True or reply == b"OK":
+            if reply == 1:
                 self.leases.hold(token, self._renewal(name, token))
                 taken.append(token)
             else:
