@@ -18,7 +18,8 @@ from dramatiq.brokers.redis import _RedisConsumer as RedisConsumer
 from dramatiq.results import Results
 
 __all__ = ["RedisConsumer", "REDIS_CONSUMER_ATTRIBUTES", "RabbitmqConsumer",
-           "buffered_deliveries", "unflushed_channel", "ACTOR_ARGUMENTS_LINE",
+           "buffered_deliveries", "unflushed_channel", "resolved", "MESSAGE_FIELDS",
+           "ACTOR_ARGUMENTS_LINE",
            "WORKER_FAILURE_LINES", "MAINTENANCE_HOOK", "RABBITMQ_QUEUE_HOOKS",
            "redis_dispatch", "dispatch_script", "replace_dispatch_script", "redis_acks_key",
            "result_options"]
@@ -42,6 +43,20 @@ ACTOR_ARGUMENTS_LINE = "Received args="
 #: Lines of Dramatiq's worker thread that the retry policy's and dead letter's own
 #: lines replace (one per failed attempt, with a traceback).
 WORKER_FAILURE_LINES = ("Failed to process message", "Message %s was skipped.")
+
+
+#: The fields of a Dramatiq message, which its proxy reads through `__getattr__`.
+MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id",
+                  "message_timestamp")
+
+
+def resolved(proxy: MessageProxy) -> MessageProxy:
+    """`proxy` with its message's fields copied onto it (the message is frozen, and its
+    options are the same dict), so the many reads of every hook skip `__getattr__`."""
+    message, fields = proxy._message, proxy.__dict__
+    for name in MESSAGE_FIELDS:
+        fields[name] = getattr(message, name)
+    return proxy
 
 
 def unflushed_channel(channel: Any) -> Any:

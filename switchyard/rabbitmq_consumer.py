@@ -25,7 +25,12 @@ import pika.exceptions
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import ConnectionClosed
 
-from switchyard.compat import RabbitmqConsumer, buffered_deliveries, unflushed_channel
+from switchyard.compat import (
+    RabbitmqConsumer,
+    buffered_deliveries,
+    resolved,
+    unflushed_channel,
+)
 
 logger = logging.getLogger("switchyard.rabbitmq_consumer")
 
@@ -72,14 +77,17 @@ class BatchingConsumer(RabbitmqConsumer):
         if self.ready:
             return self.ready.popleft()
         message: MessageProxy | None = super().__next__()
-        if message is None or not self.prepare:
+        if message is None:
+            return None
+        resolved(message)
+        if not self.prepare:
             return message
         batch = [message]
         while len(batch) < self.prefetch and buffered_deliveries(self.channel):
             more = super().__next__()
             if more is None:
                 break
-            batch.append(more)
+            batch.append(resolved(more))
         self.broker.emit_after("fetch", batch)
         self.ready.extend(batch[1:])
         return batch[0]

@@ -78,6 +78,7 @@ from switchyard.compat import (
     redis_acks_key,
     redis_dispatch,
     replace_dispatch_script,
+    resolved,
 )
 from switchyard.dispatch import SelectiveHooks
 from switchyard.redis_client import connection_settings
@@ -457,7 +458,7 @@ class _DoorbellConsumer(RedisConsumer):
     def decode(self, batch: list[bytes]) -> deque[MessageProxy]:
         messages: deque[MessageProxy] = deque()
         for data in batch:
-            message = MessageProxy(Message.decode(data))
+            message = resolved(MessageProxy(Message.decode(data)))
             if message.actor_name == UNDECODABLE:
                 self.adopt(message, data)
             messages.append(message)

@@ -150,3 +150,16 @@ def test_pikas_consume_keeps_the_deliveries_it_read_ahead() -> None:
         assert left.message_count == 1, CHANGED.format("pika's BlockingChannel._impl")
     finally:
         connection.close()
+
+
+def test_a_proxy_reads_its_messages_fields() -> None:
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="q", actor_name="a", args=(1,), kwargs={"k": 2}, options={"o": 3})
+    proxy = compat.resolved(dramatiq.broker.MessageProxy(message))
+    for name in compat.MESSAGE_FIELDS:
+        assert name in vars(proxy), CHANGED.format("MessageProxy")
+        assert getattr(proxy, name) is getattr(message, name), CHANGED.format(
+            f"Message.{name}")
+    proxy.options["later"] = True  # one options dict: what a hook writes, the message has
+    assert message.options["later"] is True
+    assert proxy == message, CHANGED.format("MessageProxy._message")
