@@ -10,6 +10,7 @@ Outcomes: done, retried, rate_limited, deferred, skipped, dead; plus `enqueued`.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter
 from typing import Any
@@ -52,8 +53,8 @@ class MetricsStore:
         one lock for both, on every job's path."""
         base = f"{actor}{SEP}{queue}{SEP}"
         if duration_ms is not None:
-            bucket = next((_BUCKET_NAMES[i] for i, b in enumerate(BUCKETS_MS)
-                           if duration_ms <= b), "+Inf")
+            i = bisect.bisect_left(BUCKETS_MS, duration_ms)
+            bucket = _BUCKET_NAMES[i] if i < len(BUCKETS_MS) else "+Inf"
         with self._lock:
             if outcome is not None:
                 self._counts[base + outcome] += 1

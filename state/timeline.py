@@ -14,6 +14,7 @@ its p50 and p95 are read from the histogram's bounds.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from state.buffer import Write, WriteBuffer
 #: Upper bounds (ms) of the wait-time histogram's buckets; +Inf is implied.
 WAIT_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
                   60_000, 300_000, 900_000, 3_600_000)
+_BOUND_NAMES = tuple(map(str, WAIT_BOUNDS_MS))
 SEP = "\t"
 MINUTE_MS, HOUR_MS = 60_000, 3_600_000
 #: The resolutions read back: (name, bucket width, how many buckets).
@@ -73,7 +75,8 @@ class Timeline:
         self._add(f"{queue}{SEP}{outcome}")
 
     def wait(self, queue: str, wait_ms: float) -> None:
-        bound = next((str(b) for b in WAIT_BOUNDS_MS if wait_ms <= b), "+Inf")
+        i = bisect.bisect_left(WAIT_BOUNDS_MS, wait_ms)
+        bound = _BOUND_NAMES[i] if i < len(WAIT_BOUNDS_MS) else "+Inf"
         self._add(f"{queue}{SEP}wait{SEP}{bound}")
 
     def _drain(self) -> Write | None:

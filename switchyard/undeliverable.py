@@ -24,7 +24,6 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.encoder import JSONEncoder
-from dramatiq.errors import ActorNotFound
 
 from switchyard.bulk import BulkPublish
 from switchyard.dispatch import SelectiveHooks
@@ -120,11 +119,13 @@ class StandIn:
 class AnswerEveryActor:
     """Broker mixin: `get_actor` answers unknown names with a `StandIn`."""
 
+    actors: dict[str, Any]
+
     def get_actor(self, actor_name: str) -> Any:
-        try:
-            return super().get_actor(actor_name)  # type: ignore[misc]
-        except ActorNotFound:
-            return StandIn(actor_name)
+        # Dramatiq's own looks the name up the same way (raising ActorNotFound), and
+        # its middleware ask several times per job.
+        actor = self.actors.get(actor_name)
+        return actor if actor is not None else StandIn(actor_name)
 
 
 class RabbitmqJobBroker(SelectiveHooks, BatchConsume, AnswerEveryActor, BulkPublish,
