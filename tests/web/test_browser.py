@@ -163,7 +163,9 @@ def test_a_filtered_set_of_dead_letters_is_replayed_and_a_queue_paused(web, star
     wait_for(lambda: "2 dead letter(s) match" in text_of(browser, "#matching"), what="filter")
     screenshot("filtered")
     browser.find_element(By.CSS_SELECTOR, "#replay-filtered button").click()
-    assert "Replay the 2 dead letter(s)" in text_of(browser, "#question")
+    # (the confirmation is a page of its own: wait for it to load)
+    wait_for(lambda: "Replay the 2 dead letter(s)" in text_of(browser, "#question"),
+             what="the confirmation")
     browser.find_element(By.CSS_SELECTOR, "#confirm button").click()
 
     # then those two ran again, and only the other actor's are left
