@@ -138,6 +138,9 @@ def build(settings: Settings, families: Iterable[ModuleType] = ()) -> App:
     install_encoder(sealer)
     state = open_state(settings, sealer=sealer)
     broker = make_broker(settings, pipeline(settings, state))
+    # A job's buffered records (history, done mark, metrics) are written before its ack:
+    # a worker killed after acking a job cannot take them with it.
+    broker.before_acks = [state.buffer.flush]  # type: ignore[attr-defined]
     app = App(settings, broker, state, Providers(settings, state.client),
               Database(settings.db_url, check_schema=True))
     app.declare(families)

@@ -68,6 +68,8 @@ class BatchingConsumer(RabbitmqConsumer):
             tags, self.ack_tags = self.ack_tags, []
         if not tags:
             return
+        for prepare in getattr(self.broker, "before_acks", ()):
+            prepare()  # the state store's buffered writes: see switchyard.app.build
         frames = unflushed_channel(self.channel)
         for tag in tags[:-1]:
             frames.basic_ack(delivery_tag=tag)

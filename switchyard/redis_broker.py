@@ -59,7 +59,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -132,6 +132,10 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, RedisBroker):
         replace_dispatch_script(self, self.dispatch_script)
         self.ack_buffers: dict[str, AckBuffer] = {}
         self.ack_buffers_lock = threading.Lock()
+        #: Called before any ack is sent (the state store's buffered writes: see
+        #: `switchyard.app.build`), so an acked job's records are never lost with its
+        #: worker.
+        self.before_acks: list[Callable[[], None]] = []
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -172,6 +176,10 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, RedisBroker):
                 raise failed
             return list(replies[-1] or [])
         raise AssertionError("unreachable")
+
+    def prepare_acks(self) -> None:
+        for prepare in self.before_acks:
+            prepare()
 
     def ack_buffer(self, queue_name: str) -> AckBuffer:
         """The acks of `queue_name` waiting to be sent; shared by the queue's successive
@@ -320,6 +328,7 @@ class AckBuffer:
                         self.waiter.set()
                 return
         try:
+            self.broker.prepare_acks()
             redis_dispatch(self.broker, "ack")(self.queue_name, redis_id)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise ConnectionClosed(e) from None
@@ -349,6 +358,7 @@ class AckBuffer:
         if not ids:
             return
         try:
+            self.broker.prepare_acks()
             with self.broker.client.pipeline(transaction=False) as pipe:
                 with self.broker.dispatch_script.diverted_to(pipe):
                     for redis_id in ids:
@@ -473,6 +483,8 @@ class _DoorbellConsumer(RedisConsumer):
             self.next_maintenance = now + self.broker.maintenance_interval / 1000
         acks = self.acks.take(direct=False)
         try:
+            if acks:
+                self.broker.prepare_acks()
             return self.broker.fetch(self.queue_name, count, maintain=maintain, acks=acks)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             self.acks.put_back(acks)
