@@ -40,9 +40,7 @@ class MetricsStore:
         buffer.add_source(self._drain)
 
     def count(self, actor: str, queue: str, outcome: str) -> None:
-        with self._lock:
-            self._counts[f"{actor}{SEP}{queue}{SEP}{outcome}"] += 1
-        self.buffer.wake_soon()
+        self.finish(actor, queue, outcome, None)
 
     def observe(self, actor: str, queue: str, duration_ms: float) -> None:
         self.finish(actor, queue, None, duration_ms)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from switchyard.errors import DuplicateJob, InvalidOptions, UnknownJob
-from switchyard.jobs import parse
+from switchyard.jobs import dump
 from switchyard.keys import JobKey
 from switchyard.settings import MAX_DELAY_MS as MAX_DELAY
 
@@ -51,8 +51,7 @@ def enqueue(
     if job is None:
         raise UnknownJob(name, list(app.jobs))
     check_options(key, delay)
-    kwargs = parse(job.model, payload).model_dump(mode="json", by_alias=True,
-                                                  exclude_unset=True, exclude_none=True)
+    kwargs = dump(job.model, payload)
     assert job.actor is not None  # declared with the app
     options: dict[str, Any] = {"idempotency_key": key} if key is not None else {}
     message = job.actor.message_with_options(kwargs=kwargs, **options)

@@ -150,12 +150,15 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, RedisBroker):
     def fetch(self, queue_name: str, count: int, *, maintain: bool,
               acks: Sequence[str] = ()) -> list[bytes]:
         """Dramatiq's fetch, after the acks of `acks` (Redis message ids), in one round
-        trip; with `maintain`, it also requeues dead workers' messages.
+        trip, once `before_acks` ran; with `maintain`, it also requeues dead workers'
+        messages.
 
         Dramatiq runs that maintenance on a random 0.1 % of calls, so an idle queue may
         wait minutes for it after a worker is killed; each consumer runs it on its own
         queue every `maintenance_interval` instead (a zero `count` only beats the heart).
         """
+        if acks:
+            self.prepare_acks()
         for attempt in (1, 2):
             self.maintenance_due.now = maintain
             try:
@@ -358,15 +361,7 @@ class AckBuffer:
         if not ids:
             return
         try:
-            self.broker.prepare_acks()
-            with self.broker.client.pipeline(transaction=False) as pipe:
-                with self.broker.dispatch_script.diverted_to(pipe):
-                    for redis_id in ids:
-                        redis_dispatch(self.broker, "ack")(self.queue_name, redis_id)
-                failed = next((r for r in pipe.execute(raise_on_error=False)
-                               if isinstance(r, Exception)), None)
-            if failed is not None:
-                raise failed
+            self.broker.fetch(self.queue_name, 0, maintain=False, acks=ids)  # acks only
         except redis.RedisError:
             self.put_back(ids)  # sent with the next ack of this queue
             raise
@@ -483,14 +478,11 @@ class _DoorbellConsumer(RedisConsumer):
             self.next_maintenance = now + self.broker.maintenance_interval / 1000
         acks = self.acks.take(direct=False)
         try:
-            if acks:
-                self.broker.prepare_acks()
             return self.broker.fetch(self.queue_name, count, maintain=maintain, acks=acks)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except BaseException as e:
             self.acks.put_back(acks)
-            raise ConnectionClosed(e) from None
-        except BaseException:
-            self.acks.put_back(acks)
+            if isinstance(e, redis.ConnectionError | redis.TimeoutError):
+                raise ConnectionClosed(e) from None
             raise
 
     def adopt(self, message: MessageProxy, data: Any) -> None:
