@@ -38,8 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from bench.common import private_redis  # noqa: E402
-from bench.harness import percentile  # noqa: E402
+from bench.common import percentile, private_redis  # noqa: E402
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PUSH = {"type": "push", "userId": "user-uuid", "fcmToken": "firebase-token",

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import status_kb  # noqa: E402
+from bench.common import status_kb  # noqa: E402
 
 ACCESS = {"access_key_id": "bench", "secret_access_key": "bench"}
 TTL_MS = 86_400_000

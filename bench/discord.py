@@ -41,8 +41,11 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from bench.bridge import DEFAULT_AMQP_URL, own_vhost  # noqa: E402
-from bench.common import child, private_redis  # noqa: E402
-from bench.harness import percentile  # noqa: E402
+from bench.common import (  # noqa: E402
+    child,
+    percentile,  # noqa: E402
+    private_redis,
+)
 
 APP = "1100000000000000001"
 GUILD, DEFAULT_ROLE = "2200000000000000001", "4400000000000000002"

@@ -49,8 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from bench.common import answers, check_loopback, child, private_redis, purge  # noqa: E402
-from bench.harness import child_env  # noqa: E402
+from bench.common import (  # noqa: E402
+    answers,
+    check_loopback,
+    child,
+    child_env,  # noqa: E402
+    private_redis,
+    purge,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import status_kb  # noqa: E402
+from bench.common import status_kb  # noqa: E402
 from processing import media  # noqa: E402
 from processing.media import Limits  # noqa: E402
 

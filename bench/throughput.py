@@ -42,12 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from bench.common import check_loopback, purge  # noqa: E402
-from bench.harness import (  # noqa: E402
+from bench.common import (  # noqa: E402
     Completions,
     Outcome,
     Run,
     check_amqp_loopback,
+    check_loopback,
     child_env,
     command,
     cpu_seconds,
@@ -58,6 +58,7 @@ from bench.harness import (  # noqa: E402
     outcome_of,
     percentile,
     pin,
+    purge,
     quiet_logging,
     rabbitmq_answers,
     ratio,
