@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
-from periodiq import cron
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,9 @@ SCHEDULES: tuple[Schedule, ...] = (
     cleanup("messages", "20 3 * * *"),
     cleanup("prekeys", "30 4 * * *"),
     cleanup("orphaned_media", "0 5 * * sun"),
+    # Switchyard's own records past their retention (NOTIFICATION_DELIVERY_RETENTION_MS,
+    # CLEANUP_RUN_RETENTION_MS).
+    cleanup("records", "40 4 * * *"),
 )
 
 
@@ -49,6 +51,8 @@ def apply(broker: dramatiq.Broker,
     for schedule in SCHEDULES if table is None else table:
         actor = broker.actors.get(schedule.actor)
         if actor is not None:
+            from periodiq import cron  # only where a scheduled actor is declared
+
             actor.options["periodic"] = cron(schedule.cron)
             marked.append(schedule.actor)
     return sorted(marked)

@@ -14,10 +14,10 @@ from pydantic import Field
 
 from processing import channels
 from store.models import SourceChannel
-from switchyard.app import App
-from switchyard.enqueue import enqueue
-from switchyard.jobs import Context, Payload, job
-from switchyard.settings import DAY_MS
+from switchyard.base.settings import DAY_MS
+from switchyard.runtime.app import App
+from switchyard.runtime.enqueue import enqueue
+from switchyard.runtime.jobs import Context, Payload, job
 
 QUEUE = "channel-ops"
 OPTIONS: dict[str, Any] = {
@@ -26,10 +26,24 @@ OPTIONS: dict[str, Any] = {
 }
 
 
+#: What a payload's strings lose at both ends before they are checked (pydantic's
+#: `str_strip_whitespace`: Unicode White_Space, which Python's `\s` is not quite). The
+#: patterns below allow it there, so the OpenAPI document accepts what the model does.
+_BLANK = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A string holding more than blanks (`min_length=1` alone would take "  ", then strip it).
+NOT_BLANK = rf"[^{_BLANK}]"
+_NAME = r"[A-Za-z][A-Za-z0-9_]{3,31}"
+#: What `processing.channels.normalize` accepts, as a JSON schema pattern (the OpenAPI
+#: document says it, and a name it would refuse is a 422 at enqueue, not a failed job).
+USERNAME_OR_LINK = (rf"^[{_BLANK}]*(?:@?{_NAME}|(?:https?://)?(?:t|telegram)\.me/"
+                    rf"(?:{_NAME}|(?:\+|joinchat/)[A-Za-z0-9_-]+)/?)[{_BLANK}]*$")
+
+
 class JoinChannel(Payload):
     operation: Literal["join"] | None = None
-    channel_id: str = Field(min_length=1, max_length=64, description="SourceChannel id")
-    username: str = Field(min_length=1, max_length=128,
+    channel_id: str = Field(min_length=1, max_length=64, pattern=NOT_BLANK,
+                            description="SourceChannel id")
+    username: str = Field(min_length=1, max_length=128, pattern=USERNAME_OR_LINK,
                           description="@username, t.me link or t.me/+invite link")
 
 

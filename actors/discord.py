@@ -19,8 +19,8 @@ from pydantic import Field
 from processing.discord import events, interactions
 from processing.discord.services import Event, Interaction, Services
 from state.discord import Limits, StateManager
-from switchyard.errors import PermanentError
-from switchyard.jobs import Context, Payload, job
+from switchyard.base.errors import PermanentError
+from switchyard.runtime.jobs import Context, Payload, job
 
 INTERACTIONS_QUEUE = "discord-interactions"
 EVENTS_QUEUE = "discord-events"

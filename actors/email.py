@@ -13,12 +13,15 @@ from typing import Any
 from pydantic import EmailStr, Field, HttpUrl
 
 from processing import email
-from switchyard.jobs import Context, Payload, job
-from switchyard.settings import DAY_MS
+from switchyard.base.settings import DAY_MS
+from switchyard.runtime.jobs import Context, Payload, job
 
 QUEUE = "email"
-#: Resend's daily quota defers a job until the next day: let it wait that long.
-OPTIONS: dict[str, Any] = {"queue_name": QUEUE, "max_deferral": 2 * DAY_MS}
+#: Resend's daily quota defers a job until the next day: let it wait that long. A run
+#: that passes its time limit (a hung connection) is retried with the usual backoff: the
+#: provider deduplicates by the job's key.
+OPTIONS: dict[str, Any] = {"queue_name": QUEUE, "max_deferral": 2 * DAY_MS,
+                           "on_time_limit": "retry"}
 
 
 class SendOtp(Payload):

@@ -3,8 +3,9 @@
 At most 2 run at once across every worker (the seed's limit; the work is CPU-bound).
 Each job downloads the original from storage, transforms it (`processing.media`),
 uploads the results under `media/<messageId>/...` and updates the message record
-(`processing.media_jobs`). A hostile or broken file is a permanent dead letter with
-its reason; storage timeouts and 5xx are retried (backoff 5 s, 10 s, 20 s).
+(`processing.media_jobs`), saying its progress between those steps and stopping there
+when cancelled. A hostile or broken file is a permanent dead letter with its reason;
+storage timeouts and 5xx are retried (backoff 5 s, 10 s, 20 s).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from pydantic import Field
 from processing import media_jobs
 from processing.media import Limits
 from processing.media_jobs import MediaJob, TempFiles
-from switchyard.jobs import Context, Payload, job
-from switchyard.settings import Settings
+from switchyard.base.errors import Cancelled
+from switchyard.base.settings import Settings
+from switchyard.runtime.jobs import Context, Payload, job
 
 QUEUE = "media"
 #: A 30-minute video may take a while to transcode; ffmpeg has its own timeout inside.
+#: A run that still passes the time limit is dead-lettered, not retried: the same input
+#: would take as long again (and hold one of the 2 slots for another hour).
 OPTIONS: dict[str, Any] = {"queue_name": QUEUE, "concurrency": 2, "concurrency_key": QUEUE,
-                           "time_limit": 60 * 60_000}
+                           "time_limit": 60 * 60_000, "on_time_limit": "dead"}
 #: The message id names the output keys: one safe path segment.
 MESSAGE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -66,7 +70,18 @@ def _run(ctx: Context, payload: MediaPayload, kind: str) -> dict[str, Any]:
                        payload.original_name)
     temp = TempFiles(ctx.settings.var_dir / "tmp" / "media", ctx.settings.media_temp_max_age_ms)
     return media_jobs.run(ctx.database, ctx.providers.storage(), request,
-                          limits(ctx.settings), temp)
+                          limits(ctx.settings), temp, step=_step(ctx))
+
+
+def _step(ctx: Context) -> media_jobs.Step:
+    """Between steps: stop if the job was cancelled, else say where it is."""
+
+    def step(fraction: float, note: str) -> None:
+        if ctx.cancelled:
+            raise Cancelled(f"stopped before its {note} step")
+        ctx.progress(fraction, note)
+
+    return step
 
 
 @job(ProcessImage, actor_name="process_image", idempotency_key=_key, **OPTIONS)

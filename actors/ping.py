@@ -6,7 +6,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from switchyard.jobs import Context, job
+from switchyard.runtime.jobs import Context, job
 
 
 class Ping(BaseModel):

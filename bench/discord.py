@@ -13,7 +13,7 @@ this process's clock; Discord's deadline for it is 3 s.
 
 The bridge serves interactions on a channel of their own, ahead of the events it has
 prefetched (BRIDGE_PREFETCH, 500 by default): an interaction waits behind at most one
-batch of other deliveries (`switchyard.bridge.BATCH`). `--bridge-prefetch` changes it.
+batch of other deliveries (`switchyard.ingress.bridge.BATCH`). `--bridge-prefetch` changes it.
 
 Usage: uv run python bench/discord.py [--events 10000] [--k 200] [--gap 0.05]
            [--bridge-prefetch N] [--amqp-url URL]

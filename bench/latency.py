@@ -108,7 +108,7 @@ def make_broker(target: Target) -> tuple[Any, Callable[[], None]]:
     from dramatiq.brokers.redis import RedisBroker
     from dramatiq.encoder import JSONEncoder
 
-    from switchyard.redis_broker import DoorbellRedisBroker
+    from switchyard.brokers.redis_broker import DoorbellRedisBroker
 
     system, tag = target.system, target.tag
     if system not in ("switchyard", "switchyard-plain"):
@@ -134,8 +134,8 @@ def make_broker(target: Target) -> tuple[Any, Callable[[], None]]:
 
 def build_switchyard(target: Target) -> tuple[Any, Callable[[], None]]:
     """`runtime.build()`; for `switchyard-plain`, with Dramatiq's own RedisBroker swapped in."""
-    from switchyard import app as runtime
-    from switchyard import settings
+    from switchyard import boot as runtime
+    from switchyard.base import settings
 
     if target.system == "switchyard-plain":
         from dramatiq.brokers.redis import RedisBroker

@@ -42,10 +42,10 @@ SAMPLE = 200
 def build(url: str, args: argparse.Namespace) -> Any:
     from pydantic import BaseModel
 
-    from switchyard import app as runtime
-    from switchyard import settings
-    from switchyard.errors import PermanentError
-    from switchyard.jobs import Context, job
+    from switchyard import boot as runtime
+    from switchyard.base import settings
+    from switchyard.base.errors import PermanentError
+    from switchyard.runtime.jobs import Context, job
 
     class Work(BaseModel):
         n: int

@@ -120,7 +120,7 @@ class System:
 
 
 def open_system(letter: str, run: Run, amqp_url: str, *, confirm: bool = False) -> System:
-    """(a), (f) bare Dramatiq; (b), (e), (g), (h) `switchyard.app.build` as a worker runs it."""
+    """(a), (f) bare Dramatiq; (b), (e), (g), (h) `switchyard.boot.build` as a worker runs it."""
     if letter == "a":
         from dramatiq.brokers.redis import RedisBroker
 
@@ -135,8 +135,8 @@ def open_system(letter: str, run: Run, amqp_url: str, *, confirm: bool = False) 
 
 
 def open_switchyard(letter: str, run: Run, amqp_url: str) -> System:
-    from switchyard import app as runtime
-    from switchyard import settings
+    from switchyard import boot as runtime
+    from switchyard.base import settings
 
     sealed = letter != "e"
     rabbitmq = letter in RABBITMQ
@@ -317,9 +317,9 @@ def produce_child(args: argparse.Namespace, run: Run) -> Outcome:
 
 
 def send_bulk(system: System, actor: Any, n: int) -> Outcome:
-    """The bulk path: N messages built and handed to `switchyard.bulk.send_many`."""
+    """The bulk path: N messages built and handed to `switchyard.brokers.bulk.send_many`."""
     try:
-        from switchyard.bulk import send_many
+        from switchyard.brokers.bulk import send_many
     except ImportError as error:
         return {"skipped": f"switchyard.bulk unavailable ({type(error).__name__})"}
     send_many(system.broker, [actor.message(**PAYLOAD) for _ in range(20)])  # warm up
@@ -707,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child or args.produce or args.fill or args.worker:
         return child_main(args)
-    from switchyard.sealing import generate_entry
+    from switchyard.base.sealing import generate_entry
 
     args.run_id = uuid.uuid4().hex[:8]
     args.payload_keys = generate_entry("bench")

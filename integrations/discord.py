@@ -13,8 +13,11 @@ staying welcome (shared/reference/external-apis.md, section 3):
   not repeated for `FORBIDDEN_COOLDOWN` seconds, and once `invalid_request_budget`
   invalid answers fall within 10 minutes nothing more is sent until the oldest ages out.
 
-All of that state lives in the `Discord` object, guarded by a lock: each process keeps
-its own, so the budget is per process (processes x budget must stay under 10,000).
+The buckets (Discord's per-route windows and its global limit) are shared by every
+process and host through the state store when the client has one (`SharedBuckets`): a
+call to an exhausted bucket waits for its reset wherever the last answer was seen.
+The invalid-request guard stays per process (Cloudflare counts per IP, so processes
+x budget must stay under 10,000).
 Interaction calls (the callback, follow-ups, editing the original) are authenticated by
 the interaction token in their path and carry no bot token.
 
@@ -25,6 +28,7 @@ their error codes: Discord's texts can repeat the values it was sent.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -38,7 +42,13 @@ import httpx2 as httpx
 
 from integrations.error_text import phrase, safe_code
 from integrations.http import Http, HttpConfig, body_json, classify
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +120,112 @@ class _Window:
     reset_at: float  # on the client's clock
 
 
-class Limits:
-    """Discord's rate limits and the invalid-request guard, as one process has seen them."""
+# Spend one call of a bucket's window (or say how long to wait). KEYS: the window, the
+# global hold. ARGV: 1 for an interaction call (exempt from the global limit).
+_TAKE = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] == '0' then
+  local until_ms = tonumber(redis.call('get', KEYS[2]) or '0')
+  if until_ms > now then return {1, until_ms - now} end
+end
+local w = redis.call('hmget', KEYS[1], 'remaining', 'reset_at')
+if w[2] and tonumber(w[2]) > now then
+  if tonumber(w[1]) <= 0 then return {2, tonumber(w[2]) - now} end
+  redis.call('hincrby', KEYS[1], 'remaining', -1)
+end
+return {0, 0}
+"""
 
-    def __init__(self, invalid_request_budget: int, clock: Clock) -> None:
+# What an answer said of its bucket: ARGV: remaining, ms until reset. The lower count
+# wins while the window lasts (answers overtake each other).
+_LEARN = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local remaining = tonumber(ARGV[1])
+local w = redis.call('hmget', KEYS[1], 'remaining', 'reset_at')
+if w[2] and tonumber(w[2]) > now and tonumber(w[1]) < remaining then remaining = tonumber(w[1]) end
+redis.call('hset', KEYS[1], 'remaining', remaining, 'reset_at', now + tonumber(ARGV[2]))
+redis.call('pexpire', KEYS[1], tonumber(ARGV[2]) + 1000)
+return 1
+"""
+
+# A hold of ARGV[1] ms: KEYS[1] a window (emptied) or the global hold.
+_HOLD = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = now + tonumber(ARGV[1])
+if ARGV[2] == 'global' then
+  if tonumber(redis.call('get', KEYS[1]) or '0') < until_ms then
+    redis.call('set', KEYS[1], until_ms, 'PX', tonumber(ARGV[1]) + 1000)
+  end
+else
+  redis.call('hset', KEYS[1], 'remaining', 0, 'reset_at', until_ms)
+  redis.call('pexpire', KEYS[1], tonumber(ARGV[1]) + 1000)
+end
+return 1
+"""
+
+
+class SharedBuckets:
+    """Discord's buckets in the state store, seen by every process: which bucket a route
+    is in, each bucket's window (per major parameter, hashed: a webhook token is one),
+    and the global hold. Keys expire with their windows."""
+
+    def __init__(self, client: Any, *, prefix: str) -> None:
+        self.client = client
+        self.prefix = f"{prefix}:discord"
+        self._take = client.register_script(_TAKE)
+        self._learn = client.register_script(_LEARN)
+        self._hold = client.register_script(_HOLD)
+
+    def window_key(self, bucket: str, major: str) -> str:
+        digest = hashlib.sha256(major.encode()).hexdigest()[:16]
+        return f"{self.prefix}:window:{bucket}:{digest}"
+
+    def bucket_of(self, route: Route) -> str:
+        found = self.client.hget(f"{self.prefix}:buckets", route.key)
+        return found.decode() if isinstance(found, bytes) else (found or route.key)
+
+    def take(self, route: Route) -> None:
+        """Spend a call of the route's bucket, or raise `RateLimited` with the wait."""
+        window = self.window_key(self.bucket_of(route), route.major)
+        why, wait_ms = (int(n) for n in self._take(
+            keys=[window, f"{self.prefix}:global"], args=["1" if route.interaction else "0"]))
+        if why == 1:
+            raise RateLimited("global rate limit in force; not sent", retry_after=wait_ms / 1000,
+                              code="global_rate_limit", provider=PROVIDER)
+        if why == 2:
+            raise RateLimited("rate-limit bucket exhausted; not sent",
+                              retry_after=wait_ms / 1000, code="bucket_exhausted",
+                              provider=PROVIDER)
+
+    def learn(self, route: Route, bucket: str | None, remaining: float | None,
+              reset_after: float | None) -> None:
+        if bucket:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(f"{self.prefix}:buckets", route.key, bucket)
+            pipe.pexpire(f"{self.prefix}:buckets", 86_400_000)
+            pipe.execute()
+        if remaining is not None and reset_after is not None:
+            self._learn(keys=[self.window_key(bucket or self.bucket_of(route), route.major)],
+                        args=[int(remaining), max(1, int(reset_after * 1000))])
+
+    def hold(self, route: Route, seconds: float, *, everything: bool) -> None:
+        key = f"{self.prefix}:global" if everything else \
+            self.window_key(self.bucket_of(route), route.major)
+        self._hold(keys=[key], args=[max(1, int(seconds * 1000)),
+                                     "global" if everything else "bucket"])
+
+
+class Limits:
+    """Discord's rate limits and the invalid-request guard, as one process has seen them
+    (the buckets: as every process has seen them, with `shared`)."""
+
+    def __init__(self, invalid_request_budget: int, clock: Clock,
+                 shared: SharedBuckets | None = None) -> None:
         self.budget = invalid_request_budget
+        self.shared = shared
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, str] = {}  # route key -> Discord's bucket hash
@@ -130,18 +241,24 @@ class Limits:
             now = self._clock()
             self._refuse_known_failures(route, now)
             self._refuse_over_budget(now)
-            if not route.interaction and self._global_until > now:
-                raise RateLimited("global rate limit in force; not sent",
-                                  retry_after=self._global_until - now,
-                                  code="global_rate_limit", provider=PROVIDER)
-            self._take(route, now)
+            if self.shared is None:
+                if not route.interaction and self._global_until > now:
+                    raise RateLimited("global rate limit in force; not sent",
+                                      retry_after=self._global_until - now,
+                                      code="global_rate_limit", provider=PROVIDER)
+                self._take(route, now)
+        if self.shared is not None:
+            self.shared.take(route)
 
     def observe(self, route: Route, response: httpx.Response, error: JobError | None) -> None:
         """Learn from an answer: its bucket, a 429's wait, an invalid request."""
         status = response.status_code
+        if self.shared is not None:
+            self._learn_shared(route, response, error)
         with self._lock:
             now = self._clock()
-            self._learn_bucket(route, response.headers, now)
+            if self.shared is None:
+                self._learn_bucket(route, response.headers, now)
             if status == 429:
                 self._rate_limited(route, response, error, now)
             elif status == 401 and error is not None:
@@ -154,6 +271,15 @@ class Limits:
                 self._count_invalid(now)
                 self._forbidden[f"{route.method} {route.path}"] = (
                     now + FORBIDDEN_COOLDOWN, error)
+
+    def _learn_shared(self, route: Route, response: httpx.Response,
+                      error: JobError | None) -> None:
+        assert self.shared is not None
+        headers = response.headers
+        self.shared.learn(route, headers.get("X-RateLimit-Bucket"),
+                          _number(headers.get("X-RateLimit-Remaining")), _reset_after(headers))
+        if response.status_code == 429 and isinstance(error, RateLimited):
+            self.shared.hold(route, error.retry_after, everything=_is_global(response))
 
     def _refuse_known_failures(self, route: Route, now: float) -> None:
         if self._bad_token is not None and not route.interaction:
@@ -223,13 +349,9 @@ class Limits:
         scope = response.headers.get("X-RateLimit-Scope", "").lower()
         if scope != "shared":  # Discord does not count shared-resource 429s as invalid
             self._count_invalid(now)
-        if not isinstance(error, RateLimited):
+        if not isinstance(error, RateLimited) or self.shared is not None:
             return
-        data = body_json(response)
-        is_global = (scope == "global"
-                     or response.headers.get("X-RateLimit-Global", "").lower() == "true"
-                     or (isinstance(data, dict) and data.get("global") is True))
-        if is_global:
+        if _is_global(response):
             self._global_until = max(self._global_until, now + error.retry_after)
         else:
             self._windows[self._key(route)] = _Window(0, now + error.retry_after)
@@ -241,6 +363,14 @@ class Limits:
         if len(self._forbidden) > PRUNE_AT:
             for path in [p for p, (until, _) in self._forbidden.items() if until <= now]:
                 del self._forbidden[path]
+
+
+def _is_global(response: httpx.Response) -> bool:
+    """A 429 that holds every bot call, not only its route's bucket."""
+    data = body_json(response)
+    return (response.headers.get("X-RateLimit-Scope", "").lower() == "global"
+            or response.headers.get("X-RateLimit-Global", "").lower() == "true"
+            or (isinstance(data, dict) and data.get("global") is True))
 
 
 def _number(value: str | None) -> float | None:
@@ -312,6 +442,7 @@ class Discord:
     def __init__(
         self, token: str, *, base_url: str = DEFAULT_BASE_URL, config: HttpConfig | None = None,
         invalid_request_budget: int = 1_000, clock: Clock = time.monotonic,
+        shared: SharedBuckets | None = None,
     ) -> None:
         if invalid_request_budget < 1:
             raise ValueError("invalid_request_budget must be at least 1")
@@ -320,17 +451,20 @@ class Discord:
         self._bot = Http(PROVIDER, self.base_url, config=config,
                          headers={**agent, "Authorization": f"Bot {token}"})
         self._interactions = Http(PROVIDER, self.base_url, config=config, headers=agent)
-        self.limits = Limits(invalid_request_budget, clock)
+        self.limits = Limits(invalid_request_budget, clock, shared)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Discord:
-        """The process's client from settings; without a bot token, `NotConfigured`."""
+    def from_settings(cls, settings: Any, redis_client: Any = None) -> Discord:
+        """The process's client from settings, its buckets shared through `redis_client`;
+        without a bot token, `NotConfigured`."""
         token = settings.discord_bot_token
         if token is None or not token.get_secret_value():
             raise NotConfigured(PROVIDER, "DISCORD_BOT_TOKEN")
         return cls(token.get_secret_value(), base_url=settings.discord_api_url,
                    config=HttpConfig.from_settings(settings),
-                   invalid_request_budget=settings.discord_invalid_request_budget)
+                   invalid_request_budget=settings.discord_invalid_request_budget,
+                   shared=None if redis_client is None else SharedBuckets(
+                       redis_client, prefix=settings.key_prefix))
 
     def __repr__(self) -> str:  # the bot token stays inside the Http headers
         return f"Discord({self.base_url!r})"

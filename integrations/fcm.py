@@ -7,9 +7,10 @@ UNREGISTERED is a `DeadToken` (the caller marks the device token dead), a plain 
 UNAUTHENTICATED refreshes the OAuth token and retries once, QUOTA_EXCEEDED waits the
 Retry-After (at least 60 s without one), UNAVAILABLE/INTERNAL are retryable.
 
-`SendRate` keeps every process under one messages-per-second budget (FCM_RATE_LIMIT)
-through Redis. FCM has no idempotency key: a retry after a timeout can show the same
-notification twice.
+The send budget (FCM_RATE_LIMIT a second, shared by every process) is the push jobs'
+declared rate limit (`actors.notifications`): a job waits its turn before it runs, so
+the client never waits. FCM has no idempotency key: a retry after a timeout can show the
+same notification twice.
 
 The device token is a credential for that device: it never appears in a repr, a log
 line or an exception message. No exception carries FCM's own `message` either (it can
@@ -20,26 +21,27 @@ phrase for the code (`CODES`).
 from __future__ import annotations
 
 import json
-import random
 import threading
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import google.auth.exceptions
 import google.auth.transport.requests
 import httpx2 as httpx
-import redis
-from dramatiq.rate_limits import WindowRateLimiter
-from dramatiq.rate_limits.backends import RedisBackend
 from google.auth.credentials import TokenState
 from google.oauth2 import service_account
 
 from integrations.error_text import phrase, safe_code
 from integrations.http import Http, HttpConfig, accepted_id, body_json, classify, retry_after_header
 from integrations.messages import Push, Sent
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
-from switchyard.perprocess import PerProcess
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from switchyard.base.perprocess import PerProcess
 
 PROVIDER = "FCM"
 DEFAULT_URL = "https://fcm.googleapis.com"
@@ -49,10 +51,6 @@ SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 MAX_PAYLOAD_BYTES = 4096
 #: QUOTA_EXCEEDED without a Retry-After: the reference says back off at least this long (s).
 QUOTA_BACKOFF_S = 60.0
-#: Messages per second across every process, unless FCM_RATE_LIMIT says otherwise.
-DEFAULT_RATE_LIMIT = 500
-#: How long a send waits for a free slot in the shared send rate before deferring (ms).
-DEFAULT_RATE_WAIT_MS = 2_000
 #: The `@type` of the detail that carries FCM's own error code.
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 #: Our phrase for each FCM error code (`details[].errorCode`) and Google status.
@@ -149,47 +147,6 @@ def _oauth_error(error: google.auth.exceptions.RefreshError) -> str:
     return str(code) if code is not None else type(error).__name__
 
 
-class SendRate:
-    """A messages-per-second budget shared by every process through Redis.
-
-    Dramatiq's `WindowRateLimiter` counts sends in whole-second windows under
-    `<key_prefix>:rate:fcm`. A send takes a slot; when the window is full it waits for the
-    next one (at most `max_wait_ms`), then gives up with `RateLimited(1.0)`, which the job
-    system turns into a re-run that spends no attempt.
-    """
-
-    def __init__(self, client: redis.Redis, *, key_prefix: str, limit: int = DEFAULT_RATE_LIMIT,
-                 max_wait_ms: int = DEFAULT_RATE_WAIT_MS) -> None:
-        self.key = f"{key_prefix}:rate:fcm"
-        self.limit = limit
-        self.max_wait_ms = max_wait_ms
-        backend = RedisBackend(client=client)
-        self._limiter = WindowRateLimiter(backend, self.key, limit=limit, window=1)
-
-    def __repr__(self) -> str:
-        return f"SendRate({self.key!r}, limit={self.limit}/s)"
-
-    def take(self) -> None:
-        """Take one send slot, waiting briefly for the next window; else `RateLimited`."""
-        deadline = time.monotonic() + self.max_wait_ms / 1000
-        while not self._try():
-            # Windows are whole seconds of the wall clock; a little jitter keeps the
-            # processes that all waited for the same second from colliding at once.
-            pause = 1.0 - time.time() % 1.0 + random.uniform(0.001, 0.02)
-            if time.monotonic() + pause > deadline:
-                raise RateLimited(f"FCM send rate of {self.limit}/s is used up",
-                                  retry_after=1.0, code="client_rate_limit", provider=PROVIDER)
-            time.sleep(pause)
-
-    def _try(self) -> bool:
-        try:
-            with self._limiter.acquire(raise_on_failure=False) as acquired:
-                return bool(acquired)
-        except redis.RedisError as error:
-            raise RetryableError(f"the FCM send rate store is unreachable ({type(error).__name__})",
-                                 code="rate_store_unreachable", provider=PROVIDER) from error
-
-
 def build_message(push: Push) -> dict[str, Any]:
     """The HTTP v1 `message` for `push`; refuses what FCM would refuse, before sending."""
     if not push.token:
@@ -235,10 +192,9 @@ class Fcm:
     name = "fcm"
 
     def __init__(self, project_id: str, tokens: TokenProvider, *, base_url: str = DEFAULT_URL,
-                 config: HttpConfig | None = None, send_rate: SendRate | None = None) -> None:
+                 config: HttpConfig | None = None) -> None:
         self.project_id = project_id
         self._tokens = tokens
-        self._send_rate = send_rate
         self._http = Http(PROVIDER, base_url, config=config)
         self._path = f"/v1/projects/{project_id}/messages:send"
 
@@ -246,11 +202,8 @@ class Fcm:
         return f"Fcm({self.project_id!r}, {self._http.base_url!r})"
 
     @classmethod
-    def from_settings(cls, settings: Any, redis_client: redis.Redis | None) -> Fcm:
-        """The client the settings describe, its send rate shared through `redis_client`.
-
-        Without a Redis client there is no send rate to share, and none is applied.
-        """
+    def from_settings(cls, settings: Any) -> Fcm:
+        """The client the settings describe."""
         if settings.fcm_credentials_file is None:
             raise NotConfigured(PROVIDER, "FCM_CREDENTIALS_FILE")
         tokens = GoogleTokenProvider(settings.fcm_credentials_file,
@@ -259,10 +212,8 @@ class Fcm:
         if not project:
             raise NotConfigured(PROVIDER, "FCM_PROJECT_ID",
                                 why="the credentials file names no project")
-        rate = None if redis_client is None else SendRate(
-            redis_client, key_prefix=settings.key_prefix, limit=settings.fcm_rate_limit)
         return cls(project, tokens, base_url=settings.fcm_api_url,
-                   config=HttpConfig.from_settings(settings), send_rate=rate)
+                   config=HttpConfig.from_settings(settings))
 
     def send(self, push: Push, *, idempotency_key: str | None = None) -> Sent:
         """Send `push`; FCM has no idempotency key, so `idempotency_key` is not used."""
@@ -276,8 +227,6 @@ class Fcm:
         return Sent("fcm", accepted_id(response, "name", provider=PROVIDER, what="message"))
 
     def _post(self, body: dict[str, Any], *, refresh: bool) -> httpx.Response:
-        if self._send_rate is not None:
-            self._send_rate.take()
         bearer = self._tokens.token(refresh=refresh)
         return self._http.request("POST", self._path, json=body,
                                   headers={"Authorization": f"Bearer {bearer}"})

@@ -27,8 +27,8 @@ from typing import Any
 import httpx2 as httpx
 
 from integrations.error_text import safe_code, status_phrase
-from switchyard.errors import JobError, PermanentError, RateLimited, RetryableError
-from switchyard.perprocess import PerProcess
+from switchyard.base.errors import JobError, PermanentError, RateLimited, RetryableError
+from switchyard.base.perprocess import PerProcess
 
 #: Sent with every request so providers can tell our traffic apart.
 USER_AGENT = "Switchyard/0.1 (background jobs)"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol
 
-from switchyard.errors import PermanentError
+from switchyard.base.errors import PermanentError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from integrations.fcm import build_message
 from integrations.messages import Email, Push, Sent, Sms, to_mime
-from switchyard.errors import RetryableError
+from switchyard.base.errors import RetryableError
 
 PROVIDER = "outbox"
 

@@ -22,7 +22,7 @@ import httpx2 as httpx
 from integrations.error_text import phrase, safe_code
 from integrations.http import Http, HttpConfig, accepted_id, body_json, classify, retry_after_header
 from integrations.messages import Email, Sent
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited
+from switchyard.base.errors import JobError, NotConfigured, PermanentError, RateLimited
 
 PROVIDER = "Resend"
 DEFAULT_URL = "https://api.resend.com"

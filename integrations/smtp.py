@@ -24,7 +24,7 @@ from typing import Any
 
 from integrations.error_text import safe_code
 from integrations.messages import Email, Sent, to_mime
-from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
+from switchyard.base.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 logger = logging.getLogger("switchyard.smtp")
 

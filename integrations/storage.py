@@ -42,7 +42,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from integrations.error_text import phrase, safe_code
-from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
+from switchyard.base.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 #: S3's own limit on a key's length, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024

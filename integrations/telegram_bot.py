@@ -26,7 +26,7 @@ import httpx2 as httpx
 
 from integrations.error_text import safe_code, status_phrase
 from integrations.http import Http, HttpConfig, body_json, classify
-from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
+from switchyard.base.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 logger = logging.getLogger("switchyard.telegram")
 

@@ -43,7 +43,13 @@ from telethon.tl import functions, types
 
 from integrations.error_text import safe_code
 from integrations.telegram_gateway import ChannelInfo, JoinPending
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
 
 logger = logging.getLogger("switchyard.telegram_user")
 

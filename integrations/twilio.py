@@ -23,7 +23,7 @@ import httpx2 as httpx
 from integrations.error_text import phrase, safe_code
 from integrations.http import Http, HttpConfig, accepted_id, body_json, classify
 from integrations.messages import Sent, Sms
-from switchyard.errors import JobError, NotConfigured, PermanentError, RetryableError
+from switchyard.base.errors import JobError, NotConfigured, PermanentError, RetryableError
 
 PROVIDER = "Twilio"
 DEFAULT_URL = "https://api.twilio.com"

@@ -1,7 +1,7 @@
 """Dead letter: write the retry policy's dead jobs to the dead letters, and alert once.
 
 The job is recorded (`state.dead_letters`), then acked. While Redis is away the write is
-retried until it lands (`switchyard.durable`); if Redis answers but refuses it, the
+retried until it lands (`switchyard.base.durable`); if Redis answers but refuses it, the
 message is nacked instead and lands in the broker's own `<queue>.XQ`: never lost.
 One Sentry event per dead letter; retried attempts send none (see integrations.sentry).
 """
@@ -9,17 +9,18 @@ One Sentry event per dead letter; retried attempts send none (see integrations.s
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import redis
-import sentry_sdk
-from dramatiq import Broker, Middleware
+from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
-from middleware.outcome import DEAD, current
+from middleware.base import Middleware
 from state.dead_letters import DeadLetters
-from switchyard.durable import until_written
+from switchyard.base.durable import until_written
+from switchyard.base.outcome import DEAD, current
 
 logger = logging.getLogger("switchyard.dead_letter")
 
@@ -53,9 +54,18 @@ class DeadLetter(Middleware):
             reason.get("error"), reason.get("message"), reason.get("traceback", ""),
         )
         if exception is not None:
-            with sentry_sdk.new_scope() as scope:
-                scope.set_tag("switchyard.dead_letter", "true")
-                scope.set_tag("queue", q_name(message.queue_name))
-                scope.set_tag("actor", message.actor_name)
-                scope.set_tag("message_id", message.message_id)
-                sentry_sdk.capture_exception(exception)
+            alert(message, exception)
+
+
+def alert(message: MessageProxy, exception: BaseException) -> None:
+    """The one Sentry event of a dead letter, tagged with where it died. A process that
+    never loaded sentry-sdk has not started Sentry (`switchyard.boot`): nothing to send."""
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    if sentry_sdk is None:
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("switchyard.dead_letter", "true")
+        scope.set_tag("queue", q_name(message.queue_name))
+        scope.set_tag("actor", message.actor_name)
+        scope.set_tag("message_id", message.message_id)
+        sentry_sdk.capture_exception(exception)

@@ -6,17 +6,22 @@ hiding a later state are `state.history`'s.
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from typing import Any
 
 import dramatiq
-from dramatiq import Broker, Middleware
+from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
-from middleware.outcome import DEAD, DEFERRED, DONE, SKIPPED, current
+from middleware.base import Middleware
 from state.history import QUEUED, RUNNING, TERMINAL, JobHistory, dump, now_ms
+from switchyard.base.outcome import CANCELLED, DEAD, DEFERRED, DONE, HELD, SKIPPED, current
 
-_STATUS = {DONE: "done", SKIPPED: "skipped", DEAD: "failed", DEFERRED: "queued"}
+_STATUS = {DONE: "done", SKIPPED: "skipped", DEAD: "failed", DEFERRED: "queued",
+           HELD: "queued", CANCELLED: "cancelled"}
 
 
 class History(Middleware):
@@ -24,6 +29,9 @@ class History(Middleware):
 
     def __init__(self, history: JobHistory) -> None:
         self.history = history
+        #: Where a job runs, recorded as it starts: `host:pid` (the pid read then: a
+        #: worker process is forked after this is built).
+        self.host = socket.gethostname()
 
     def after_enqueue(
         self, broker: Broker, message: dramatiq.Message[Any], delay: int | None
@@ -33,7 +41,10 @@ class History(Middleware):
         # a fresh send, a replay and a delayed job coming due are `queued`.
         if delay is not None and deliveries:
             return
-        fields: dict[str, Any] = {"status": "queued", "queued_at": now_ms()}
+        fields: dict[str, Any] = {"status": "queued", "queued_at": now_ms(),
+                                  "order": time.time_ns() // 1000}
+        if delay:  # scheduled: due then (a retry's or deferral's delay returned above)
+            fields["due_at"] = fields["queued_at"] + delay
         if not deliveries:
             # The message's own time: a delayed job coming due keeps when it was sent.
             fields.update(id=message.message_id, actor=message.actor_name,
@@ -51,6 +62,7 @@ class History(Middleware):
             "queue": q_name(message.queue_name), "status": "running",
             "started_at": current(message).started_at_ms,
             "retries": options.get("retries", 0),
+            "worker": f"{self.host}:{os.getpid()}",
         })
 
     def after_process_message(
@@ -66,7 +78,9 @@ class History(Middleware):
             "retries": options.get("retries", 0),
             "deferred_ms": options.get("deferred_ms", 0),
         }
-        if outcome.status == DEFERRED:
+        if outcome.status == DEFERRED:  # back on its queue once the wait is over
+            fields["due_at"] = now_ms() + (outcome.delay_ms or 0)
+        elif outcome.status == HELD:
             pass
         elif status == "retrying":
             fields["error"] = dump(outcome.error)
@@ -78,7 +92,8 @@ class History(Middleware):
                 fields["result"] = "null" if result is None else dump(result)
             else:
                 fields["error"] = dump(outcome.error)
-        kind = {"done": "done", "skipped": "done", "failed": "failed"}.get(status, "")
+        kind = {"done": "done", "skipped": "done", "cancelled": "cancelled",
+                "failed": "failed"}.get(status, "")
         self.history.record(message, options["deliveries"] * 4 + TERMINAL, fields, kind=kind)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:

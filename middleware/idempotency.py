@@ -1,4 +1,4 @@
-"""Idempotency: a job's side effect happens at most once per key (`switchyard.keys`).
+"""Idempotency: a job's side effect happens at most once per key (`switchyard.base.keys`).
 
 - a duplicate after success is acked and recorded `skipped`;
 - a duplicate while the first runs is deferred (re-enqueued after `defer`), not dropped;
@@ -8,7 +8,7 @@ Marking `done` is synchronous when the key came from the producer (a duplicate m
 sent at any time), buffered when it is the message id (see `state.idempotency`).
 
 On the Redis broker, the keys of a whole fetched batch are taken in one round trip as
-the batch arrives (`after_fetch`, see `switchyard.redis_broker`), instead of one per job
+the batch arrives (`after_fetch`, see `switchyard.brokers.redis_broker`), instead of one per job
 as it starts; a key that could not be taken then (done, running, Redis busy) is taken
 as the job starts, as on RabbitMQ. Jobs fetched but never started give theirs back
 (`after_unfetch`), and so does a job another middleware defers or skips before it starts.
@@ -21,14 +21,21 @@ import threading
 from typing import Any
 
 import redis
-from dramatiq import Broker, Middleware
+from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
 
-from middleware.outcome import SKIPPED, Deferred, StateStoreUnavailable, current, option
+from middleware.base import Middleware
 from state.idempotency import DONE, RUNNING, IdempotencyKeys
-from switchyard.durable import until_written
-from switchyard.keys import JobKey, job_key
+from switchyard.base.durable import until_written
+from switchyard.base.keys import JobKey, job_key
+from switchyard.base.outcome import (
+    SKIPPED,
+    Deferred,
+    StateStoreUnavailable,
+    current,
+    option,
+)
 
 logger = logging.getLogger("switchyard.idempotency")
 
@@ -39,7 +46,10 @@ class Idempotency(Middleware):
     def __init__(self, keys: IdempotencyKeys, *, defer: int) -> None:
         self.keys = keys
         self.defer = defer
-        self._held: dict[str, tuple[JobKey, str]] = {}  # message id -> key, token
+        #: message id -> key, token, and the delivery holding it: two deliveries of one
+        #: message (a batch sent twice) may be in one process at once, and only the one
+        #: that took the key may mark or release it.
+        self._held: dict[str, tuple[JobKey, str, MessageProxy]] = {}
         #: Keys taken for fetched jobs that have not started yet.
         self._fetched: dict[str, tuple[JobKey, str]] = {}
         self._lock = threading.Lock()
@@ -80,7 +90,7 @@ class Idempotency(Middleware):
         with self._lock:
             fetched = self._fetched.pop(message_id, None)
             if fetched is not None:  # taken with its batch
-                self._held[message_id] = fetched
+                self._held[message_id] = (*fetched, message)
         if fetched is not None:
             current(message).key = fetched[0]
             return
@@ -97,7 +107,7 @@ class Idempotency(Middleware):
         if state == RUNNING:
             raise Deferred(self.defer, "a job with the same idempotency key is running")
         with self._lock:
-            self._held[message.message_id] = (key, token)
+            self._held[message.message_id] = (key, token, message)
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None,
@@ -111,13 +121,17 @@ class Idempotency(Middleware):
     def _finish(self, message: MessageProxy, ttl: int | None, broker: Broker) -> None:
         """Release the key (`ttl` 0) or mark it done (None: for the key's TTL)."""
         with self._lock:
-            held = self._held.pop(message.message_id, None)
+            held = self._held.get(message.message_id)
+            if held is not None and held[2] is message:
+                del self._held[message.message_id]
+            else:  # not taken by this delivery: another one of the same message holds it
+                held = None
             fetched = self._fetched.pop(message.message_id, None)
         if held is None:
             if fetched is not None:  # deferred or skipped before it started, or never run
                 self._release(message, fetched)
             return
-        key, token = held
+        key, token, _ = held
         if ttl is None:
             ttl = (option(broker, message, "idempotency_ttl", self.keys.ttl) if key.given
                    else self.keys.redelivery_ttl)

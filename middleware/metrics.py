@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
-from dramatiq import Broker, Middleware
+from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
-from middleware.outcome import DEFERRED, SKIPPED, begin, current
+from middleware.base import Middleware
 from state.metrics import MetricsStore
 from state.timeline import Timeline
+from switchyard.base.outcome import DEFERRED, SKIPPED, begin, current
 
 
 class Metrics(Middleware):

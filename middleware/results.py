@@ -14,11 +14,12 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.results import Results as DramatiqResults
 
-from middleware.outcome import DEAD, current
-from switchyard.compat import result_options
+from middleware.base import Middleware
+from switchyard.base.compat import result_options
+from switchyard.base.outcome import DEAD, current
 
 
-class Results(DramatiqResults):
+class Results(Middleware, DramatiqResults):
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None,
         exception: BaseException | None = None,

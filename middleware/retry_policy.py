@@ -8,6 +8,9 @@ Replaces Dramatiq's `Retries`:
   `min_backoff`/`max_backoff`, at most `max_retries` times (then dead letter).
 - `PermanentError` (or an exception listed in the actor's `throws`): dead letter now.
 - `Deferred` from a gate (concurrency, idempotency): re-enqueue after its delay, free.
+- Dramatiq's `TimeLimitExceeded` (the run passed its `time_limit`): what the actor's
+  `on_time_limit` option says: `retry` (the default, with the backoff above) or `dead`
+  (dead letter now: the same input would pass the limit again).
 
 One WARNING line per retry; the traceback goes with the dead letter, once.
 """
@@ -19,18 +22,33 @@ import random
 import traceback
 from typing import Any
 
-from dramatiq import Broker, Middleware, Retry
+from dramatiq import Broker, Retry
 from dramatiq.broker import MessageProxy
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from middleware.outcome import DEAD, DEFERRED, RATE_LIMITED, RETRIED, Deferred, current, option
-from switchyard.durable import until_written
-from switchyard.errors import PermanentError, RateLimited, describe
-from switchyard.settings import MAX_DELAY_MS as MAX_DELAY
+from middleware.admission import time_limit_of
+from middleware.base import Middleware
+from switchyard.base.durable import until_written
+from switchyard.base.errors import Cancelled, PermanentError, RateLimited, describe
+from switchyard.base.outcome import (
+    CANCELLED,
+    DEAD,
+    DEFERRED,
+    RATE_LIMITED,
+    RETRIED,
+    Deferred,
+    current,
+    option,
+)
+from switchyard.base.settings import MAX_DELAY_MS as MAX_DELAY
 
 logger = logging.getLogger("switchyard.retry")
 
 #: Backoff is spread by +/- this fraction so retries of a burst do not land together.
 JITTER = 0.1
+#: The `on_time_limit` option's values: retry a run that passed its time limit (the
+#: default), or dead-letter it at once.
+RETRY, DEAD_LETTER = "retry", "dead"
 
 
 def backoff(retries: int, *, min_backoff: int, max_backoff: int) -> int:
@@ -57,7 +75,8 @@ class RetryPolicy(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"max_retries", "min_backoff", "max_backoff", "max_deferral", "throws"}
+        return {"max_retries", "min_backoff", "max_backoff", "max_deferral", "throws",
+                "on_time_limit"}
 
     def after_process_message(
         self,
@@ -71,8 +90,13 @@ class RetryPolicy(Middleware):
             return
         if isinstance(exception, Deferred):
             self._defer(broker, message, exception.delay_ms, exception.reason)
+        elif isinstance(exception, Cancelled):  # it stopped as asked: it ends here
+            outcome = current(message)
+            outcome.status, outcome.error = CANCELLED, describe(exception)
         elif isinstance(exception, RateLimited):
             self._rate_limited(broker, message, exception)
+        elif isinstance(exception, TimeLimitExceeded):
+            self._time_limit(broker, message, exception)
         elif self._is_permanent(broker, message, exception):
             self._dead(message, exception)
         else:
@@ -106,11 +130,22 @@ class RetryPolicy(Middleware):
         )
         _requeue(broker, message, min(exc.retry_after_ms, MAX_DELAY))
 
-    def _retry(self, broker: Broker, message: MessageProxy, exc: BaseException) -> None:
+    def _time_limit(self, broker: Broker, message: MessageProxy,
+                    exc: TimeLimitExceeded) -> None:
+        limit = option(broker, message, "time_limit", None) or time_limit_of(broker)
+        error = {**describe(exc), "message": f"the run passed its time_limit of {limit} ms",
+                 "code": "time_limit"}
+        if option(broker, message, "on_time_limit", RETRY) == DEAD_LETTER:
+            self._dead(message, exc, note="on_time_limit=dead: not retried", error=error)
+        else:
+            self._retry(broker, message, exc, error=error)
+
+    def _retry(self, broker: Broker, message: MessageProxy, exc: BaseException, *,
+               error: dict[str, Any] | None = None) -> None:
         retries = message.options.get("retries", 0)
         max_retries = option(broker, message, "max_retries", self.max_retries)
         if retries >= max_retries:
-            self._dead(message, exc, note=f"gave up after {retries + 1} attempts")
+            self._dead(message, exc, note=f"gave up after {retries + 1} attempts", error=error)
             return
         if isinstance(exc, Retry) and exc.delay is not None:
             delay = exc.delay
@@ -122,19 +157,21 @@ class RetryPolicy(Middleware):
             )
         message.options["retries"] = retries + 1
         outcome = current(message)
-        outcome.status, outcome.delay_ms, outcome.error = RETRIED, delay, describe(exc)
+        outcome.status, outcome.delay_ms = RETRIED, delay
+        outcome.error = error or describe(exc)
         logger.warning(
             "Retrying %s (%s) in %d ms, retry %d of %d: %s: %s",
             message.message_id, message.actor_name, delay, retries + 1, max_retries,
-            type(exc).__name__, _short(exc),
+            type(exc).__name__, _short(exc) or outcome.error["message"],
         )
         _requeue(broker, message, delay)
 
-    def _dead(self, message: MessageProxy, exc: BaseException, *, note: str | None = None) -> None:
+    def _dead(self, message: MessageProxy, exc: BaseException, *, note: str | None = None,
+              error: dict[str, Any] | None = None) -> None:
         outcome = current(message)
         outcome.status = DEAD
         outcome.error = {
-            **describe(exc),
+            **(error or describe(exc)),
             "attempts": message.options.get("retries", 0) + 1,
             "runs": message.options.get("runs", 1),
             "traceback": "".join(traceback.format_exception(exc, limit=30)),

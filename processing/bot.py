@@ -2,9 +2,14 @@
 
 - invite: a single-use invite link (member_limit 1, expiring), kept on the
   subscription and sent to the user in a private message. A retry reuses a link that
-  is still valid instead of making another one.
+  is still valid instead of making another one. Checked when it runs, not when it was
+  sent: an invite the subscription no longer entitles (refunded, or expired and not
+  renewed by a newer order: `store.subscriptions.not_entitled`) makes no link and sends
+  nothing, and ends with the reason in its result (`{"skipped": "subscription
+  refunded"}`).
 - remove: ban then unban with `only_if_banned`, so the user is out but may come back
-  through a new link later; the subscription records why (expiry or refund).
+  through a new link later; the subscription records why (expiry or refund) and when
+  the removal was sent, and forgets its link.
 - verify: the bot must be an administrator with `can_invite_users` and
   `can_restrict_members`; the answer, yes or no with what is missing, is stored on the
   listing. A chat the bot cannot see is a "no", not a failed job.
@@ -13,13 +18,20 @@
 from __future__ import annotations
 
 import datetime
+import functools
+import logging
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from integrations.telegram_bot import BotApi
 from store import subscriptions
 from store.db import Database
-from store.models import utcnow
-from switchyard.errors import PermanentError
+from store.models import Subscription, utcnow
+from switchyard.base.errors import PermanentError
+
+logger = logging.getLogger("switchyard.bot")
 
 #: A stored invite link is reused only if it stays valid at least this long.
 REUSE_MARGIN = datetime.timedelta(minutes=5)
@@ -37,29 +49,51 @@ def _telegram_user(db: Database, user_id: str) -> int:
 
 
 def invite_user(db: Database, bot: BotApi, *, user_id: str, channel_id: int,
-                subscription_id: str, order_id: str | None,
+                subscription_id: str, order_id: str | None, sent_at: datetime.datetime,
                 link_ttl: datetime.timedelta) -> dict[str, Any]:
+    """`sent_at`: when the invite was sent (its job's first enqueue, kept across retries
+    and delays), which orders it against the subscription's removal."""
     telegram_user = _telegram_user(db, user_id)
+    ensure = functools.partial(subscriptions.ensure_subscription, subscription_id=subscription_id,
+                               user_id=user_id, channel_id=channel_id, order_id=order_id)
     with db.session() as session:
-        sub = subscriptions.ensure_subscription(session, subscription_id, user_id=user_id,
-                                                channel_id=channel_id, order_id=order_id)
-        valid = (sub.invite_link is not None and sub.invite_expires_at is not None
-                 and sub.invite_expires_at > utcnow() + REUSE_MARGIN)
-        link, expires = (sub.invite_link, sub.invite_expires_at) if valid else (None, None)
-    if link is None or expires is None:
+        sub = ensure(session)
+        why = subscriptions.not_entitled(sub, order_id=order_id, sent_at=sent_at)
+        stored = None if why else subscriptions.reusable_link(sub, order_id,
+                                                               valid_for=REUSE_MARGIN)
+    if stored is None and why is None:
         expires = utcnow() + link_ttl
         created = bot.create_invite_link(channel_id, expire_date=int(expires.timestamp()),
                                          member_limit=1, name=f"sub {subscription_id}"[:32])
-        link = str(created["invite_link"])
-        with db.session() as session:
-            sub = subscriptions.ensure_subscription(session, subscription_id, user_id=user_id,
-                                                    channel_id=channel_id, order_id=order_id)
-            subscriptions.record_invite(sub, link=link, expires_at=expires,
-                                        order_id=order_id)
+        stored = (str(created["invite_link"]), expires)
+        why = _keep_link(db, ensure, stored, order_id=order_id, sent_at=sent_at)
+    if why is not None or stored is None:
+        return _skipped(subscription_id, why or "no link")
+    link, expires = stored
     notified = _send_link(bot, telegram_user, link, expires)
     # The link itself stays out of the result: it is a pass into a paid channel.
     return {"subscriptionId": subscription_id, "inviteCreated": True,
             "expiresAt": expires.isoformat(), "notified": notified}
+
+
+def _keep_link(db: Database, ensure: Callable[[Session], Subscription],
+               link: tuple[str, datetime.datetime], *, order_id: str | None,
+               sent_at: datetime.datetime) -> str | None:
+    """Keep a new link on the subscription, checked again first: a refund may have landed
+    while it was made (then the link is never sent, and expires unused)."""
+    with db.session() as session:
+        sub = ensure(session)
+        why = subscriptions.not_entitled(sub, order_id=order_id, sent_at=sent_at)
+        if why is None:
+            subscriptions.record_invite(sub, link=link[0], expires_at=link[1],
+                                        order_id=order_id)
+    return why
+
+
+def _skipped(subscription_id: str, why: str) -> dict[str, Any]:
+    logger.info("Invite for subscription %s not sent: %s.", subscription_id, why)
+    return {"subscriptionId": subscription_id, "skipped": why, "inviteCreated": False,
+            "notified": False}
 
 
 def _send_link(bot: BotApi, telegram_user: int, link: str, expires: datetime.datetime) -> bool:
@@ -76,13 +110,15 @@ def _send_link(bot: BotApi, telegram_user: int, link: str, expires: datetime.dat
 
 
 def remove_user(db: Database, bot: BotApi, *, user_id: str, channel_id: int,
-                subscription_id: str, reason: str) -> dict[str, Any]:
+                subscription_id: str, reason: str,
+                sent_at: datetime.datetime) -> dict[str, Any]:
+    """`sent_at`: when the removal was sent; an invite sent before it is superseded."""
     telegram_user = _telegram_user(db, user_id)
     bot.remove_member(channel_id, telegram_user)
-    with db.session() as session:
-        sub = subscriptions.subscription(session, subscription_id)
-        if sub is not None:
-            subscriptions.record_removal(sub, reason)
+    with db.session() as session:  # recorded even before any invite ran: one may follow
+        sub = subscriptions.ensure_subscription(session, subscription_id, user_id=user_id,
+                                                channel_id=channel_id)
+        subscriptions.record_removal(sub, reason, sent_at=sent_at)
     return {"subscriptionId": subscription_id, "removed": True, "reason": reason}
 
 

@@ -16,7 +16,7 @@ from integrations.telegram_gateway import ChannelInfo, JoinPending, TelegramGate
 from store import channels
 from store.db import Database
 from store.models import SourceChannel
-from switchyard.errors import JobError, PermanentError, RateLimited
+from switchyard.base.errors import JobError, PermanentError, RateLimited
 
 #: A public username: 4-32 letters, digits and underscores, starting with a letter.
 USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{3,31}$")

@@ -1,5 +1,6 @@
 """Cleanup (seed 003): expired stories, idle sessions, old messages' media, temporary
-files, prekey rotation and orphaned media, each in bounded batches.
+files, prekey rotation and orphaned media, each in bounded batches; and Switchyard's own
+records past their retention (`old_records`: notification deliveries, the cleanup log).
 
 Every batch is one commit, and a batch clears its references before it deletes the
 objects they named: a run killed anywhere leaves no row pointing at a missing object,
@@ -12,6 +13,7 @@ written to the cleanup log (`cleanup_runs`).
 from __future__ import annotations
 
 import base64
+import contextvars
 import datetime
 import itertools
 import time
@@ -32,6 +34,13 @@ from store.models import CleanupRun, Prekey, utcnow
 T = TypeVar("T")
 
 
+#: What the running job does between two batches of a run (`actors/cleanup.py`: say its
+#: progress; True, cancelled: the run stops there as if its budget were spent, its
+#: batches committed, and its result says `cancelled`).
+BETWEEN_BATCHES: contextvars.ContextVar[Callable[[Run], bool] | None] = contextvars.ContextVar(
+    "between_batches", default=None)
+
+
 @dataclass
 class Run:
     """One run of a cleanup job: its batch size, time budget and tally."""
@@ -46,10 +55,20 @@ class Run:
     created: int = 0
     more: bool = False
     started: float = field(default_factory=time.monotonic)
+    #: Stopped between two batches because its job was cancelled (`BETWEEN_BATCHES`).
+    cancelled: bool = False
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
 
     def out_of_time(self) -> bool:
-        """Whether the budget is spent (then `more`: the next run goes on)."""
-        self.more = self.more or (time.monotonic() - self.started) * 1000 >= self.budget_ms
+        """Whether the budget is spent (then `more`: the next run goes on), or the job
+        asked to stop (`BETWEEN_BATCHES`, called here, between two batches)."""
+        self.more = self.more or self.elapsed_ms >= self.budget_ms
+        between = BETWEEN_BATCHES.get()
+        if not self.more and between is not None and between(self):
+            self.more = self.cancelled = True
         return self.more
 
     def finish(self, db: Database) -> dict[str, Any]:
@@ -59,9 +78,10 @@ class Run:
             store.record_run(session, CleanupRun(
                 job=self.job, started_at=self.now, duration_ms=duration, rows=self.rows,
                 objects=self.objects, bytes=self.bytes, created=self.created, more=self.more))
-        return {"job": self.job, "rows": self.rows, "objects": self.objects,
-                "bytes": self.bytes, "created": self.created, "durationMs": duration,
-                "more": self.more}
+        result = {"job": self.job, "rows": self.rows, "objects": self.objects,
+                  "bytes": self.bytes, "created": self.created, "durationMs": duration,
+                  "more": self.more}
+        return {**result, "cancelled": True} if self.cancelled else result
 
 
 def ago(run: Run, ms: int) -> datetime.datetime:
@@ -274,3 +294,24 @@ def collect(db: Database, storage: Storage, run: Run, sizes: dict[str, int]) -> 
             store.forget_objects(session, orphans)
     run.objects += len(orphans)
     run.bytes += sum(sizes[key] for key in orphans)
+
+
+def old_records(db: Database, *, retention_ms: dict[str, int], batch: int, budget_ms: int,
+                now: datetime.datetime | None = None) -> dict[str, Any]:
+    """Delete Switchyard's own records older than their table's retention (`table ->
+    ms`, tables of `store.cleanup.RECORDS`), oldest first, table by table."""
+    run = Run("records", batch, budget_ms, now or utcnow())
+    for table, ms in retention_ms.items():
+        before = ago(run, ms)
+
+        def one(table: str = table, before: datetime.datetime = before) -> int:
+            with db.session() as session:
+                ids = store.old_records(session, table, before, run.batch)
+                store.delete_records(session, table, ids)
+            run.rows += len(ids)
+            return len(ids)
+
+        in_batches(run, one)
+        if run.more:
+            break
+    return run.finish(db)

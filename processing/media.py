@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from switchyard.errors import PermanentError
+from switchyard.base.errors import PermanentError
 
 #: Image formats accepted, as Pillow names them (HEIF is HEIC, through pillow-heif).
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "HEIF")

@@ -6,6 +6,11 @@ path; a worker's start sweeps what a killed one left), the outputs to keys deriv
 from the message id (`media/<messageId>/processed.jpg`, `.../thumb.jpg`), a
 `media_objects` row per object, and the message record. A retried or duplicated job
 writes the same keys and rows; a message already done is answered from its record.
+
+Between its steps (download, transform, upload) a job calls its `step` with how far it
+has come and the step it starts; the actor reports that as the job's progress and
+stops there, raising `Cancelled`, when the job was cancelled meanwhile. A job stopped
+so records the message's media as failed ("cancelled"), its work directory removed.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ from processing import media
 from processing.media import Limits, Processed
 from store import media as records
 from store.db import Database
-from switchyard.errors import PermanentError
+from switchyard.base.errors import Cancelled, PermanentError
+
+#: Told how far a job has come (0 to 1) and the step it starts; raises to stop it there.
+Step = Callable[[float, str], None]
+
+
+def no_step(fraction: float, note: str) -> None:
+    """The `step` of a job nobody watches."""
+
 
 #: The transform of each media type, given the original's path and a work directory.
 Transform = Callable[[Path, Path, "MediaJob", Limits], Processed]
@@ -59,7 +72,7 @@ class TempFiles:
 
 
 def run(db: Database, storage: Storage, job: MediaJob, limits: Limits,
-        temp: TempFiles) -> dict[str, Any]:
+        temp: TempFiles, step: Step = no_step) -> dict[str, Any]:
     """Process the job's original once; a duplicate gets the recorded outcome."""
     with db.session() as session:
         done = records.finished(session, job.message_id, job.s3_key)
@@ -68,8 +81,8 @@ def run(db: Database, storage: Storage, job: MediaJob, limits: Limits,
         records.start(session, job.message_id, user_id=job.user_id, media_type=job.type,
                       media_key=job.s3_key, original_name=safe_name(job.original_name))
     try:
-        keys, metadata = _work(storage, job, limits, temp, db)
-    except PermanentError as error:
+        keys, metadata = _work(storage, job, limits, temp, db, step)
+    except (PermanentError, Cancelled) as error:
         with db.session() as session:
             records.fail(session, job.message_id, str(error))
         raise
@@ -81,16 +94,19 @@ def run(db: Database, storage: Storage, job: MediaJob, limits: Limits,
 
 
 def _work(storage: Storage, job: MediaJob, limits: Limits, temp: TempFiles,
-          db: Database) -> tuple[dict[str, str], dict[str, Any]]:
+          db: Database, step: Step) -> tuple[dict[str, str], dict[str, Any]]:
     """Download, transform and upload inside a work directory removed on every path."""
     temp.root.mkdir(parents=True, exist_ok=True)
     sweep(temp)
     with tempfile.TemporaryDirectory(dir=temp.root, prefix="job-") as workdir:
         work = Path(workdir)
         original = work / "original"
+        step(0.0, "download")
         _check_remote_size(storage, job.s3_key, limits)
         storage.download(job.s3_key, original)
+        step(0.2, "transform")
         processed = TRANSFORMS[job.type](original, work, job, limits)
+        step(0.8, "upload")
         return _upload(storage, db, job, processed), processed.metadata
 
 

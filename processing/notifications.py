@@ -1,4 +1,5 @@
-"""Notifications (seed 003): push, email and SMS to one recipient, and push in batches.
+"""Notifications (seed 003): push, email and SMS to one recipient, and push in batches
+(a batch of one push job per device: `actors.notifications`).
 
 Every delivery has a row keyed by the job's idempotency key (a batch adds the device),
 written `pending` before the provider is called and `sent`, `failed` or `skipped`
@@ -18,7 +19,7 @@ from integrations.messages import EmailSender, Push, PushSender, Sent, Sms, SmsS
 from processing import email as templates
 from store import notifications as deliveries
 from store.db import Database
-from switchyard.errors import JobError, PermanentError, RateLimited, RetryableError
+from switchyard.base.errors import JobError, PermanentError
 
 
 @dataclass(frozen=True)
@@ -100,39 +101,30 @@ def send_sms(db: Database, sender: SmsSender, target: Target, *, to: str,
                                                    idempotency_key=target.key))
 
 
-def send_batch(db: Database, sender: PushSender, job_id: str, key: str, *, user_ids: list[str],
-               title: str, body: str, data: dict[str, str]) -> dict[str, Any]:
-    """Push to every live device of these users; counts of successes and failures.
-
-    Permanent failures (dead token, refused message, a user with no device) count as
-    failures. Transient ones make the whole batch run again later, and that run sends
-    only what is still unsent.
-    """
+def batch_devices(db: Database, job_id: str, key: str, *,
+                  user_ids: list[str]) -> tuple[list[tuple[str, str, str]], int]:
+    """A batch's devices (id, user, token), every live device of these users; a user
+    with none is recorded as skipped, and counted (the second value) as a failure."""
     with db.session() as session:
         devices = [(d.id, d.user_id, d.push_token)
                    for d in deliveries.live_devices(session, user_ids)]
-    counts = {"sent": 0, "failed": 0}
-    for user_id in sorted(set(user_ids) - {user for _, user, _ in devices}):
-        target = Target(f"{key}:{user_id}", "push", job_id, user_id, batch_id=key)
-        _count(counts, skip(db, target, "no live device"))
-    transient: list[RetryableError] = []
-    for device_id, user_id, token in devices:
-        target = Target(f"{key}:{device_id}", "push", job_id, user_id, batch_id=key,
-                        device_id=device_id)
-        push = Push(token=token, title=title, body=body, data=data)
-        try:
-            _count(counts, _push(db, sender, target, push, retry_failed=False))
-        except RateLimited as error:  # the rest would wait too: stop, resume later
-            transient.append(error)
-            break
-        except RetryableError as error:
-            transient.append(error)
-        except PermanentError:
-            counts["failed"] += 1
-    if transient:
-        raise _batch_retry(transient, counts)
-    return {"successCount": counts["sent"], "failureCount": counts["failed"],
-            "userCount": len(set(user_ids)), "deviceCount": len(devices)}
+    without = sorted(set(user_ids) - {user for _, user, _ in devices})
+    for user_id in without:
+        skip(db, Target(f"{key}:{user_id}", "push", job_id, user_id, batch_id=key),
+             "no live device")
+    return devices, len(without)
+
+
+def send_batch_push(db: Database, sender: PushSender, target: Target,
+                    push: Push) -> dict[str, Any]:
+    """One device's push of a batch: sent once per device however often the batch runs;
+    a refusal (dead token, refused message) is a failure of the batch (`ok: false`),
+    not a dead letter; a transient error retries this device only."""
+    try:
+        outcome = send_push(db, sender, target, push)
+    except PermanentError as error:
+        return {"ok": False, "status": deliveries.FAILED, "error": error.message}
+    return {**outcome, "ok": outcome["status"] == deliveries.SENT}
 
 
 def _push(db: Database, sender: PushSender, target: Target, push: Push, *,
@@ -147,16 +139,3 @@ def _push(db: Database, sender: PushSender, target: Target, push: Push, *,
         raise
 
 
-def _count(counts: dict[str, int], outcome: dict[str, Any]) -> None:
-    counts["sent" if outcome["status"] == deliveries.SENT else "failed"] += 1
-
-
-def _batch_retry(errors: list[RetryableError], counts: dict[str, int]) -> RetryableError:
-    progress = f"{counts['sent']} sent, {counts['failed']} failed so far"
-    first = errors[0]
-    if isinstance(first, RateLimited):
-        return RateLimited(f"batch paused ({progress}): {first.message}",
-                           retry_after=first.retry_after, code=first.code,
-                           provider=first.provider)
-    return RetryableError(f"{len(errors)} deliveries will be retried ({progress}): "
-                          f"{first.message}", code=first.code, provider=first.provider)

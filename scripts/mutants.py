@@ -6,7 +6,8 @@ mutant those tests pass is a promise no test holds. Each area runs in a copy of 
 tree of its own, `mutants/<area>/` (mutmut writes its mutated copies under it; nothing
 in the tree is edited), with at most `MUTANT_CHILDREN` (2) mutants at once.
 
-`--again` runs only the mutants that survived an area's last run (after new tests).
+`--again` runs only the mutants that survived an area's last run, or that no test
+reached (after new tests).
 Prints, per module, killed / checked and the survivors; in `mutants/<area>/`,
 `mutmut show NAME` prints one survivor's change. Logging calls are not mutated: what a
 log line says is not a promise a test can hold.
@@ -30,10 +31,13 @@ AREAS: dict[str, tuple[list[str], list[str]]] = {
     "retry": (["middleware/retry_policy.py"],
               ["tests/middleware/test_retry_policy.py", "tests/middleware/test_retry_promises.py"]),
     "idempotency": (["middleware/idempotency.py", "state/idempotency.py"],
-                    ["tests/middleware/test_idempotency.py", "tests/switchyard/test_enqueue.py",
-                     "tests/state/test_retention.py"]),
-    "concurrency": (["middleware/concurrency.py", "state/concurrency.py"],
-                    ["tests/middleware/test_concurrency.py"]),
+                    ["tests/middleware/test_idempotency.py",
+                     "tests/middleware/test_idempotency_paths.py",
+                     "tests/state/test_idempotency_upgrade.py",
+                     "tests/switchyard/runtime/test_enqueue.py", "tests/state/test_retention.py"]),
+    "admission": (["middleware/admission.py", "state/lanes.py"],
+                  ["tests/middleware/test_admission.py", "tests/middleware/test_concurrency.py",
+                   "tests/state/test_lanes.py"]),
     "dead_letters": (["middleware/dead_letter.py", "state/dead_letters.py"],
                      ["tests/middleware/test_dead_letter.py", "tests/state/test_retention.py",
                       "tests/web/test_dead_letters_api.py", "tests/test_sentry.py"]),
@@ -119,9 +123,12 @@ def run(area: str, *, again: bool = False) -> dict[str, Counter[str]]:
 
 
 def survivors(where: Path) -> list[str]:
+    """The mutants of the last run that no test killed: those that survived, and those no
+    test reached then (a new test may reach them now)."""
     results = mutmut(where, "results").stdout
-    return [line.strip().rpartition(": ")[0] for line in results.splitlines()
-            if line.strip().endswith(": survived")]
+    return [name for name, _, status in (line.strip().rpartition(": ")
+                                         for line in results.splitlines())
+            if name and status in ("survived", "no tests")]
 
 
 def report(scores: dict[str, Counter[str]]) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 
 import redis
 
-from switchyard.perprocess import PerProcess
+from switchyard.base.perprocess import PerProcess
+from switchyard.base.redis_client import execute_loading
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,13 @@ class WriteBuffer:
         with self._flushing:
             self._flush()
 
-    def _flush(self) -> None:
+    def flush_or_raise(self) -> None:
+        """`flush`, raising Redis's error when it fails (the writes are kept): for a
+        caller that must not go on until they are written."""
+        with self._flushing:
+            self._flush(strict=True)
+
+    def _flush(self, *, strict: bool = False) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
         for source in self._sources:
@@ -82,11 +89,13 @@ class WriteBuffer:
             pipe = self.client.pipeline(transaction=False)
             for write in pending:
                 write(pipe)
-            pipe.execute()
+            execute_loading(pipe)
         except redis.RedisError as error:
             logger.warning("Could not flush %d state writes: %s", len(pending), error)
             with self._lock:
                 self._pending[:0] = pending
+            if strict:
+                raise
 
     def close(self) -> None:
         self._closed = True

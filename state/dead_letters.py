@@ -7,6 +7,11 @@ in the state store, then acked. The state store is Redis for both brokers, so th
 API works for the Redis and the RabbitMQ broker. If that write fails, the message is
 nacked instead and lands in the broker's own `<queue>.XQ`: never lost.
 
+Replay enqueues the kept message again; the stand-in of a message refused because it
+was not sealed (`switchyard.base.decoding`) is replayed as the producer's own message,
+under its id, sealed on the way in. What cannot run again (kept without its payload,
+or sealed with a key no longer listed) is not replayed, and `refusal` says why.
+
 The hook that writes them is `middleware.dead_letter`.
 """
 
@@ -25,7 +30,8 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
-from switchyard.sealing import PLAIN, Sealer, Unsealable
+from switchyard.base.decoding import REFUSED_OPTION
+from switchyard.base.sealing import PLAIN, Sealer, Unsealable, payload_bytes
 
 Record = dict[str, Any]
 logger = logging.getLogger("switchyard.dead_letters")
@@ -72,22 +78,26 @@ return 1
 """
 #: A dead letter's traceback is cut to this many characters.
 MAX_TRACEBACK_CHARS = 16_384
+#: Options that copy a whole payload, dropped with the arguments of a message over the
+#: cap (the previews of an undecodable or ingress body are short and stay).
+PAYLOAD_OPTIONS = frozenset({"pipe_target", REFUSED_OPTION})
 
 
 class DeadLetters:
     """The dead-letter queues, one per queue, in the state store.
 
     Each queue keeps its newest `keep` dead letters for at most `ttl` ms; a message
-    whose JSON is over `max_payload` bytes is kept without its arguments (and cannot be
-    replayed). Keys: `dlq:q:<queue>` (ids by time), `dlq:q:<queue>:items` (records),
-    `dlq:at:<id>` (its queue), `dlq:queues` (queues with dead letters); queue names
-    cannot hold `:`, so no queue name collides with another key.
+    whose payload (`payload_bytes`: what enqueue limits to the same MAX_PAYLOAD_BYTES)
+    is over `max_payload` bytes is kept without it (and cannot be replayed). Keys:
+    `dlq:q:<queue>` (ids by time), `dlq:q:<queue>:items` (records), `dlq:at:<id>` (its
+    queue), `dlq:queues` (queues with dead letters); queue names cannot hold `:`, so no
+    queue name collides with another key.
     """
 
     def __init__(self, client: redis.Redis, *, prefix: str, keep: int, ttl: int,
                  max_payload: int, sealer: Sealer = PLAIN) -> None:
         self.client: Any = client  # redis-py's annotations mix sync and async results
-        #: Seals the kept message's arguments (switchyard.sealing); reads open them.
+        #: Seals the kept message's arguments (switchyard.base.sealing); reads open them.
         self.sealer = sealer
         self.prefix = prefix
         self.keep = keep
@@ -130,12 +140,14 @@ class DeadLetters:
         return record
 
     def _kept(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """The message as kept: sealed, and without its arguments when over the cap."""
-        size = len(json.dumps(fields, default=str))
+        """The message as kept: sealed, and without its payload when over the cap."""
+        size = payload_bytes(fields)
         if size <= self.max_payload:
             return self.sealer.seal_message(fields)
-        return self.sealer.seal_message(
-            {**fields, "args": [], "kwargs": {}, "payload_dropped_bytes": size})
+        options = {k: v for k, v in (fields.get("options") or {}).items()
+                   if k not in PAYLOAD_OPTIONS}
+        return self.sealer.seal_message({**fields, "args": [], "kwargs": {}, "options": options,
+                                         "payload_dropped_bytes": size})
 
     def queues(self) -> builtins.list[str]:
         """Queues holding dead letters (a queue whose dead letters all expired is dropped)."""
@@ -183,7 +195,8 @@ class DeadLetters:
 
         Each is enqueued before it leaves the dead-letter queue, so a crash in between
         leaves it in both places, never in neither; its idempotency key guards the
-        side effect. Returns the replayed message ids; unknown ids are ignored.
+        side effect. Returns the replayed message ids; unknown ids (`absence`), and dead
+        letters that cannot run again (`refusal` says why), are left out.
         """
         if message_ids is None:
             message_ids = [i.decode() for i in self.client.zrange(self._index(queue), 0, -1)]
@@ -194,16 +207,27 @@ class DeadLetters:
             if raw is None:
                 continue
             fields = self._load(raw)["message"]
-            if fields.pop("payload_dropped_bytes", None) is not None or "unsealable" in fields:
-                continue  # kept without its arguments (or their key): it cannot run again
-            options = {k: v for k, v in fields["options"].items() if k not in DELIVERY_OPTIONS}
-            broker.enqueue(dramatiq.Message(**{**fields, "options": options}))
+            if cannot_run(fields) is not None:
+                continue
+            broker.enqueue(replayable(fields, queue))
             self._remove_if_same(
                 keys=[self._index(queue), self._items(queue), self._where(message_id)],
                 args=[message_id, raw],
             )
             replayed.append(message_id)
         return replayed
+
+    def refusal(self, queue: str, message_id: str) -> str | None:
+        """Why the dead letter `message_id` of `queue` cannot be replayed; None if it can,
+        or if `queue` has no such dead letter (`absence` says where it is)."""
+        raw = self.client.hget(self._items(queue), message_id)
+        return None if raw is None else cannot_run(self._load(raw)["message"])
+
+    def absence(self, queue: str, message_id: str) -> str:
+        """What to say of an id `queue` has no dead letter of: where it is, if anywhere."""
+        elsewhere = self.client.get(self._where(message_id))
+        where = f" (it is in {elsewhere.decode()!r})" if elsewhere is not None else ""
+        return f"not in the dead letters of {queue}{where}"
 
     def purge(self, queue: str) -> int:
         ids = self.client.zrange(self._index(queue), 0, -1)
@@ -315,6 +339,38 @@ def facets(record: Record) -> dict[str, str]:
     """The values a dead letter is filed under: its actor and its error class."""
     reason = record.get("reason") or {}
     return {"actor": str(record["actor"]), "error": str(reason.get("error") or "unknown")}
+
+
+def cannot_run(fields: dict[str, Any]) -> str | None:
+    """Why a kept message cannot be replayed, or None if it can."""
+    dropped = fields.get("payload_dropped_bytes")
+    if dropped is not None:
+        return (f"it was kept without its payload ({dropped} bytes, over "
+                "MAX_PAYLOAD_BYTES): it cannot be replayed")
+    if "unsealable" in fields:
+        return f"its payload cannot be opened ({fields['unsealable']}): it cannot be replayed"
+    return None
+
+
+def replayable(fields: dict[str, Any], queue: str) -> dramatiq.Message[Any]:
+    """The message a replay enqueues: the kept one, or the message a stand-in kept whole
+    (a producer's refused for not being sealed), on `queue`; delivery options dropped."""
+    kept = fields.get("options") or {}
+    refused = kept.get(REFUSED_OPTION)
+    if isinstance(refused, dict):
+        # It goes on from the stand-in's deliveries: its history record (same id) only
+        # takes updates numbered after the ones the stand-in made.
+        options = {**(refused.get("options") or {}), "deliveries": kept.get("deliveries", 0)}
+        fields = {**refused, "queue_name": queue, "options": options}
+    options = {k: v for k, v in (fields.get("options") or {}).items()
+               if k not in DELIVERY_OPTIONS}
+    message = {k: v for k, v in fields.items() if k in MESSAGE_FIELDS}
+    return dramatiq.Message(**{"args": (), "kwargs": {}, **message, "options": options})
+
+
+#: The fields of a Dramatiq message (what a kept message is built back from).
+MESSAGE_FIELDS = frozenset({"queue_name", "actor_name", "args", "kwargs", "options",
+                            "message_id", "message_timestamp"})
 
 
 def summary(record: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:

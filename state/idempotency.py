@@ -25,8 +25,9 @@ import redis
 
 from state.buffer import Write, WriteBuffer
 from state.leases import LeaseKeeper
-from switchyard.keys import JobKey
-from switchyard.perprocess import unique
+from switchyard.base.keys import JobKey
+from switchyard.base.perprocess import unique
+from switchyard.base.redis_client import queue_script
 
 #: What `take` found.
 ACQUIRED, DONE, RUNNING = 1, 0, 2
@@ -123,7 +124,7 @@ class IdempotencyKeys:
         return state, token
 
     def _renewal(self, name: str, token: str) -> Callable[[Any], None]:
-        return lambda pipe: self._renew(keys=[name], args=[token, self.lease], client=pipe)
+        return lambda pipe: queue_script(pipe, self._renew, [name], [token, self.lease])
 
     def take_many(self, items: list[tuple[JobKey, str]]) -> list[str | None]:
         """Try to hold each (key, message id) in one script call: per item, the token when
@@ -176,8 +177,8 @@ class IdempotencyKeys:
 
         def write(pipe: Any) -> None:
             for ttl, marks in done.items():
-                self._finish_many(keys=[k for k, _ in marks],
-                                  args=[ttl, *(t for _, t in marks)], client=pipe)
+                queue_script(pipe, self._finish_many, [k for k, _ in marks],
+                             [ttl, *(t for _, t in marks)])
 
         return write
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import redis
 
-from switchyard.perprocess import PerProcess
+from switchyard.base.perprocess import PerProcess
+from switchyard.base.redis_client import execute_loading
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class LeaseKeeper:
         pipe = self.client.pipeline(transaction=False)
         for renew in renewals:
             renew(pipe)
-        pipe.execute()
+        execute_loading(pipe)
 
     def _start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="switchyard-leases", daemon=True)

@@ -20,6 +20,7 @@ from store.models import (
     Device,
     MediaObject,
     Message,
+    NotificationDelivery,
     Prekey,
     Story,
     TempFile,
@@ -30,6 +31,12 @@ from store.models import (
 
 #: What the sessions cleanup writes on a device left with no session.
 SIGNED_OUT = "signed out: every session of this device was idle too long"
+#: Switchyard's own records, each with its id and the indexed time its age is told by
+#: (`cleanup_records`): the notification deliveries and the cleanup log.
+RECORDS = {
+    "notification_deliveries": (NotificationDelivery.id, NotificationDelivery.created_at),
+    "cleanup_runs": (CleanupRun.id, CleanupRun.started_at),
+}
 
 
 def expired_stories(session: Session, before: datetime.datetime,
@@ -196,3 +203,17 @@ def recorded_objects(session: Session, prefix: str, after: str, before: datetime
 
 def record_run(session: Session, run: CleanupRun) -> None:
     session.add(run)
+
+
+def old_records(session: Session, table: str, before: datetime.datetime,
+                limit: int) -> list[str]:
+    """Ids of `table`'s records (one of `RECORDS`) from before `before`, oldest first."""
+    id_, when = RECORDS[table]
+    return list(session.scalars(select(id_).where(when < before)
+                                .order_by(when, id_).limit(limit)))
+
+
+def delete_records(session: Session, table: str, ids: Sequence[str]) -> int:
+    id_, _ = RECORDS[table]
+    result = session.execute(delete(id_.class_).where(id_.in_(ids)))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -18,8 +18,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.urls import masked, normalize_url
-from switchyard.errors import RetryableError
-from switchyard.perprocess import PerProcess
+from switchyard.base.errors import RetryableError
+from switchyard.base.perprocess import PerProcess
 
 #: How long SQLite waits for another writer before giving up (ms).
 SQLITE_BUSY_TIMEOUT = 10_000

@@ -130,11 +130,13 @@ class Subscription(Timestamps, Base):
         ForeignKey("listings.id", ondelete="SET NULL"), index=True)
     channel_id: Mapped[int] = mapped_column(BigInteger)  # Telegram chat id
     order_id: Mapped[str | None] = mapped_column(String(64))
-    #: active, expired, refunded
+    #: active, expired, refunded (final: `store.subscriptions.not_entitled`)
     status: Mapped[str] = mapped_column(String(16), default="active")
     invite_link: Mapped[str | None] = mapped_column(String(255))
     invite_expires_at: Mapped[datetime.datetime | None] = mapped_column()
     invited_at: Mapped[datetime.datetime | None] = mapped_column()
+    #: When the removal that closed it was sent (its job's first enqueue): an invite sent
+    #: before it is superseded by it.
     removed_at: Mapped[datetime.datetime | None] = mapped_column()
     removal_reason: Mapped[str | None] = mapped_column(String(16))  # expiry, refund
 
@@ -283,7 +285,8 @@ class CleanupRun(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     job: Mapped[str] = mapped_column(String(32), index=True)
-    started_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    #: `cleanup_records` deletes runs by it (migration 0005).
+    started_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
     duration_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     objects: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -316,3 +319,5 @@ class DiscordGuild(Timestamps, Base):
 #: (migration 0003): without these, each batch would read the whole table.
 for _column in ("created_at", "media_key", "media_url", "thumbnail_url"):
     Index(f"ix_messages_{_column}", Message.__table__.c[_column])
+#: `cleanup_records` deletes deliveries past their retention by age (migration 0005).
+Index("ix_notification_deliveries_created_at", NotificationDelivery.__table__.c.created_at)

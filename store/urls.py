@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from switchyard.redaction import masked_url
+from switchyard.base.redaction import masked_url
 
 
 def normalize_url(url: str) -> str:

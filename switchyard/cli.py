@@ -1,9 +1,11 @@
 """`switchyard ...`: run, send, inspect and replay jobs.
 
-Every failure a user can cause (unknown actor, bad JSON, invalid payload or options, a
-bad argument, unreachable Redis or RabbitMQ, bad setting) ends in one line on stderr and
-a non-zero exit: 2 for bad input, 3 when a service does not answer (every call to one
-has a timeout), 1 when the job or check failed.
+Every failure a user can cause (unknown actor or queue, bad JSON, invalid payload or
+options, a bad argument, unreachable Redis or RabbitMQ, bad setting) ends in one line on
+stderr and a non-zero exit: 2 for bad input, 3 when a service does not answer (every
+call to one has a timeout), 1 when the job or check failed. Output cut short by its
+reader (`switchyard actors --json | head`) ends quietly, as a command stopped by the
+closed pipe would (141).
 """
 
 from __future__ import annotations
@@ -12,34 +14,47 @@ import argparse
 import json
 import math
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from types import CodeType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import dramatiq
-import pika.exceptions
 import redis
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from switchyard.errors import PermanentError
-from switchyard.redaction import masked_url
-from switchyard.redis_client import describe_refusal
-from switchyard.settings import get
+from switchyard.base.errors import PermanentError
+from switchyard.base.redaction import masked_url
+from switchyard.base.redis_client import describe_refusal
+from switchyard.base.settings import get
 
 if TYPE_CHECKING:
-    from switchyard.app import App
+    from switchyard.base.settings import Settings
+    from switchyard.runtime.app import App
 
 #: Exit codes: 1 the job (or check) failed, 2 bad input, 3 a service is unreachable.
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+#: `state.history.STATES`, written out: the parser is built without importing the stores.
+JOB_STATES = ("waiting", "scheduled", "running", "retrying", "done", "failed", "cancelled")
+#: Exit code when stdout's reader went away: a shell's for a writer SIGPIPE stopped.
+EXIT_PIPE = 128 + signal.SIGPIPE
 #: What a payload nested deeper than Python can parse or encode gets as an answer.
 TOO_DEEP = "payload is nested too deeply"
-#: Failures that mean Redis or the broker did not answer (exit 3).
-UNREACHABLE: tuple[type[Exception], ...] = (
-    redis.ConnectionError, redis.TimeoutError, dramatiq.errors.BrokerConnectionError,
-    pika.exceptions.AMQPConnectionError, AMQPConnectorException,
-)
+
+
+def unreachable_errors() -> tuple[type[Exception], ...]:
+    """Failures that mean Redis or the broker did not answer (exit 3). pika's are among
+    them only where it is loaded (a command on the Redis broker never imports it)."""
+    import dramatiq
+
+    found: tuple[type[Exception], ...] = (
+        redis.ConnectionError, redis.TimeoutError, dramatiq.errors.BrokerConnectionError)
+    if "pika" in sys.modules:
+        import pika.exceptions
+        from pika.adapters.utils.connection_workflow import AMQPConnectorException
+
+        found += (pika.exceptions.AMQPConnectionError, AMQPConnectorException)
+    return found
 
 
 class CliError(Exception):
@@ -52,24 +67,28 @@ def emit(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def booted(*, ping: bool = True) -> App:
-    """Boot the process with every job family (what a worker does); booting connects to
-    nothing, so with `ping` the state store is asked first, to fail early and clearly."""
+def booted(*, ping: bool = True, only: list[str] | None = None) -> App:
+    """Boot the process with every job family (what a worker does), or with `only` the
+    families of those actors (a send; none for a command that only reads the state
+    store); booting connects to nothing, so with `ping` the state store is asked first,
+    to fail early and clearly."""
     from switchyard.entry import boot
 
-    app = boot()
+    app = boot(only=only)
     if ping:
         app.state.client.ping()
     return app
 
 
 def parse_payload(text: str) -> dict[str, Any]:
+    """The payload argument as a JSON object, parsed as the API and the bridges parse a
+    body (`parse_json`: nesting bounded, whatever `json` raises named)."""
+    from switchyard.base.decoding import BadJson, parse_json
+
     try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CliError(f"payload is not valid JSON: {error}") from None
-    except RecursionError:
-        raise CliError(TOO_DEEP) from None
+        payload = parse_json(text)
+    except BadJson as error:
+        raise CliError(f"payload is {error}") from None
     if not isinstance(payload, dict):
         raise CliError("payload must be a JSON object")
     return payload
@@ -78,11 +97,12 @@ def parse_payload(text: str) -> dict[str, Any]:
 def cmd_send(args: argparse.Namespace) -> int:
     """Refuse bad input before any service is asked, then make sure the state store
     answers before anything is queued (a job whose history cannot be kept is not sent)."""
-    from switchyard.enqueue import enqueue
+    from switchyard.runtime.enqueue import enqueue
 
     payload = parse_payload(args.payload)
     try:
-        app = booted(ping=False)
+        known(args.actor)
+        app = booted(ping=False, only=[args.actor])
         check_input(app, args.actor, payload, args.idempotency_key, args.delay)
         app.state.client.ping()
         message_id = enqueue(app, args.actor, payload, key=args.idempotency_key,
@@ -95,18 +115,27 @@ def cmd_send(args: argparse.Namespace) -> int:
     return wait_for_job(app, message_id, args.timeout) if args.wait else 0
 
 
+def known(name: str) -> None:
+    """Refuse an actor no family declares, before any family is imported."""
+    import actors
+    from switchyard.base.errors import UnknownJob
+
+    if name not in actors.ACTORS:
+        raise UnknownJob(name, list(actors.ACTORS))
+
+
 def check_input(app: App, name: str, payload: dict[str, Any], key: str | None,
                 delay: int | None) -> None:
     """`enqueue`'s own checks, in its order (it runs them again): they need no service."""
-    from switchyard.enqueue import check_options
-    from switchyard.errors import UnknownJob
-    from switchyard.jobs import parse
+    from switchyard.base.errors import UnknownJob
+    from switchyard.runtime.enqueue import check_options, check_size
+    from switchyard.runtime.jobs import dump
 
     job = app.jobs.get(name)
     if job is None:
         raise UnknownJob(name, list(app.jobs))
     check_options(key, delay)
-    parse(job.model, payload)
+    check_size(dump(job.model, payload), app.settings.max_payload_bytes)
 
 
 def wait_for_job(app: App, message_id: str, timeout: float) -> int:
@@ -130,15 +159,81 @@ def emit_found(record: dict[str, Any] | None, missing: str) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
-    return emit_found(booted().state.history.get(args.id),
+    return emit_found(booted(only=[]).state.history.get(args.id),
                       f"no job {args.id} (unknown, or past its history retention)")
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    """A queue's jobs in one state, a line each (or `--json`: the page)."""
+    app = booted()  # every family: what queues there are
+    queue = known_queue(app, args.queue)
+    page = app.state.history.page(queue, args.state, offset=args.offset, limit=args.limit,
+                                  newest=args.newest, actor=args.actor)
+    if args.json:
+        emit({"queue": queue, "state": args.state, "total": page.total,
+              "jobs": [{k: v for k, v in job.items() if k not in ("result", "error")}
+                       for job in page.jobs], "next_offset": page.next_offset})
+        return 0
+    if not page.jobs:
+        print(f"no {args.state} jobs in {queue}")
+    for job in page.jobs:
+        where = f"#{job['position']}  " if "position" in job else ""
+        progress = f"  {job['progress']:.0%}" if "progress" in job else ""
+        print(f"{where}{job.get('id')}  {job.get('actor')}  {job.get('status')}{progress}")
+    if page.next_offset is not None:
+        print(f"... {page.total} in all; more with --offset {page.next_offset}")
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    """Cancel by id, or by `--key ACTOR:KEY`; prints `<id> cancelled|stopping`."""
+    import getpass
+
+    from state.cancels import CANCELLED, FINISHED, UNKNOWN
+    from switchyard.base.keys import JobKey
+
+    app = booted(only=[])
+    message_id = args.id
+    if args.key is not None:
+        actor, _, key = args.key.partition(":")
+        if message_id is not None or not actor or not key:
+            raise CliError("give a job id, or --key ACTOR:KEY (not both)", EXIT_USAGE)
+        message_id = app.state.keys.holder(JobKey(actor, key))
+        if message_id is None:
+            raise CliError(f"no job of {actor} holds that idempotency key", EXIT_FAILED)
+    elif message_id is None:
+        raise CliError("give a job id, or --key ACTOR:KEY", EXIT_USAGE)
+    answer, status = app.state.cancels.cancel(message_id, by=f"cli:{getpass.getuser()}",
+                                              reason=args.reason)
+    if answer == UNKNOWN:
+        raise CliError(f"no job {message_id} (unknown, or past its history retention)",
+                       EXIT_FAILED)
+    if answer == FINISHED:
+        raise CliError(f"job {message_id} has already finished ({status})", EXIT_FAILED)
+    print(f"{message_id} {'cancelled' if answer == CANCELLED else 'stopping'}")
+    return 0
+
+
+def cmd_batches_show(args: argparse.Namespace) -> int:
+    return emit_found(booted(only=[]).state.batches.get(args.id),
+                      f"no batch {args.id} (unknown, or past BATCH_TTL_MS)")
+
+
+def known_queue(app: App, queue: str) -> str:
+    """`queue`, or the API's 404 reason for it, in one line (exit 1)."""
+    from switchyard.base.errors import UnknownQueue
+
+    if not app.queues.is_known(queue):
+        raise CliError(UnknownQueue(queue).message, EXIT_FAILED)
+    return queue
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from state.dead_letters import summary
 
-    store = booted().state.dead_letters
-    queues = [args.queue] if args.queue else store.queues()
+    app = booted()
+    store = app.state.dead_letters
+    queues = [known_queue(app, args.queue)] if args.queue else store.queues()
     rows = [summary(item) for queue in queues for item in store.list(queue, limit=args.limit)]
     if args.json:
         emit(rows)
@@ -151,26 +246,32 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
-    return emit_found(booted().state.dead_letters.show(args.id), f"no dead letter {args.id}")
+    return emit_found(booted(only=[]).state.dead_letters.show(args.id),
+                      f"no dead letter {args.id}")
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    """Replay; each id that was not replayed gets a line on stderr saying why (exit 1)."""
     if not args.all and not args.ids:
         raise CliError("name the message ids to replay, or --all")
     app = booted()
-    replayed = app.state.dead_letters.replay(app.broker, args.queue,
-                                             None if args.all else args.ids)
+    store = app.state.dead_letters
+    queue = known_queue(app, args.queue)
+    wanted = store.matching(queue, {}) if args.all else args.ids
+    replayed = store.replay(app.broker, queue, wanted)
     app.state.buffer.flush()
-    missing = sorted(set(args.ids) - set(replayed))
-    print(f"replayed {len(replayed)} from {args.queue}")
-    if missing:
-        print(f"not in the dead letters of {args.queue}: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+    print(f"replayed {len(replayed)} from {queue}")
+    left = sorted(set(wanted) - set(replayed))
+    for message_id in left:
+        why = store.refusal(queue, message_id) or store.absence(queue, message_id)
+        print(f"switchyard: cannot replay {message_id}: {why}", file=sys.stderr)
+    return EXIT_FAILED if left else 0
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    print(f"purged {booted().state.dead_letters.purge(args.queue)} from {args.queue}")
+    app = booted()
+    queue = known_queue(app, args.queue)
+    print(f"purged {app.state.dead_letters.purge(queue)} from {queue}")
     return 0
 
 
@@ -330,8 +431,8 @@ def upgrade_state() -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     from store import migrate, samples
     from store.db import Database
-    from switchyard.sealing import DEV_KEYS_FILE, dev_keys
-    from web.auth import dev_credentials
+    from switchyard.base.sealing import DEV_KEYS_FILE, dev_keys
+    from web.auth import DEV_CREDENTIALS_FILE, dev_credentials
 
     settings = get()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -343,8 +444,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if settings.amqp_url is not None or settings.uses_rabbitmq:
         processes.append("bridge")  # seeds 003/004 publish to RabbitMQ
     port = os.environ.setdefault("WEB_PORT", str(settings.web_port))
-    # The web process wants credentials: make some for this run where none are set
-    # (only those are printed; configured secrets never are).
+    # The web process wants credentials: those not set are made once and kept under
+    # VAR_DIR (only those are printed; configured secrets never are).
     made = dev_credentials(settings)
     os.environ.update(made)
     shown = {name: made.get(name, "(set)") for name in ("WEB_PASSWORD", "API_TOKEN")}
@@ -365,6 +466,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"  login   http://127.0.0.1:{port}/dashboard/  user "
           f"{made.get('WEB_USERNAME', settings.web_username)}  password {shown['WEB_PASSWORD']}")
     print(f"  api     Authorization: Bearer {shown['API_TOKEN']}")
+    if made:
+        print(f"  kept    {settings.var_dir / DEV_CREDENTIALS_FILE} (until deleted; "
+              "`switchyard dev-token` prints the token)")
     print("  worker  switchyard worker (every queue, 8 threads)")
     print("  clock   periodic jobs")
     print("Try:", *tour, sep="\n  ", flush=True)
@@ -372,9 +476,23 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_token(args: argparse.Namespace) -> int:
+    """Print the API token `switchyard dev` gives the web process (development only)."""
+    from web.auth import dev_credentials
+
+    settings = get()
+    if settings.switchyard_env != "development":
+        raise CliError("dev-token prints the token of `switchyard dev`, with "
+                       "SWITCHYARD_ENV=development only: elsewhere it is API_TOKEN")
+    configured = settings.api_token
+    print(configured.get_secret_value() if configured is not None
+          else dev_credentials(settings)["API_TOKEN"])
+    return 0
+
+
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     """Print a new PAYLOAD_KEYS entry (to put first, before the keys in use)."""
-    from switchyard.sealing import generate_entry
+    from switchyard.base.sealing import generate_entry
 
     print(generate_entry())
     print("switchyard: put it first in PAYLOAD_KEYS on every process, then run "
@@ -385,7 +503,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """Re-seal what is stored under the newest payload key; print the counts."""
     from switchyard import reseal
-    from switchyard.sealing import Unsealable
+    from switchyard.base.sealing import Unsealable
 
     try:
         counts = reseal.rotate(booted())
@@ -396,8 +514,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    """Turn the seeds' RabbitMQ messages into jobs until SIGTERM (`switchyard.bridge`)."""
-    from switchyard import bridge
+    """Turn the seeds' RabbitMQ messages into jobs until SIGTERM (`switchyard.ingress.bridge`)."""
+    from switchyard.ingress import bridge
 
     app = booted()
     url = bridge.amqp_url(app.settings)
@@ -412,8 +530,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
 
 def cmd_sqs(args: argparse.Namespace) -> int:
-    """Turn seed 001's SQS bot operations into jobs until SIGTERM (`switchyard.sqs_ingress`)."""
-    from switchyard import sqs_ingress
+    """Turn seed 001's SQS bot operations into jobs until SIGTERM (`switchyard.ingress.sqs`)."""
+    from switchyard.ingress import sqs as sqs_ingress
 
     app = booted()
     url = app.settings.bot_operations_queue_url
@@ -424,6 +542,15 @@ def cmd_sqs(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, consumer.stop)
     consumer.run(ready=lambda: print("ready", flush=True))
     app.close()
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Print every setting (docs/settings.md), or them as JSON; reads the model's
+    declarations only, so it needs no service and prints no configured secret."""
+    from switchyard.base import settings_doc
+
+    print(settings_doc.as_json() if args.json else settings_doc.markdown(), end="")
     return 0
 
 
@@ -438,9 +565,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     plan = pinning.plan(processes, settings.worker_pin_cpus if args.pin is None else args.pin)
     if plan.reason:
         print(f"switchyard: running unpinned: {plan.reason}", file=sys.stderr, flush=True)
+    os.environ.update(worker_env(settings))
     os.execv(sys.executable, [sys.executable, "-m", "dramatiq", plan.boot,
                               "--processes", str(plan.processes), *args.extra])
     return 0  # not reached: this process is Dramatiq's now
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The variables Dramatiq's worker reads its prefetch and timeout from (it has no
+    flags for them), from WORKER_PREFETCH and WORKER_TIMEOUT_MS."""
+    variables = {"dramatiq_worker_timeout": str(settings.worker_timeout_ms)}
+    if settings.worker_prefetch is not None:
+        variables["dramatiq_queue_prefetch"] = str(settings.worker_prefetch)
+    return variables
 
 
 class Parser(argparse.ArgumentParser):
@@ -459,6 +596,13 @@ def seconds(text: str) -> float:
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
     return value
+
+
+def whole(text: str) -> int:
+    """A whole number, 0 or more (argparse type)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
 
 
 def count(text: str) -> int:
@@ -487,6 +631,7 @@ def parser() -> argparse.ArgumentParser:
         return cmd
 
     add("dev", cmd_dev, "run Redis, web, worker and clock for development (Procfile.dev)")
+    add("dev-token", cmd_dev_token, "print the API token `switchyard dev` uses")
     send = add("send", cmd_send, "send a job: switchyard send ACTOR JSON")
     send.add_argument("actor")
     send.add_argument("payload", help="the payload, a JSON object")
@@ -498,6 +643,27 @@ def parser() -> argparse.ArgumentParser:
     show = jobs.add_parser("show", help="a job's status, attempts, result or error")
     show.add_argument("id")
     show.set_defaults(fn=cmd_jobs_show)
+    listing = jobs.add_parser("list", help="a queue's jobs by state, oldest first")
+    listing.add_argument("queue")
+    listing.add_argument("--state", default="waiting", choices=JOB_STATES)
+    listing.add_argument("--limit", type=count, default=50)
+    listing.add_argument("--offset", type=whole, default=0)
+    listing.add_argument("--newest", action="store_true", help="newest first")
+    listing.add_argument("--actor", help="this actor's jobs only")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(fn=cmd_jobs_list)
+    cancel = jobs.add_parser("cancel", help="cancel a job: it never runs, or, running, is "
+                             "asked to stop")
+    cancel.add_argument("id", nargs="?")
+    cancel.add_argument("--key", metavar="ACTOR:KEY", help="the job holding this "
+                        "idempotency key")
+    cancel.add_argument("--reason", default="", help="why, for the record")
+    cancel.set_defaults(fn=cmd_jobs_cancel)
+    batches = sub.add_parser("batches", help="batches of jobs").add_subparsers(
+        dest="sub", required=True)
+    batch = batches.add_parser("show", help="a batch's members done, failed and pending")
+    batch.add_argument("id")
+    batch.set_defaults(fn=cmd_batches_show)
     add_dlq(sub)
     add_keys(sub)
     health = add("health", cmd_health, "exit 0 when broker, state store and a worker answer")
@@ -512,6 +678,10 @@ def parser() -> argparse.ArgumentParser:
         "--list", action="store_true", help="each schedule, its next slot and its last run")
     add("bridge", cmd_bridge, "turn RabbitMQ messages (sup_exchange, arrakis.*) into jobs")
     add("sqs", cmd_sqs, "turn SQS bot operations (BOT_OPERATIONS_QUEUE_URL) into jobs")
+    shown = add("settings", cmd_settings, "every setting: its default and meaning "
+                "(docs/settings.md)").add_mutually_exclusive_group()
+    shown.add_argument("--markdown", action="store_true", help="Markdown (the default)")
+    shown.add_argument("--json", action="store_true", help="JSON, for tools")
     db = sub.add_parser("db", help="the database").add_subparsers(dest="sub", required=True)
     db.add_parser("upgrade", help="apply the schema migrations").set_defaults(fn=cmd_db)
     db.add_parser("current", help="the migration the database is at").set_defaults(fn=cmd_db)
@@ -578,6 +748,25 @@ def unreachable(error: Exception) -> str:
     return f"cannot reach the broker at {masked_url(settings.queue_url)}: {detail}"
 
 
+def stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it (`| head` had enough)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError):  # no file descriptor: the error came from elsewhere
+        return False
+
+
+def quiet_exit() -> int:
+    """Stop without a traceback: what is left unwritten goes to /dev/null, so the
+    interpreter's own flush at exit has nothing to fail on."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args, extra = cli.parse_known_args(argv)
@@ -585,11 +774,19 @@ def main(argv: list[str] | None = None) -> int:
         cli.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:
-        return int(args.fn(args))
+        code = int(args.fn(args))
+        sys.stdout.flush()  # so a reader that went away shows here, not at exit
+        return code
+    except BrokenPipeError:
+        if not stdout_gone():
+            raise
+        return quiet_exit()
     except CliError as error:
         print(f"switchyard: {error}", file=sys.stderr)
         return error.code
-    except UNREACHABLE as error:
+    except Exception as error:
+        if not isinstance(error, unreachable_errors()):
+            raise
         print(f"switchyard: {unreachable(error)}", file=sys.stderr)
         return EXIT_UNREACHABLE
 

@@ -14,7 +14,7 @@ and never fires on Sunday. This clock keeps periodiq's cron parser and does the 
   CLOCK_CATCH_UP_MS are due, coalesced into one run (the newest) unless
   CLOCK_COALESCE=false;
 - slots are computed in the schedule's time zone (UTC unless it names one) and
-  enqueued through `switchyard.enqueue.enqueue`, the one way in.
+  enqueued through `switchyard.runtime.enqueue.enqueue`, the one way in.
 
 Time comes from an injected `now()`, so tests run days of slots in milliseconds.
 """
@@ -33,10 +33,11 @@ from zoneinfo import ZoneInfo
 from periodiq import CronSpec, cron
 
 from schedules import Schedule
-from switchyard.enqueue import enqueue
+from switchyard.base import tracecontext
+from switchyard.runtime.enqueue import enqueue
 
 if TYPE_CHECKING:
-    from switchyard.app import App
+    from switchyard.runtime.app import App
 
 logger = logging.getLogger("switchyard.clock")
 
@@ -135,7 +136,10 @@ class Clock:
         fired: list[Fired] = []
         for schedule in self.schedules:
             for slot in self.due(schedule, now):
-                outcome = self.send(schedule, slot)
+                with tracecontext.span(f"clock {schedule.name}", attributes={
+                        "switchyard.schedule": schedule.name, "switchyard.actor": schedule.actor,
+                        "switchyard.schedule.slot": slot.isoformat(timespec="minutes")}):
+                    outcome = self.send(schedule, slot)  # its enqueue span is a child
                 if outcome is False:
                     break  # another clock holds this slot: come back next tick
                 if outcome is not True:

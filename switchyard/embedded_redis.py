@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from switchyard.settings import EMBEDDED_REDIS_RECORD, Settings
+from switchyard.base.settings import EMBEDDED_REDIS_RECORD, Settings
 
 
 def binary() -> Path:
@@ -38,7 +38,7 @@ def command(settings: Settings) -> list[str]:
 
 def record(settings: Settings) -> Path:
     """Write down where the embedded Redis answers, for processes started without its
-    port (see `switchyard.settings.recorded_embedded_port`); `run` keeps this pid."""
+    port (see `switchyard.base.settings.recorded_embedded_port`); `run` keeps this pid."""
     path = settings.var_dir / EMBEDDED_REDIS_RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")

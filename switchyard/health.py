@@ -1,9 +1,12 @@
-"""Health: do the broker, the state store, the database and at least one worker answer?
+"""Health: do the broker, the state store, the database and at least one worker answer,
+and which backend does each provider run on?
 
 Used by `switchyard health` (exit code) and the web process's readiness check. The
 probes run at once, each on a thread of its own, and `check` returns by its deadline
 whatever they do: a service that stopped answering is reported as such, by name,
-instead of hanging the caller with it.
+instead of hanging the caller with it. The providers' checks read the settings only:
+in production an unset backend fails its check (its jobs are dead-lettered), and an
+outbox or local storage named there passes as `outbox (explicit)`.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import redis
 from dramatiq.errors import BrokerConnectionError
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
+from integrations.providers import backends
 from store.urls import masked
-from switchyard.app import App
-from switchyard.enqueue import enqueue
-from switchyard.redaction import masked_url
+from switchyard.base.redaction import masked_url
+from switchyard.runtime.app import App
+from switchyard.runtime.enqueue import enqueue
 
 #: Failures that mean a service did not answer (the CLI's exit 3), not a failed check.
 UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -82,6 +86,17 @@ def _ping(app: App, timeout: float) -> str:
     raise TimeoutError(f"ping {message_id} not done within {timeout:g}s")
 
 
+def providers(app: App) -> dict[str, dict[str, Any]]:
+    """A check per provider: the backend it runs on; failed when unset (production)."""
+    checks = {}
+    for provider, item in backends(app.settings).items():
+        unset = item["backend"] is None
+        detail = (f"unconfigured: {item['setting']} is not set, its jobs are dead-lettered"
+                  if unset else str(item["label"]))
+        checks[provider] = {"ok": not unset, "detail": detail, "unreachable": False}
+    return checks
+
+
 def _probes(app: App, ping_timeout: float) -> dict[str, Callable[[], dict[str, Any]]]:
     settings = app.settings
     broker_kind = "RabbitMQ" if settings.uses_rabbitmq else "Redis"
@@ -134,6 +149,6 @@ def check(app: App, *, ping_timeout: float = 0, deadline_ms: int | None = None) 
         deadline_ms = DEADLINE_MARGIN + max(settings.redis_timeout_ms,
                                             settings.rabbitmq_connect_timeout_ms,
                                             int(ping_timeout * 1000))
-    checks = run_by(_probes(app, ping_timeout), deadline_ms)
+    checks = {**run_by(_probes(app, ping_timeout), deadline_ms), **providers(app)}
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks,
             "unreachable": [name for name, c in checks.items() if c["unreachable"]]}

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from switchyard.settings import get as get_settings
+from switchyard.base.settings import get as get_settings
 
 if TYPE_CHECKING:
-    from switchyard.app import App
+    from switchyard.runtime.app import App
 
 logger = logging.getLogger("switchyard.pinning")
 

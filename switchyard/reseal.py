@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import pika
 from dramatiq.common import dq_name, xq_name
 
-from switchyard.sealing import Sealer, Unsealable
+from switchyard.base.sealing import Sealer, Unsealable
 
 if TYPE_CHECKING:
-    from switchyard.app import App
+    from switchyard.runtime.app import App
 
 # Replaces a hash field only if it still holds what was read. KEYS: hash. ARGV: field,
 # old, new.

@@ -2,14 +2,19 @@
 
 Each test gets its own key prefix, broker namespace and queue names, and everything it
 created is removed afterwards.
+
+Every test is in one tier (`pytest -m unit`, `-m worker`, `-m e2e`), given by the rules
+of `tier_by_rule` or, where no rule can tell, by a marker on the test or its module.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -17,8 +22,8 @@ import pytest
 import redis
 from dramatiq.common import dq_name, xq_name
 
-from switchyard import app as runtime
-from switchyard import settings
+from switchyard import boot as runtime
+from switchyard.base import settings
 from tests.support.services import (
     IN_CI,
     RABBITMQ_URL,
@@ -28,6 +33,86 @@ from tests.support.services import (
     missing,
     new_postgres_database,
 )
+
+#: The tiers, quickest first: `unit` may use the services (Redis, RabbitMQ, PostgreSQL,
+#: moto, the loopback fakes) and a quick CLI subprocess that needs no worker; `worker`
+#: starts a Dramatiq worker (in process, or one worker subprocess); `e2e` starts several
+#: processes or a whole world, or stops, kills or freezes a service, or drives a browser.
+TIERS = ("unit", "worker", "e2e")
+TESTS = Path(__file__).resolve().parent
+#: Modules whose every test stops, kills, freezes or stands up a service of its own, or
+#: drives a browser.
+E2E_MODULES = frozenset({
+    "test_broker_faults.py", "test_crash_recovery.py", "test_hung_redis.py",
+    "deploy/test_quorum_cluster.py", "deploy/test_redis_tls.py", "deploy/test_sentinel.py",
+    "web/test_browser.py",
+})
+#: Fixtures that start worker processes, or a world of them (workers, bridges, clocks).
+E2E_FIXTURES = frozenset({"world", "media_world", "worker_processes", "wakeup_workers"})
+#: Fixtures that start a Dramatiq worker in the test's own process.
+WORKER_FIXTURES = frozenset({"start_worker", "default_worker"})
+
+
+def tier_by_rule(item: pytest.Item) -> str:
+    """The tier a test's module and fixtures put it in: the least it can be."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if item.path.relative_to(TESTS).as_posix() in E2E_MODULES or fixtures & E2E_FIXTURES:
+        return "e2e"
+    return "worker" if fixtures & WORKER_FIXTURES else "unit"
+
+
+def tier_of(item: pytest.Item) -> tuple[str | None, str]:
+    """The test's tier, or None and why it cannot have one."""
+    marked = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+    ruled = tier_by_rule(item)
+    if len(marked) > 1:
+        return None, f"is marked {' and '.join(sorted(marked))}: a test is in one tier"
+    if not marked:
+        return ruled, ""
+    (tier,) = marked
+    if TIERS.index(tier) < TIERS.index(ruled):
+        return None, f"is marked {tier} but its module or fixtures make it {ruled}"
+    return tier, ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers added here
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        tier, why = tier_of(item)
+        if tier is None:
+            wrong.append(f"{item.nodeid} {why}")
+        elif not item.get_closest_marker(tier):
+            item.add_marker(tier)
+    if wrong:
+        raise pytest.UsageError("tests not in exactly one tier:\n  " + "\n  ".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_worker(request: pytest.FixtureRequest,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """What no rule can see (a test starting a worker itself) fails the test, not the tier."""
+    if request.node.get_closest_marker("unit"):
+        def refuse(worker: dramatiq.Worker) -> None:
+            pytest.fail(f"{request.node.nodeid} starts a Dramatiq worker: mark it "
+                        "@pytest.mark.worker (or e2e)", pytrace=False)
+
+        monkeypatch.setattr(dramatiq.Worker, "start", refuse)
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """A process the test (or its fixtures) started and left running fails the test, by
+    its command line, and is stopped; a fixture wider than a test owns its own
+    (`tests.support.processes`)."""
+    from tests.support import processes  # a plugin (`pytest_plugins`): imported by pytest
+
+    before = processes.running()
+    yield
+    if left := processes.left_behind(before):
+        pytest.fail("left running after the test (stop it in a finally or a fixture's "
+                    "teardown): " + "; ".join(left), pytrace=False)
+
 
 # One payload key for the whole run (SWITCHYARD_ENV=test): the in-process apps and the
 # worker processes they start (which inherit the environment) seal and open alike, and
@@ -149,7 +234,7 @@ pytest_plugins = ["tests.support.processes"]
 @pytest.fixture
 def process_env(test_env: dict[str, str], broker_kind: str) -> dict[str, str]:
     """Settings for worker subprocesses: quick lease expiry and dead-worker detection."""
-    env = {**test_env, "IDEMPOTENCY_LEASE_MS": "1000", "CONCURRENCY_LEASE_MS": "1000",
+    env = {**test_env, "IDEMPOTENCY_LEASE_MS": "1000",
            "REDIS_HEARTBEAT_TIMEOUT_MS": "1000", "REDIS_MAINTENANCE_CHANCE": "1000000"}
     if broker_kind == "rabbitmq":
         if not answers(RABBITMQ_URL):
@@ -190,20 +275,36 @@ def unit_postgres_database() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite file that nothing opens: `database_url` copies it, which
+    takes a millisecond where migrating takes a tenth of a second."""
+    from store.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite") / "migrated.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+#: PostgreSQL databases a test wrote to and that were not emptied after it.
+unclean: set[str] = set()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """A migrated, empty database on each engine; emptied again after the test."""
-    from store.migrate import upgrade
-
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/switchyard.db"
-        upgrade(url)
-        yield url
+        path = tmp_path / "switchyard.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        yield f"sqlite:///{path}"
         return
     url = request.getfixturevalue("unit_postgres_database")
-    truncate_all(url)  # whatever an earlier test left, e.g. one that failed halfway
+    if url in unclean:  # an earlier test's emptying failed
+        truncate_all(url)
+    unclean.add(url)
     yield url
     truncate_all(url)
+    unclean.discard(url)
 
 
 def truncate_all(url: str) -> None:

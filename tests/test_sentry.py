@@ -7,7 +7,7 @@ import pytest
 import sentry_sdk
 
 from integrations import sentry
-from switchyard.errors import RetryableError
+from switchyard.base.errors import RetryableError
 from tests.support.jobs import finished
 from tests.support.sentry_server import SentryServer
 from tests.support.waiting import wait_for

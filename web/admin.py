@@ -12,22 +12,27 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from state.dead_letters import summary
-from switchyard.app import App
-from web.validation import CheckedRoute
+from switchyard.base.errors import UnknownQueue
+from switchyard.runtime.app import App
+from web.validation import CROSS_SITE, CheckedRoute, Detail
 
 #: Queue names as Dramatiq allows them (letters, digits, `.`, `_`, `-`).
 QUEUE = r"^[A-Za-z0-9_.-]{1,200}$"
 QueueName = Annotated[str, Path(pattern=QUEUE)]
-UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown queue (or dead letter)"}}
+UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown queue (or dead letter)", "model": Detail}}
+#: What a route that changes something can answer.
+CHANGES: dict[int | str, dict[str, Any]] = {**UNKNOWN, **CROSS_SITE}
 
 
 def unknown_queue(queue: str) -> str:
-    """Why `queue` is refused (the name is safe to show: it matched `QUEUE`)."""
-    return (f"unknown queue {queue!r}: no queue is declared, has actors or holds dead "
-            "letters by that name")
+    """Why `queue` is refused, as `switchyard dlq` says it (the name is safe to show: it
+    matched `QUEUE`)."""
+    return UnknownQueue(queue).message
 
 
 def known_queue(sy: App) -> Callable[[str], str]:
@@ -61,10 +66,24 @@ class Replay(BaseModel):
     all: bool = False
 
 
-def replay(sy: App, queue: str, ids: list[str] | None) -> dict[str, list[str]]:
-    replayed = sy.state.dead_letters.replay(sy.broker, queue, ids)
+class Replayed(BaseModel):
+    replayed: list[str]
+    missing: list[str] = Field(description="Ids not in the queue's dead letters.")
+    refused: dict[str, str] = Field(
+        default_factory=dict, description="Dead letters that cannot run again, and why "
+        "(kept without their payload, or sealed with a key no longer listed).")
+
+
+def replay(sy: App, queue: str, ids: list[str] | None) -> dict[str, Any]:
+    """Replay `ids` (all of the queue's when None); say which were not, and why."""
+    store = sy.state.dead_letters
+    wanted = store.matching(queue, {}) if ids is None else ids
+    replayed = store.replay(sy.broker, queue, wanted)
     sy.state.buffer.flush()
-    return {"replayed": replayed, "missing": sorted(set(ids or ()) - set(replayed))}
+    left = sorted(set(wanted) - set(replayed))
+    refused = {i: why for i in left if (why := store.refusal(queue, i)) is not None}
+    return {"replayed": replayed, "missing": [i for i in left if i not in refused],
+            "refused": refused}
 
 
 def router(sy: App) -> APIRouter:
@@ -98,14 +117,15 @@ def _dead_letter_routes(routes: APIRouter, sy: App) -> None:
             raise HTTPException(404, "no such dead letter")
         return summary(record, detail=True)
 
-    @routes.post("/dead-letters/{queue}/replay", responses=UNKNOWN)
-    def replay_dead_letters(queue: Known, body: Replay) -> dict[str, list[str]]:
+    @routes.post("/dead-letters/{queue}/replay", response_model=Replayed, responses=CHANGES)
+    def replay_dead_letters(queue: Known, body: Replay) -> dict[str, Any]:
         """Enqueue dead letters again: the ids given, or all of the queue's."""
         if not body.all and not body.ids:
-            raise HTTPException(422, "name the ids to replay, or set all=true")
+            raise RequestValidationError([{"type": "missing", "loc": ("body", "ids"),
+                                           "msg": "name the ids to replay, or set all=true"}])
         return replay(sy, queue, None if body.all else body.ids)
 
-    @routes.delete("/dead-letters/{queue}", responses=UNKNOWN)
+    @routes.delete("/dead-letters/{queue}", responses=CHANGES)
     def purge_dead_letters(queue: Known) -> dict[str, int]:
         """Drop all of a queue's dead letters."""
         return {"purged": sy.state.dead_letters.purge(queue)}
@@ -114,17 +134,19 @@ def _dead_letter_routes(routes: APIRouter, sy: App) -> None:
 def _pause_routes(routes: APIRouter, sy: App) -> None:
     Known = Annotated[str, Depends(known_queue(sy))]
 
-    @routes.post("/queues/{queue}/pause", responses=UNKNOWN)
+    @routes.post("/queues/{queue}/pause", responses=CHANGES)
     def pause(queue: Known) -> dict[str, Any]:
-        """Hold the queue's jobs (workers defer them) until it is resumed."""
-        sy.state.paused.pause(queue)
-        return {"name": queue, "paused": True}
+        """Hold the queue's jobs on it, in order, until it is resumed. Answers once every
+        live worker consuming the queue takes nothing more from it; `unconfirmed` names
+        the workers that did not say so in time."""
+        missing = sy.queues.pause(queue)
+        return {"name": queue, "paused": True, "unconfirmed": missing}
 
-    @routes.post("/queues/{queue}/resume", responses=UNKNOWN)
+    @routes.post("/queues/{queue}/resume", responses=CHANGES)
     def resume(queue: QueueName) -> dict[str, Any]:
-        """Let workers run the queue's jobs again (within about a second). A queue still
-        paused can be resumed even if nothing else knows it any more."""
+        """Let workers take the queue's jobs again. A queue still paused can be resumed
+        even if nothing else knows it any more."""
         if queue not in sy.state.paused.paused() and not sy.queues.is_known(queue):
             raise HTTPException(404, unknown_queue(queue))
-        sy.state.paused.resume(queue)
+        sy.queues.resume(queue)
         return {"name": queue, "paused": False}

@@ -8,7 +8,7 @@ The OpenAPI document is at `/api/openapi.json`, its pages at `/api/docs`.
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,18 +19,27 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from switchyard.app import App
-from switchyard.errors import RetryableError
+from integrations.providers import backends
+from switchyard.base.errors import RetryableError
+from switchyard.base.settings import Settings, get
 from switchyard.health import check as check_services
-from switchyard.settings import Settings, get
-from web import admin, auth, channels, dashboard, jobs, media, metrics
+from switchyard.runtime.app import App
+from web import admin, auth, channels, dashboard, events, jobs, media, metrics
 from web.headers import SecurityHeaders
-from web.validation import invalid_request
+from web.validation import ANY, GUARDED, BodyLimit, invalid_request
 
 logger = logging.getLogger("switchyard.web")
 
 #: Checks a web process needs to serve: the database joins them once there is one.
 READINESS = ("broker", "state_store")
+#: Paths whose requests are not traced (with tracing on): probes and Prometheus's scrapes.
+UNTRACED = frozenset({"/health", "/metrics"})
+
+
+def untraced(scope: MutableMapping[str, Any]) -> bool:
+    """FastAPI traces every other request natively once tracing is on (`switchyard.tracing`
+    sets the provider): its span is the root of the trace its jobs join."""
+    return scope.get("path") in UNTRACED
 
 
 def boot(settings: Settings | None) -> App:
@@ -53,6 +62,9 @@ def health(sy: App, started: float, ready: bool) -> JSONResponse:
               if name in READINESS}
     down = [name for name, item in checks.items() if not item["ok"]]
     body["checks"] = checks
+    # Which backend each provider runs on (`unconfigured`, `outbox (explicit)`, ...):
+    # said, not failed: the web process delivers nothing itself.
+    body["providers"] = {name: item["label"] for name, item in backends(sy.settings).items()}
     if down:
         body.update(status="unavailable", down=down)
         return JSONResponse(body, status_code=503)
@@ -81,13 +93,15 @@ async def not_ready(request: Request, error: Exception) -> JSONResponse:
 
 
 def include_routes(app: FastAPI, sy: App) -> None:
-    """Every router; `/api/channels` where the channel family is declared."""
-    app.include_router(metrics.router(sy))
-    app.include_router(jobs.router(sy))
-    app.include_router(media.router(sy))
+    """Every router; `/api/channels` where the channel family is declared. Each route
+    behind credentials documents the answers they all can give (`GUARDED`)."""
+    app.include_router(metrics.router(sy), responses=GUARDED)
+    app.include_router(jobs.router(sy), responses=GUARDED)
+    app.include_router(events.router(sy), responses=GUARDED)
+    app.include_router(media.router(sy), responses=GUARDED)
     if "join_channel" in sy.jobs:
-        app.include_router(channels.router(sy))
-    app.include_router(admin.router(sy))
+        app.include_router(channels.router(sy), responses=GUARDED)
+    app.include_router(admin.router(sy), responses=GUARDED)
     app.include_router(dashboard.router(sy))
     dashboard.mount(app, sy)
 
@@ -107,13 +121,15 @@ def create_app(sy: App | None = None, settings: Settings | None = None) -> FastA
 
     app = FastAPI(title="Switchyard", summary="Background jobs: enqueue, follow, administer.",
                   openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
-                  lifespan=lifespan)
+                  lifespan=lifespan, telemetry={"exclude": untraced})
     app.state.started = time.monotonic()
     app.state.switchyard = sy
 
-    @app.get("/health", tags=["health"])
+    @app.get("/health", tags=["health"], responses={
+        **ANY, 503: {"description": "With ready=1: the broker or the state store is down"}})
     def get_health(request: Request, ready: bool = Query(False)) -> JSONResponse:
-        """Alive; with `ready=1` also the broker and the state store (503 naming the down)."""
+        """Alive; with `ready=1` also the broker and the state store (503 naming the down),
+        and the backend each provider runs on."""
         return health(sy, request.app.state.started, ready)
 
     include_routes(app, sy)
@@ -122,5 +138,6 @@ def create_app(sy: App | None = None, settings: Settings | None = None) -> FastA
     app.add_exception_handler(dramatiq.errors.BrokerConnectionError, unavailable)
     app.add_exception_handler(RetryableError, not_ready)
     app.add_middleware(auth.RequireAuth, credentials=auth.Credentials(settings))
-    app.add_middleware(SecurityHeaders)  # the outermost: 401s and 403s carry them too
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)  # the outermost: 401s, 403s, 413s carry them too
     return app

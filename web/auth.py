@@ -10,7 +10,8 @@ Basic credentials are sent by browsers on their own, so an unsafe request (POST,
 whose `Origin` is another site is refused: a page elsewhere cannot replay or purge.
 
 In production the web process refuses to start with weak credentials (`weakness`): a
-guessable password or token opens every dead letter and every replay.
+guessable password or token opens every dead letter and every replay. In development
+`switchyard dev` makes those not set once and keeps them under VAR_DIR (`dev_credentials`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import math
+import os
 import secrets
 import sys
 from collections import Counter
+from pathlib import Path
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from switchyard.settings import Settings, SettingsError
+from switchyard.base.settings import Settings, SettingsError
 
 #: The only paths open without credentials; everything else (/api, /metrics*,
 #: /dashboard, unknown paths) needs them, so no spelling of a path slips past.
@@ -36,6 +40,12 @@ SIGNED_PREFIX = "/media/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHALLENGE = 'Basic realm="switchyard", charset="UTF-8"'
 
+
+#: Where `switchyard dev` keeps the credentials it made, under VAR_DIR.
+DEV_CREDENTIALS_FILE = "dev-credentials.json"
+#: What that file holds; the login's name is `DEV_USERNAME`.
+DEV_CREDENTIALS = ("WEB_USERNAME", "WEB_PASSWORD", "API_TOKEN")
+DEV_USERNAME = "dev"
 
 #: Production's shortest password and token.
 MIN_LENGTH = {"WEB_PASSWORD": 12, "API_TOKEN": 32}
@@ -112,14 +122,53 @@ def require_credentials(settings: Settings) -> None:
                  for name, rule in weak if rule])
 
 
+def _new_dev_credentials() -> dict[str, str]:
+    return {"WEB_USERNAME": DEV_USERNAME, "WEB_PASSWORD": generate("WEB_PASSWORD", 12),
+            "API_TOKEN": generate("API_TOKEN", 24)}
+
+
+def _read_dev_credentials(path: Path) -> dict[str, str]:
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = None
+    if not isinstance(kept, dict) or not all(
+            isinstance(kept.get(name), str) and kept[name] for name in DEV_CREDENTIALS):
+        _refuse([f"{path} does not hold the development credentials: delete it, and "
+                 "`switchyard dev` makes new ones"])
+    return {name: kept[name] for name in DEV_CREDENTIALS}
+
+
+def kept_dev_credentials(var_dir: Path) -> dict[str, str]:
+    """The development login and token under `var_dir`, made on first use and kept until
+    the file is deleted (readable by its owner only). Written to a temporary file, then
+    linked into place: two processes starting at once both end up with the first one."""
+    path = var_dir / DEV_CREDENTIALS_FILE
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        tmp = var_dir / f".{DEV_CREDENTIALS_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(_new_dev_credentials(), file, indent=2)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return _read_dev_credentials(path)
+
+
 def dev_credentials(settings: Settings) -> dict[str, str]:
-    """Credentials for a `switchyard dev` run, for those not configured (to be printed)."""
-    made = {"WEB_USERNAME": "dev"} if settings.web_username is None else {}
-    if settings.web_password is None:
-        made["WEB_PASSWORD"] = generate("WEB_PASSWORD", 12)
-    if settings.api_token is None:
-        made["API_TOKEN"] = generate("API_TOKEN", 24)
-    return made
+    """Credentials for a `switchyard dev` run, for those not configured (to be printed):
+    the same from one run to the next (`kept_dev_credentials`), so a saved login and an
+    exported token outlive a restart. None in production, which must set its own."""
+    configured = {"WEB_USERNAME": settings.web_username, "WEB_PASSWORD": settings.web_password,
+                  "API_TOKEN": settings.api_token}
+    if settings.switchyard_env == "production" or None not in configured.values():
+        return {}
+    kept = kept_dev_credentials(settings.var_dir)
+    return {name: kept[name] for name, value in configured.items() if value is None}
 
 
 def _same(given: str, expected: str) -> bool:

@@ -8,16 +8,17 @@ while a join is pending answers the same channel and job.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from actors.channels import find_or_create_channel
+from actors.channels import USERNAME_OR_LINK, find_or_create_channel
 from processing.channels import normalize
-from switchyard.app import App
-from switchyard.errors import PermanentError
-from web.validation import CheckedRoute
+from switchyard.base.errors import PermanentError
+from switchyard.runtime.app import App
+from web.validation import CROSS_SITE, CheckedRoute
 
 #: What a username must be (the value itself is never repeated back).
 USERNAME_RULE = ("not a Telegram username (4-32 letters, digits and underscores, starting "
@@ -29,12 +30,16 @@ class ChannelRequest(BaseModel):
 
     username: str = Field(min_length=1, max_length=128,
                           description="@username, t.me link or t.me/+invite link",
-                          examples=["@durov", "https://t.me/+AbCdEf123"])
+                          examples=["@durov", "https://t.me/+AbCdEf123"],
+                          json_schema_extra={"pattern": USERNAME_OR_LINK})
 
     @field_validator("username")
     @classmethod
     def _telegram_name(cls, value: str) -> str:
+        """The schema's pattern, answered with the rule in words."""
         try:
+            if not re.search(USERNAME_OR_LINK, value):
+                raise ValueError(USERNAME_RULE)
             normalize(value)
         except PermanentError:
             raise ValueError(USERNAME_RULE) from None
@@ -52,8 +57,7 @@ def router(sy: App) -> APIRouter:
     routes = APIRouter(tags=["channels"], route_class=CheckedRoute)
 
     @routes.post("/api/channels", status_code=202, response_model=ChannelAccepted,
-                 responses={503: {"description": "The database is unavailable or not "
-                                                 "migrated"}})
+                 responses=CROSS_SITE)
     def join_channel(body: ChannelRequest) -> dict[str, Any]:
         """Find or create the channel's SourceChannel and queue its join; answers at once."""
         channel = find_or_create_channel(sy, body.username)

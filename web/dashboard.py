@@ -5,10 +5,16 @@ Pages (server-rendered with Jinja2 from `web/ui/templates`, every value escaped)
 - `/dashboard/`: every queue's numbers (waiting, active, delayed, completed, dead,
   oldest waiting, paused) with pause/resume, and charts of processed, retried,
   rate-limited and dead jobs and the queue wait p50/p95, per minute over the last hour
-  and per hour over the last day; `ui.js` polls `/dashboard/overview.json` and swaps
-  the rows and charts in, no reload.
-- `/dashboard/jobs?id=`: a job by message id: status timeline, runs, error and code,
-  the result where the actor stores results. Never the payload.
+  and per hour over the last day; `ui.js` follows the job event stream (`/api/events`)
+  and, after a job's change (at most twice a second; every 30 s regardless), fetches
+  `/dashboard/overview.json` and swaps the rows and charts in, no reload.
+- `/dashboard/queues`: a queue's jobs by state (`state.history`), a page at a time,
+  filtered by actor; cancel the selected (confirmed).
+- `/dashboard/busy`: what runs now, where (host:pid), with its progress; it follows
+  the event stream as the overview does.
+- `/dashboard/jobs?id=`: a job by message id: status timeline, runs, progress, its
+  cancellation, error and code, the result where the actor stores results. Never the
+  payload.
 - `/dashboard/dead-letters`: per queue, a page at a time from Redis, filtered by actor
   and error class; replay selected, filtered or all, and purge (these two confirmed).
 - `/dashboard/workers`, `/dashboard/schedules`: heartbeats; the clock's slots.
@@ -45,14 +51,18 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from switchyard.app import App
-from switchyard.logs import label
-from switchyard.redaction import scrub, scrub_text
+from state.history import STATES
+from switchyard.base.logs import label
+from switchyard.base.redaction import scrub, scrub_text
+from switchyard.runtime.app import App
 from web.admin import QUEUE, replay, unknown_queue
 from web.ui import csrf, views
 
 ROOT = "/dashboard"
 PAGE = "/dashboard/dead-letters"
+QUEUES = "/dashboard/queues"
+#: Jobs one Queues page form cancels at most (a page's worth).
+MAX_CANCELS = 500
 RAW = "/dashboard/raw"
 UI = Path(__file__).parent / "ui"
 #: The stylesheet and the script, by the name they are served under.
@@ -70,7 +80,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 #: The allow-list, as the paths dramatiq-dashboard matches (its PATH_INFO): its
 #: overview and a queue's job list, in each tab. Not its job page, not its requeue
-#: action (a way in around `switchyard.enqueue`), and no other spelling of these.
+#: action (a way in around `switchyard.runtime.enqueue`), and no other spelling of these.
 OVERVIEW = "/"
 QUEUE_PAGE = re.compile(r"/queues/(?P<queue>[^/]+)(?:/(?:standard|delayed|failed))?")
 #: Its one action allowed: delete a job from a queue (a form with `id` and `queue`).
@@ -117,7 +127,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(UI / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     # Error messages are ours, yet a provider's or a library's text may echo an address:
-    # shown through `scrub_text`, and stored results through `scrub` (switchyard.redaction).
+    # shown through `scrub_text`, and stored results through `scrub` (switchyard.base.redaction).
     env.filters.update(utc=utc, age=age, scrub=lambda text: scrub_text(str(text or "")),
                        scrub_data=scrub)
     return env
@@ -156,11 +166,11 @@ def _page_url(queue: str | None, actor: str, error: str) -> Callable[[int], str]
     return url
 
 
-def _next(form: dict[str, list[str]]) -> str:
+def _next(form: dict[str, list[str]], default: str = PAGE) -> str:
     """Where a form sends the browser back to: a dashboard page, nowhere else."""
     target = (form.get("next") or [""])[0]
     safe = target.startswith(ROOT + "/") and "//" not in target and "\\" not in target
-    return target if safe else PAGE
+    return target if safe else default
 
 
 def _act(sy: App, queue: str, action: str, form: dict[str, list[str]]) -> None:
@@ -173,9 +183,9 @@ def _act(sy: App, queue: str, action: str, form: dict[str, list[str]]) -> None:
     elif action == "purge":
         sy.state.dead_letters.purge(queue)
     elif action == "pause":
-        sy.state.paused.pause(queue)
+        sy.queues.pause(queue)
     elif action == "resume":
-        sy.state.paused.resume(queue)
+        sy.queues.resume(queue)
 
 
 def _filters(form: dict[str, list[str]]) -> dict[str, str]:
@@ -201,6 +211,22 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
         if len(body) > MAX_DASHBOARD_FORM:
             return None
     return parse_qs(body.decode("utf-8", "replace"))
+
+
+async def _checked_form(sy: App, pages: Pages, queue: str, request: Request,
+                        back: str) -> dict[str, list[str]] | HTMLResponse:
+    """A form posted about `queue`: read, once the queue is known, and with its CSRF
+    token checked; else the page that refuses it."""
+    if not re.fullmatch(QUEUE, queue) or not await run_in_threadpool(sy.queues.is_known, queue):
+        return refused((404, _e(unknown_queue(queue))))
+    form = await _form(request)
+    if form is None:
+        return refused((413, "Form too large."))
+    if not csrf.valid(request, (form.get(csrf.FIELD) or [""])[0]):
+        return pages.message(request, 403, "Refused", "This form is out of date or came "
+                             "from elsewhere (its CSRF token does not match): reload the "
+                             "page and try again.", back=_next(form, back))
+    return form
 
 
 def _page_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
@@ -273,16 +299,9 @@ def _dead_letter_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
     async def act(queue: str, action: str, request: Request) -> RedirectResponse | HTMLResponse:
         if action not in ACTIONS:
             return refused((404, "No such action."))
-        if not re.fullmatch(QUEUE, queue) or not await run_in_threadpool(sy.queues.is_known,
-                                                                          queue):
-            return refused((404, _e(unknown_queue(queue))))
-        form = await _form(request)
-        if form is None:
-            return refused((413, "Form too large."))
-        if not csrf.valid(request, (form.get(csrf.FIELD) or [""])[0]):
-            return pages.message(request, 403, "Refused", "This form is out of date or came "
-                                 "from elsewhere (its CSRF token does not match): reload the "
-                                 "page and try again.", back=_next(form))
+        form = await _checked_form(sy, pages, queue, request, PAGE)
+        if isinstance(form, HTMLResponse):
+            return form
         if action in CONFIRMED and (form.get("confirm") or [""])[0] != "yes":
             context = await run_in_threadpool(_confirmation, sy, queue, action, form)
             return pages.render(request, "confirm.html", title="Confirm", page="", **context)
@@ -290,10 +309,58 @@ def _dead_letter_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
         return RedirectResponse(_next(form), status_code=303)
 
 
+def _queue_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
+    @routes.get(QUEUES, response_class=HTMLResponse)
+    def queues(request: Request, queue: str = Query("", max_length=200),
+               state: str = Query("waiting", max_length=20),
+               actor: str = Query("", max_length=200),
+               page: int = Query(1, ge=1, le=100_000)) -> HTMLResponse:
+        if state not in STATES:
+            return refused((400, "No such state."))
+        data = views.queue_jobs(sy, queue or None, state, actor=actor.strip(), page=page)
+
+        def url(number: int) -> str:
+            query = {"queue": data["queue"] or "", "state": state, "actor": data["actor"]}
+            kept = {k: v for k, v in query.items() if v}
+            return f"{QUEUES}?{urlencode({**kept, 'page': number})}"
+
+        return pages.render(request, "queues.html", title="Queues", page="queues", data=data,
+                            page_url=url, here=url(page))
+
+    @routes.get(ROOT + "/busy", response_class=HTMLResponse)
+    def busy(request: Request) -> HTMLResponse:
+        return pages.render(request, "busy.html", title="Busy", page="busy",
+                            rows=views.busy(sy))
+
+    @routes.post(QUEUES + "/{queue}/cancel", response_model=None)
+    async def cancel(queue: str, request: Request) -> RedirectResponse | HTMLResponse:
+        form = await _checked_form(sy, pages, queue, request, QUEUES)
+        if isinstance(form, HTMLResponse):
+            return form
+        back = _next(form, QUEUES)
+        ids = [i for i in form.get("id", []) if views.MESSAGE_ID.fullmatch(i)][:MAX_CANCELS]
+        if not ids:
+            return pages.message(request, 400, "Nothing selected", "Select the jobs to "
+                                 "cancel first.", back=back)
+        if (form.get("confirm") or [""])[0] != "yes":
+            question = (f"Cancel {len(ids)} job(s) of {queue}? A waiting job never runs; "
+                        "a running one is asked to stop.")
+            return pages.render(request, "confirm.html", title="Confirm", page="",
+                                question=question, action=f"{QUEUES}/{queue}/cancel",
+                                back=back, verb="Cancel jobs",
+                                fields=[*(("id", i) for i in ids), ("next", back)])
+        for message_id in ids:
+            await run_in_threadpool(sy.state.cancels.cancel, message_id,
+                                    by=f"dashboard:{sy.settings.web_username or 'operator'}",
+                                    reason="cancelled from the dashboard")
+        return RedirectResponse(back, status_code=303)
+
+
 def router(sy: App) -> APIRouter:
     routes = APIRouter(include_in_schema=False)
     pages = Pages(sy)
     _page_routes(routes, sy, pages)
+    _queue_routes(routes, sy, pages)
     _job_routes(routes, sy, pages)
     _dead_letter_routes(routes, sy, pages)
     return routes

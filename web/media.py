@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from integrations.storage import MEDIA_PATH, InvalidKey, ObjectNotFound
 from store.models import Message
-from switchyard.app import App
+from switchyard.runtime.app import App
 from web.validation import CheckedRoute
 
 

@@ -1,22 +1,30 @@
-"""422 answers that name each field and its problem, never the value sent.
+"""Bad requests: 422 answers that name each field and its problem, never the value sent;
+a body over MAX_REQUEST_BYTES is a 413 naming the limit, unread.
 
 FastAPI's default 422 echoes each bad value (`input`, and `ctx` for some errors), and
 values are emails, phone numbers and tokens. It also cannot encode a lone surrogate
 (`"\\ud800"` is valid JSON, not valid Unicode): its echo was a 500, and a surrogate
 that passed validation broke the broker's or Redis's encoding further on. Routes built
-with `CheckedRoute` refuse such bodies first, naming the field.
+with `CheckedRoute` refuse such bodies first, naming the field, and so a JSON body that
+is not UTF-8 or is nested too deeply (`parse_json`, what the CLI and the bridges parse
+with): FastAPI's own answer to those is a vague 400. `ANY`, `GUARDED` and `CROSS_SITE`
+are the statuses every route can answer, for the OpenAPI document (`responses=`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from switchyard.base.decoding import BadJson, parse_json
 
 #: Shown instead of a message that quotes the value it complains about.
 NOT_VALID = "Value is not valid"
@@ -75,14 +83,26 @@ def _strings(value: Any) -> Iterator[tuple[Location, str]]:
             stack.extend(((*where, i), child) for i, child in enumerate(item))
 
 
-def surrogate_errors(body: bytes) -> list[dict[str, Any]]:
-    """A validation error for each string of a JSON body that is not valid Unicode."""
-    if not body:
+def is_json(content_type: str | None) -> bool:
+    """Whether FastAPI parses a body of this type as JSON (`application/json`, `+json`)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json"))
+
+
+def body_errors(body: bytes, content_type: str | None = "application/json"
+                ) -> list[dict[str, Any]]:
+    """Why a JSON body cannot be read (not UTF-8, nested too deeply), or a validation
+    error for each of its strings that is not valid Unicode; none for a body that is
+    not JSON at all (FastAPI's own parsing names the place)."""
+    if not body or not is_json(content_type):
         return []
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return []  # not JSON: FastAPI's own parsing says so
+        value = parse_json(body)
+    except BadJson as error:
+        if str(error).startswith("not valid JSON"):
+            return []
+        return [{"type": "json_invalid", "loc": ("body",), "msg": f"The body is {error}"}]
     found = sorted({where for where, text in _strings(value) if _is_broken(text)}, key=str)
     return [{"type": "string_unicode", "loc": ("body", *where), "msg": LONE_SURROGATE}
             for where in found]
@@ -100,16 +120,77 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class CheckedRoute(APIRoute):
-    """A route that refuses a JSON body holding a lone surrogate, before FastAPI
-    validates it (FastAPI's documented way to wrap a route's request handling)."""
+    """A route that refuses a JSON body it cannot read (`body_errors`) with a 422, before
+    FastAPI validates it (FastAPI's documented way to wrap a route's request handling)."""
 
     def get_route_handler(self) -> Handler:
         handle = super().get_route_handler()
 
         async def checked(request: Request) -> Response:
-            errors = surrogate_errors(await request.body())
+            errors = body_errors(await request.body(), request.headers.get("content-type"))
             if errors:
                 raise RequestValidationError(errors)
             return await handle(request)
 
         return checked
+
+
+def too_large(limit: int) -> str:
+    """The 413's reason: the setting and its value (the body's own size may be unknown)."""
+    return f"the request body is over MAX_REQUEST_BYTES ({limit} bytes)"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is a 413 naming the limit. A
+    declared length over it is answered unread; a longer body than declared (chunked)
+    stops being read at the limit, and whoever reads it gets the same 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse({"detail": too_large(self.limit)}, status_code=413)
+            await response(scope, receive, send)
+            return
+        read = 0
+
+        async def counted() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > self.limit:  # FastAPI passes an HTTPException on to its handler
+                raise HTTPException(413, too_large(self.limit))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class Detail(BaseModel):
+    """An answer that is one sentence."""
+
+    detail: str
+
+
+def _answer(description: str, model: type[BaseModel] = Detail) -> dict[str, Any]:
+    return {"description": description, "model": model}
+
+
+#: What any route can answer (`/health` too), documented with `responses=`.
+ANY: dict[int | str, dict[str, Any]] = {
+    413: _answer("The request body is over MAX_REQUEST_BYTES"),
+}
+#: What every route behind credentials can answer besides.
+GUARDED: dict[int | str, dict[str, Any]] = {
+    **ANY, 401: _answer("No credentials, or wrong ones"),
+    503: _answer("The state store, the broker or the database is unavailable"),
+}
+#: What an unsafe method (POST, DELETE) can answer besides.
+CROSS_SITE: dict[int | str, dict[str, Any]] = {
+    403: _answer("Sent from a page of another origin"),
+}

@@ -14,7 +14,7 @@ from processing.discord.commands import verify
 from processing.discord.services import Event, Services
 from state.discord import DONE
 from store import discord as guilds
-from switchyard.errors import PermanentError, RetryableError
+from switchyard.base.errors import PermanentError, RetryableError
 
 #: Sessions a member's departure ends.
 SESSION_KINDS = (verify.SESSION,)

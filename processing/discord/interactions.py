@@ -17,7 +17,7 @@ from typing import Any
 from processing.discord import commands
 from processing.discord.commands.base import Command
 from processing.discord.services import TOKEN_LIFETIME_MS, Interaction, Reply, Services
-from switchyard.errors import JobError, PermanentError
+from switchyard.base.errors import JobError, PermanentError
 
 #: Discord's epoch: snowflakes count milliseconds from 2015-01-01T00:00:00Z.
 DISCORD_EPOCH_MS = 1_420_070_400_000

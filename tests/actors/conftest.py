@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from store.db import Database
-from switchyard import app as runtime
-from switchyard import settings
+from switchyard import boot as runtime
+from switchyard.base import settings
 from tests.fakes.discord import DiscordFake
 from tests.fakes.fcm import FcmFake
 from tests.fakes.resend import ResendFake
@@ -40,6 +40,7 @@ QUEUES = {
     "send_otp": "email", "send_welcome_email": "email", "send_verification_link": "email",
     "send_push": "notification", "send_email_notification": "notification",
     "send_sms": "notification", "send_batch_notifications": "notification",
+    "send_batch_push": "notification", "record_batch_notifications": "notification",
     "discord_interaction": "discord-interactions", "discord_guild_event": "discord-events",
 }
 
@@ -62,6 +63,15 @@ class World:
         self.sy.broker.declare_queue(queue)
         return self.sy.broker.enqueue(dramatiq.Message(
             queue_name=queue, actor_name=actor, args=(), kwargs=payload, options=options))
+
+    def batch_members(self, batch_id: str) -> list[str]:
+        """The message ids of a batch's members (as `send_batch` makes them)."""
+        import uuid
+
+        from switchyard.runtime.batches import BATCH_NAMESPACE
+
+        total = self.sy.state.batches.get(batch_id)["total"]  # type: ignore[index]
+        return [str(uuid.uuid5(BATCH_NAMESPACE, f"{batch_id}:{n}")) for n in range(total)]
 
     def job(self, message_id: str) -> dict[str, Any] | None:
         self.sy.state.buffer.flush()
@@ -125,9 +135,13 @@ def world(request: pytest.FixtureRequest, redis_url: str,
         "DISCORD_COOLDOWN_MS": "5000",
     }
     workers = WorkerProcesses(env, module="tests.support.product_worker")
-    workers.start()
-    sy = runtime.build(settings.load(_env_file=None, **{k.lower(): v for k, v in env.items()
-                                                        if k != "TEST_TELETHON"}))
+    try:
+        workers.start()
+        sy = runtime.build(settings.load(_env_file=None, **{
+            k.lower(): v for k, v in env.items() if k != "TEST_TELETHON"}))
+    except BaseException:
+        workers.stop_all()
+        raise
     state = redis.Redis.from_url(redis_url)
     yield World(sy, Database(database_url), telegram, TelethonScript(state, prefix), resend,
                 twilio, fcm, var_dir, discord)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import datetime
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
+import dramatiq
+import pytest
+
+from actors import bot
 from store import subscriptions
-from store.models import Listing, User
-from tests.actors.conftest import World, unique
+from store.db import Database
+from store.models import Listing, Subscription, User
+from switchyard import boot as runtime
+from switchyard.runtime.jobs import Job, jobs_of
+from tests.actors.conftest import BOT_TOKEN, World, unique
 from tests.fakes.base import html_error
 from tests.fakes.telegram import TelegramFake
+from tests.support.waiting import wait_for
 
 
-def new_channel(world: World, *, can_invite_users: bool = True,
+def new_channel(world: World | Ops, *, can_invite_users: bool = True,
                 can_restrict_members: bool = True) -> int:
     chat_id = -1_000_000_000_000 - int(time.time_ns() % 10**9)
     world.telegram.add_chat(chat_id, f"Paid {chat_id}", can_invite_users=can_invite_users,
@@ -19,7 +31,7 @@ def new_channel(world: World, *, can_invite_users: bool = True,
     return chat_id
 
 
-def new_user(world: World, *, started: bool = True) -> tuple[str, int]:
+def new_user(world: World | Ops, *, started: bool = True) -> tuple[str, int]:
     """A user of ours with a linked Telegram account; (our id, Telegram id)."""
     user_id, telegram_id = unique("u"), int(time.time_ns() % 10**9) + 10_000
     world.telegram.add_user(telegram_id, "Ann", started=started)
@@ -33,7 +45,7 @@ def invite(user_id: str, chat_id: int, subscription_id: str) -> dict[str, object
             "subscriptionId": subscription_id, "orderId": unique("order")}
 
 
-def calls(world: World, method: str, chat_id: int) -> list[dict[str, object]]:
+def calls(world: World | Ops, method: str, chat_id: int) -> list[dict[str, object]]:
     """The Bot API calls of `method` the fake received about `chat_id`, in order."""
     return [r.json() for r in world.telegram.requests
             if r.path.lower().endswith("/" + method.lower()) and r.json().get("chat_id") == chat_id]
@@ -191,3 +203,182 @@ def test_verify_where_the_bot_is_not_a_member_is_a_no_not_a_failure(world):
     result, listing = verify(world, chat_id)
     assert result["verified"] is False and listing.bot_verified is False
     assert "chat not found" in str(result["error"])
+
+
+# An invite checks, when it runs, that the subscription still entitles the user (issue
+# 26): on both brokers, through a retry and through a delay.
+
+@dataclass
+class Ops:
+    """The bot's jobs on an in-process worker, on the parametrised broker and database."""
+
+    sy: runtime.App
+    db: Database
+    telegram: TelegramFake
+    queue: str
+
+    def send(self, actor: str, payload: dict[str, Any], *, delay: int | None = None,
+             **options: Any) -> dramatiq.Message[Any]:
+        return self.sy.broker.enqueue(dramatiq.Message(
+            queue_name=self.queue, actor_name=actor, args=(), kwargs=payload, options=options),
+            delay=delay)
+
+    def job(self, message_id: str) -> dict[str, Any] | None:
+        self.sy.state.buffer.flush()
+        return self.sy.state.history.get(message_id)
+
+    def finished(self, message_id: str, timeout: float = 30) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            job = self.job(message_id)
+            return job if job and job["status"] in ("done", "skipped", "failed") else None
+        return wait_for(final, timeout=timeout, what=f"job {message_id} to finish")
+
+    def subscription(self, subscription_id: str) -> Subscription:
+        with self.db.session() as session:
+            sub = subscriptions.subscription(session, subscription_id)
+            assert sub is not None
+            session.expunge(sub)
+            return sub
+
+
+@pytest.fixture
+def ops(build_switchyard: Any, start_worker: Any, database_url: str,
+        queue: str) -> Iterator[Ops]:
+    telegram = TelegramFake(BOT_TOKEN)
+    sy = build_switchyard(database_url=database_url, telegram_backend="api",
+                          telegram_bot_token=BOT_TOKEN, telegram_api_url=telegram.url)
+    # The family's jobs and options, on a queue of the test's own: RabbitMQ's queue names
+    # are shared by every test run on it.
+    sy.declare([Job(j.fn, j.model, j.name, queue, j.options) for j in jobs_of(bot)])
+    start_worker(sy)
+    yield Ops(sy, Database(database_url), telegram, queue)
+    telegram.stop()
+
+
+def removal(user_id: str, chat_id: int, subscription_id: str, reason: str) -> dict[str, Any]:
+    return {"operation": "REMOVE_USER", "userId": user_id, "channelId": chat_id,
+            "subscriptionId": subscription_id, "reason": reason}
+
+
+def messages_to(ops: Ops, telegram_id: int) -> list[dict[str, Any]]:
+    return [m for m in ops.telegram.messages if m["chat"]["id"] == telegram_id]
+
+
+def test_an_invite_retried_after_a_refund_makes_no_link(ops):
+    # given an invite whose first attempt fails with a retryable 502
+    chat_id, (user_id, telegram_id) = new_channel(ops), new_user(ops)
+    subscription_id = unique("sub")
+    ops.telegram.script(html_error(502), path="createChatInviteLink", times=1)
+    invited = ops.send("invite_user", invite(user_id, chat_id, subscription_id))
+    wait_for(lambda: (ops.job(invited.message_id) or {}).get("status") == "retrying",
+             what="the invite's retry")
+    # when the refund is approved while it waits: the service approving it marks the
+    # subscription refunded (seed 001's DisputeService) and sends the removal, which
+    # runs after the invite (one subscription's operations run in the order sent)
+    with ops.db.session() as session:
+        sub = subscriptions.subscription(session, subscription_id)
+        assert sub is not None
+        sub.status = subscriptions.REFUNDED
+    removed = ops.send("remove_user", removal(user_id, chat_id, subscription_id, "refund"))
+    # then the retry makes no link and sends nothing, and says why
+    job = ops.finished(invited.message_id)
+    assert job["status"] == "done" and job["retries"] == 1, job
+    assert job["result"]["skipped"] == "subscription refunded"
+    assert len(calls(ops, "createChatInviteLink", chat_id)) == 1  # the failed attempt
+    assert [x for x in ops.telegram.invite_links if x["chat_id"] == chat_id] == []
+    assert messages_to(ops, telegram_id) == []
+    # and the subscription stays refunded, with no link on it
+    assert ops.finished(removed.message_id)["status"] == "done"
+    sub = ops.subscription(subscription_id)
+    assert (sub.status, sub.invite_link) == ("refunded", None)
+
+
+def test_an_invite_sent_with_a_delay_before_a_refund_makes_no_link(ops):
+    # given an invite sent with a delay, and a refund sent after it that comes due first
+    chat_id, (user_id, telegram_id) = new_channel(ops), new_user(ops)
+    subscription_id = unique("sub")
+    invited = ops.send("invite_user", invite(user_id, chat_id, subscription_id), delay=1_500)
+    removed = ops.send("remove_user", removal(user_id, chat_id, subscription_id, "refund"))
+    assert ops.finished(removed.message_id)["status"] == "done"
+    # when the invite comes due, after the refund
+    job = ops.finished(invited.message_id)
+    # then it was sent before the refund: no link, no message, still refunded
+    assert job["status"] == "done", job
+    assert job["result"] == {"subscriptionId": subscription_id,
+                             "skipped": "subscription refunded", "inviteCreated": False,
+                             "notified": False}
+    assert calls(ops, "createChatInviteLink", chat_id) == []
+    assert messages_to(ops, telegram_id) == []
+    assert ops.subscription(subscription_id).status == "refunded"
+
+
+def test_a_new_order_after_an_expiry_is_invited(ops):
+    # given a subscriber invited for an order that then expired
+    chat_id, (user_id, telegram_id) = new_channel(ops), new_user(ops)
+    subscription_id = unique("sub")
+    first = invite(user_id, chat_id, subscription_id)
+    assert ops.finished(ops.send("invite_user", first).message_id)["status"] == "done"
+    expired = ops.send("remove_user", removal(user_id, chat_id, subscription_id, "expiry"))
+    assert ops.finished(expired.message_id)["status"] == "done"
+    assert ops.subscription(subscription_id).status == "expired"
+    # when the subscriber renews: a new order on the same subscription
+    renewal = {**first, "orderId": unique("order")}
+    job = ops.finished(ops.send("invite_user", renewal).message_id)
+    # then they get a new link (the first may be used up), and the subscription is active
+    assert job["status"] == "done" and job["result"]["inviteCreated"] is True, job
+    links = [x["invite_link"] for x in ops.telegram.invite_links if x["chat_id"] == chat_id]
+    assert len(links) == 2 and links[1] in messages_to(ops, telegram_id)[-1]["text"]
+    sub = ops.subscription(subscription_id)
+    assert (sub.status, sub.order_id, sub.invite_link) == (
+        "active", renewal["orderId"], links[1])
+
+
+def at(minutes: int) -> datetime.datetime:
+    return datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
+        minutes=minutes)
+
+
+@pytest.mark.parametrize(("status", "closed_order", "order", "sent", "entitled"), [
+    ("active", "A", "A", 0, True),
+    ("refunded", "A", "B", 20, False),      # a refund is final, whatever order comes
+    ("expired", "A", "A", 20, False),       # the order that expired, sent again
+    ("expired", "A", "B", 5, True),         # a renewal, even one sent before the removal ran
+    ("expired", None, None, 5, False),      # no orders to tell: sent before the removal
+    ("expired", None, None, 20, True),      # ... or after it
+    ("expired", "A", None, 20, True),
+    ("cancelled", None, None, 20, False),   # a state this service does not know of
+])
+def test_what_entitles_an_invite(status, closed_order, order, sent, entitled):
+    sub = Subscription(id="s", user_id="u", channel_id=-1, status=status,
+                       order_id=closed_order, removed_at=at(10))
+    why = subscriptions.not_entitled(sub, order_id=order, sent_at=at(sent))
+    assert (why is None) == entitled and (entitled or why == f"subscription {status}")
+
+
+def refunded_subscription(session: Any, subscription_id: str) -> Subscription:
+    session.add(User(id=f"u-{subscription_id}"))
+    session.flush()
+    sub = subscriptions.ensure_subscription(session, subscription_id,
+                                            user_id=f"u-{subscription_id}", channel_id=-1,
+                                            order_id="A")
+    sub.status, sub.removal_reason, sub.removed_at = "refunded", "refund", at(0)
+    return sub
+
+
+def test_recording_an_invite_never_turns_a_refund_active(database_url):
+    database = Database(database_url)
+    with database.session() as session:
+        sub = refunded_subscription(session, "s-invite")
+        subscriptions.record_invite(sub, link="https://t.me/+x", expires_at=at(60),
+                                    order_id="A")
+        assert sub.status == "refunded"
+    database.dispose()
+
+
+def test_a_removal_after_a_refund_leaves_it_a_refund(database_url):
+    database = Database(database_url)
+    with database.session() as session:
+        sub = refunded_subscription(session, "s-removal")
+        subscriptions.record_removal(sub, "expiry", sent_at=at(5))
+        assert (sub.status, sub.removal_reason, sub.removed_at) == ("refunded", "refund", at(0))
+    database.dispose()

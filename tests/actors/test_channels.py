@@ -13,7 +13,7 @@ from actors.channels import find_or_create_channel
 from processing import channels as processing
 from store import channels as store
 from store.models import SourceChannel
-from switchyard.errors import PermanentError
+from switchyard.base.errors import PermanentError
 from tests.actors.conftest import World, unique
 
 

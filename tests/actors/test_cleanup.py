@@ -77,8 +77,8 @@ def test_a_body_of_another_type_is_refused(world):
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_bridge_routes_each_cleanup_routing_key_to_its_job(kind):
     from actors import cleanup
-    from switchyard.ingress import by_type
-    from switchyard.jobs import jobs_of
+    from switchyard.ingress.routes import by_type
+    from switchyard.runtime.jobs import jobs_of
 
     found = by_type(jobs_of(cleanup), "cleanup", kind)
     assert found is not None and (found.name, found.queue_name) == (f"cleanup_{kind}",

@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from store import discord as guilds
 from tests.actors.conftest import DISCORD_APPLICATION, World
 from tests.fakes.base import html_error
@@ -202,6 +204,7 @@ def test_an_invalid_payload_is_dead_lettered_with_the_field(world: World) -> Non
     assert job["status"] == "failed" and "eventType" in job["error"]["message"]
 
 
+@pytest.mark.e2e  # a product worker process driven by CLI processes
 def test_switchyard_send_runs_each_job_type_against_the_outbox(
     test_env: dict[str, str], tmp_path: Any,
 ) -> None:

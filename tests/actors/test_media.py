@@ -25,8 +25,8 @@ from integrations.providers import build_storage
 from integrations.storage import Storage
 from store.db import Database
 from store.models import MediaObject, Message
-from switchyard import app as runtime
-from switchyard import settings
+from switchyard import boot as runtime
+from switchyard.base import settings
 from tests.actors.conftest import unique
 from tests.support import media_files
 from tests.support.processes import WorkerProcesses
@@ -87,8 +87,12 @@ def media_world(request: pytest.FixtureRequest, redis_url: str,
            "MEDIA_MAX_DURATION_MS": str(MAX_DURATION_MS),
            **_storage_env(request, var_dir)}
     workers = WorkerProcesses(env, module="tests.support.product_worker")
-    workers.start(THREADS="4")
-    sy = runtime.build(settings.load(_env_file=None, **{k.lower(): v for k, v in env.items()}))
+    try:
+        workers.start(THREADS="4")
+        sy = runtime.build(settings.load(_env_file=None, **{k.lower(): v for k, v in env.items()}))
+    except BaseException:
+        workers.stop_all()
+        raise
     yield MediaWorld(sy, Database(env["DATABASE_URL"]), build_storage(sy.settings),
                      var_dir)
     workers.stop_all()
@@ -197,6 +201,37 @@ def hostile_cases(tmp_path: Path) -> list[tuple[str, bytes, str, str]]:
         ("video", b"\x00garbage" * 100, "clip.mp4", "not a readable audio or video file"),
         ("audio", long_audio.read_bytes(), "voice.ogg", f"longer than {MAX_DURATION_MS} ms"),
     ]
+
+
+def test_a_media_job_says_its_progress_and_stops_between_steps_when_cancelled(
+        media_world, tmp_path):
+    # given a video that takes a while to transcode, processing
+    source = media_files.video(tmp_path / "long.avi", h264=False, seconds=4.5,
+                               size="1280x720")
+    payload = media_world.upload("video", source.read_bytes(), "long.avi")
+    message = media_world.send("process_video", payload)
+    history = media_world.sy.state.history
+
+    def step() -> str | None:
+        return (history.get(message.message_id) or {}).get("progress_note")
+
+    wait_for(lambda: step() == "transform", timeout=30, what="the transform step")
+
+    # when it is cancelled while it transcodes
+    answer, status = media_world.sy.state.cancels.cancel(message.message_id, by="ops:ann",
+                                                         reason="sent by mistake")
+
+    # then it stops before its upload: cancelled, at the transform's progress, nothing
+    # uploaded, and the message's media recorded as failed, cancelled
+    assert (answer, status) == ("stopping", "running")
+    job = wait_for(lambda: (history.get(message.message_id) or {}).get("status") in (
+        "cancelled", "done", "failed") and history.get(message.message_id), timeout=60,
+        what="the job to end")
+    assert job["status"] == "cancelled" and job["progress"] == 0.2, job
+    assert "upload" in job["error"]["message"]
+    assert not list(media_world.storage.list(prefix=f"media/{payload['messageId']}"))
+    record = media_world.message(payload["messageId"])
+    assert record.media_status == "failed" and "cancelled" in (record.media_error or "")
 
 
 def test_hostile_files_are_dead_letters_with_reasons_and_the_worker_goes_on(media_world,

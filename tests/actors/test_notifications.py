@@ -151,9 +151,13 @@ def test_a_batch_counts_permanent_failures_and_marks_dead_tokens(world):
         "userIds": [ann, bob, nobody], "title": "Group Message",
         "body": "New message in Tech Team", "data": {"groupId": "group-123"}})
     job = world.finished(message.message_id)
-    # then two were sent, two failed (a dead token, no device), and the dead one is marked
     assert job["status"] == "done", job
-    assert (job["result"]["successCount"], job["result"]["failureCount"]) == (2, 2)
+    assert (job["result"]["deviceCount"], job["result"]["withoutDevice"]) == (3, 1)
+    # then its callback records two sent, two failed (a dead token, no device), once
+    callback = world.finished(job["result"]["callbackId"])
+    assert callback["status"] == "done", callback
+    assert (callback["result"]["successCount"], callback["result"]["failureCount"]) == (2, 2)
+    assert callback["result"]["parentId"] == message.message_id
     assert pushed_to(world, live) == 1 and pushed_to(world, other) == 1
     rows = deliveries(world, batch_id=f"send_batch_notifications:{message.message_id}")
     assert sorted(r.status for r in rows) == ["failed", "sent", "sent", "skipped"]
@@ -169,7 +173,11 @@ def test_a_batch_that_hits_a_transient_error_resends_only_what_is_unsent(world):
     world.fcm.script(html_error(503, "Service Unavailable"), path=":send")
     # when the batch runs
     job = world.run("send_batch_notifications", {"userIds": users, "title": "t", "body": "b"})
-    # then it retried, every device got exactly one push, and the counts are right
-    assert job["status"] == "done" and job["retries"] == 1, job
+    callback = world.finished(job["result"]["callbackId"])
+    # then the one device's push retried alone, every device got exactly one push, and
+    # the counts are right
+    assert job["status"] == "done" and job["retries"] == 0, job
     assert [pushed_to(world, token) for token in tokens] == [1, 1, 1]
-    assert (job["result"]["successCount"], job["result"]["failureCount"]) == (3, 0)
+    assert (callback["result"]["successCount"], callback["result"]["failureCount"]) == (3, 0)
+    members = [world.job(i) for i in world.batch_members(job["result"]["batchId"])]
+    assert sorted(m["retries"] for m in members) == [0, 0, 1]

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from switchyard import compat
-from switchyard.rabbitmq_queues import QuorumQueues, dead_letter_arguments, queue_arguments
-from switchyard.redis_broker import NotReplicated
-from switchyard.settings import SettingsError, load
-from switchyard.undeliverable import RabbitmqJobBroker
+from switchyard.base.settings import SettingsError, load
+from switchyard.brokers.rabbitmq_broker import RabbitmqJobBroker
+from switchyard.brokers.rabbitmq_queues import dead_letter_arguments, queue_arguments
+from switchyard.brokers.redis_broker import NotReplicated
 from tests.support.jobs import send
 
 
@@ -52,14 +50,6 @@ def test_the_sentinel_list_is_read_as_host_port_pairs() -> None:
     settings = load(_env_file=None, switchyard_env="test", redis_url="redis://x/0",
                     redis_sentinels=" 10.0.0.1:26379, sentinel-b:26380")
     assert settings.sentinel_addresses == [("10.0.0.1", 26379), ("sentinel-b", 26380)]
-
-
-def test_dramatiqs_queue_hooks_still_exist() -> None:
-    for name in compat.RABBITMQ_QUEUE_HOOKS:
-        assert callable(getattr(RabbitmqBroker, name, None)), (
-            f"Dramatiq changed RabbitmqBroker.{name}: update switchyard/compat.py and "
-            "switchyard/rabbitmq_queues.py")
-        assert name in vars(QuorumQueues)
 
 
 def test_classic_queues_keep_their_plain_declarations() -> None:

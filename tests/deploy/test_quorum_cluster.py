@@ -17,8 +17,9 @@ import pika
 import pytest
 import redis
 
-from switchyard import app as runtime
-from switchyard import bridge, ingress_dead
+from switchyard import boot as runtime
+from switchyard.ingress import bridge
+from switchyard.ingress import dead_copies as ingress_dead
 from tests.support.cluster import Producer, RabbitCluster, ledger_runs
 from tests.support.jobs import send
 from tests.support.processes import WorkerProcesses
@@ -95,7 +96,7 @@ def test_a_node_lost_mid_stream_loses_nothing_and_runs_nothing_twice(
 ) -> None:
     # given a worker and a producer on quorum queues, connected to node 0 first
     quorum = {"BROKER_URL": cluster.broker_url, "RABBITMQ_QUEUE_TYPE": "quorum",
-              "IDEMPOTENCY_LEASE_MS": "1000", "CONCURRENCY_LEASE_MS": "1000"}
+              "IDEMPOTENCY_LEASE_MS": "1000"}
     workers = WorkerProcesses({**test_env, **quorum, "TEST_QUEUE": queue,
                                "LEDGER_URL": redis_url, "LEDGER_PREFIX": prefix},
                               module="tests.support.cluster")

@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 
 import actors
 from schedules import Schedule
-from switchyard import app as runtime
-from switchyard import bridge
+from switchyard import boot as runtime
+from switchyard.base.redis_client import TLS_HINT
 from switchyard.clock import Clock
-from switchyard.redis_client import TLS_HINT
+from switchyard.ingress import bridge
 from tests.support.cluster import RedisServer, self_signed_certificate
 from tests.support.jobs import finished, status
 from tests.support.processes import ROOT, WorkerProcesses
@@ -73,7 +73,7 @@ def build_on_tls(make_settings: Callable[..., Any],
 
     def build(**overrides: Any) -> runtime.App:
         settings = make_settings(redis_url=tls_redis.url, **{**WEB, **overrides})
-        sy = runtime.build(settings, actors.FAMILIES)
+        sy = runtime.build(settings, actors.families())
         built.append(sy)
         return sy
 

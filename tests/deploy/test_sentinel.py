@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from switchyard import app as runtime
+from switchyard import boot as runtime
 from tests.support.cluster import Producer, SentinelGroup, ledger_runs
 from tests.support.processes import WorkerProcesses
 from tests.support.waiting import wait_for
@@ -59,8 +59,7 @@ def test_workers_and_producers_follow_a_failover_without_restart(
         "REDIS_URL": sentinels.primary.url, "REDIS_SENTINELS": sentinels.addresses,
         "REDIS_SENTINEL_SERVICE": sentinels.service, "REDIS_ENQUEUE_REPLICAS": str(replicas),
         "REDIS_ENQUEUE_WAIT_MS": "500", "REDIS_HEARTBEAT_TIMEOUT_MS": "2000",
-        "REDIS_MAINTENANCE_INTERVAL_MS": "500", "IDEMPOTENCY_LEASE_MS": "1000",
-        "CONCURRENCY_LEASE_MS": "1000"}
+        "REDIS_MAINTENANCE_INTERVAL_MS": "500", "IDEMPOTENCY_LEASE_MS": "1000"}
     workers = WorkerProcesses({**test_env, **sentinel_settings, "TEST_QUEUE": queue,
                                "LEDGER_URL": redis_url, "LEDGER_PREFIX": prefix},
                               module="tests.support.cluster")

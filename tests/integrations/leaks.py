@@ -1,6 +1,6 @@
 """Values a provider must not get to repeat onto a job error, and the check that none did.
 
-Each is a shape that pattern scrubbing (`switchyard.redaction`) misses: a short bot
+Each is a shape that pattern scrubbing (`switchyard.base.redaction`) misses: a short bot
 token, a 6-digit one-time code, a phone number written without `+`, an email address
 without a top-level domain. The check reads an error the way the jobs API, the dead
 letters, the dashboard and the logs do: its message, code, `str()`, summary and traceback.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import traceback
 
-from switchyard.errors import JobError
+from switchyard.base.errors import JobError
 
 TOKEN = "1234:ABCdefGHIjklMNOpqrSTU"
 OTP = "481516"

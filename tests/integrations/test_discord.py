@@ -11,14 +11,21 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
 
 from integrations.discord import USER_AGENT, Discord
 from integrations.http import HttpConfig
-from switchyard import settings
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.base import settings
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.discord import DiscordFake
 from tests.integrations.leaks import PAYLOAD, leaked
@@ -659,3 +666,43 @@ def test_from_settings_builds_a_working_client(fake: DiscordFake) -> None:
     # then it reached the fake with the bot token and took the budget
     assert member["user"]["id"] == USER
     assert discord.limits.budget == 7
+
+
+# Buckets shared by every process through the state store ----------------------------
+
+
+def test_a_bucket_one_process_spent_holds_another_processes_calls(
+        connect: Callable[..., Discord], fake: DiscordFake, state: Any, prefix: str) -> None:
+    from integrations.discord import SharedBuckets
+
+    # given two processes' clients sharing their buckets through Redis
+    first = connect(shared=SharedBuckets(state, prefix=prefix))
+    second = connect(shared=SharedBuckets(state, prefix=prefix))
+    fake.bucket_limit = 2
+    first.send_message(CHANNEL, "one")
+    first.send_message(CHANNEL, "two")
+    # when the other process posts to the same channel before the reset
+    with pytest.raises(RateLimited) as caught:
+        second.send_message(CHANNEL, "three")
+    # then Discord never saw it, the wait is the bucket's reset, another channel goes
+    assert fake.count("/messages") == 2
+    assert caught.value.code == "bucket_exhausted"
+    assert 0.5 < caught.value.retry_after <= 1.0
+    assert second.send_message(OTHER_CHANNEL, "elsewhere")["channel_id"] == OTHER_CHANNEL
+
+
+def test_a_global_429_seen_by_one_process_holds_every_processes_bot_calls(
+        connect: Callable[..., Discord], fake: DiscordFake, state: Any, prefix: str) -> None:
+    from integrations.discord import SharedBuckets
+
+    first = connect(shared=SharedBuckets(state, prefix=prefix))
+    second = connect(shared=SharedBuckets(state, prefix=prefix))
+    fake.script(DiscordFake.rate_limited(3.0, scope="global"), path="/messages")
+    with pytest.raises(RateLimited):
+        first.send_message(CHANNEL, "one")
+    with pytest.raises(RateLimited) as caught:
+        second.get_member(GUILD, USER)
+    assert caught.value.code == "global_rate_limit" and caught.value.retry_after > 2.0
+    assert fake.count("/members/") == 0
+    # and the state it keeps expires with the windows
+    assert all(state.pttl(key) > 0 for key in state.scan_iter(f"{prefix}:discord:*"))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +15,21 @@ from integrations.fcm import (
     DeadToken,
     Fcm,
     GoogleTokenProvider,
-    SendRate,
     classify_error,
 )
 from integrations.http import Http, HttpConfig
 from integrations.messages import Push
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
-from switchyard.settings import Settings
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from switchyard.base.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.fcm import FcmFake
 from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, PHONE, leaked
-from tests.support.waiting import wait_for
 
 QUICK = HttpConfig(connect_timeout_ms=500, timeout_ms=300)
 DEVICE = "dGVzdC1kZXZpY2UtdG9rZW46QVBBOTFiSGZha2VfZGV2aWNlX3Rva2Vu"
@@ -67,10 +69,9 @@ def connect(fake: FcmFake) -> Iterator[Callable[..., Fcm]]:
     """Build clients for the fake (a valid static token unless told); closed afterwards."""
     built: list[Fcm] = []
 
-    def build(tokens: Any = None, *, base_url: str | None = None,
-              send_rate: SendRate | None = None) -> Fcm:
+    def build(tokens: Any = None, *, base_url: str | None = None) -> Fcm:
         client = Fcm(fake.project_id, tokens or StaticTokens(fake.issue_token()),
-                     base_url=base_url or fake.url, config=QUICK, send_rate=send_rate)
+                     base_url=base_url or fake.url, config=QUICK)
         built.append(client)
         return client
 
@@ -252,71 +253,6 @@ def test_a_payload_over_the_limit_is_refused_before_anything_is_sent(
     assert fake.count() == 0
 
 
-def test_the_send_rate_is_shared_by_every_client(
-    fake: FcmFake, connect: Callable[..., Fcm], state: redis.Redis, prefix: str,
-) -> None:
-    # given two clients, each with its own SendRate on the same Redis, 3 sends per second
-    limit = 3
-    clients = [connect(send_rate=SendRate(state, key_prefix=prefix, limit=limit,
-                                          max_wait_ms=5_000)) for _ in range(2)]
-
-    def send_four(client: Fcm) -> None:
-        for _ in range(4):
-            client.send(push())
-
-    # when both send 4 pushes at the same time, starting early in a second
-    started = start_of_a_second()
-    with ThreadPoolExecutor(2) as pool:
-        for run in [pool.submit(send_four, client) for client in clients]:
-            run.result()
-    # then all 8 arrived, the last no sooner than the third second: 3 per second between
-    # them (a busy machine can only make a send later, never sooner)
-    assert len(fake.sent) == 8
-    assert max(d.at for d in fake.sent) >= started + 2
-
-
-def start_of_a_second() -> int:
-    """Wait for the clock's next second to begin (give or take 0.2 s); that second."""
-    wait_for(lambda: time.time() % 1.0 < 0.2, timeout=2, what="the start of a second")
-    return int(time.time())
-
-
-def test_fcm_rate_limit_sets_the_budget_of_clients_built_from_settings(
-    fake: FcmFake, make_settings: Callable[..., Settings], state: redis.Redis, tmp_path: Path,
-) -> None:
-    # given FCM_RATE_LIMIT=2, and two clients built from those settings (two processes)
-    path = fake.write_service_account(tmp_path / "sa.json")
-    settings = make_settings(fcm_credentials_file=str(path), fcm_api_url=fake.url,
-                             fcm_rate_limit=2)
-    clients = [Fcm.from_settings(settings, state) for _ in range(2)]
-    # when they send 5 pushes between them, one after another
-    started = start_of_a_second()
-    for n in range(5):
-        clients[n % 2].send(push())
-    for client in clients:
-        client.close()
-    # then all arrived, 2 per second at most between them: the last in the third second
-    assert len(fake.sent) == 5
-    assert max(d.at for d in fake.sent) >= started + 2
-
-
-def test_a_full_send_rate_defers_the_push_without_sending_it(
-    fake: FcmFake, connect: Callable[..., Fcm], state: redis.Redis, prefix: str,
-) -> None:
-    # given a send rate of 1 per second that does not wait for the next window
-    client = connect(send_rate=SendRate(state, key_prefix=prefix, limit=1, max_wait_ms=0))
-    # when pushes are sent one after another until one finds the window full
-    attempts = 0
-    with pytest.raises(RateLimited) as caught:
-        for _ in range(5):
-            attempts += 1
-            client.send(push())
-    # then that one is deferred by a second, without reaching FCM, counted in Redis
-    assert (caught.value.retry_after, caught.value.code) == (1.0, "client_rate_limit")
-    assert fake.count(":send") == attempts - 1
-    assert state.keys(f"{prefix}:rate:fcm@*")
-
-
 def test_the_token_provider_fetches_a_token_once_and_reuses_it(
     fake: FcmFake, tmp_path: Path,
 ) -> None:
@@ -413,7 +349,7 @@ def test_from_settings_without_a_credentials_file_is_not_configured(
     settings = make_settings(fcm_credentials_file=None)
     # when the client is built
     with pytest.raises(NotConfigured) as caught:
-        Fcm.from_settings(settings, state)
+        Fcm.from_settings(settings)
     # then the error names the setting
     assert caught.value.setting == "FCM_CREDENTIALS_FILE"
 
@@ -426,7 +362,7 @@ def test_from_settings_names_an_unreadable_credentials_file(
     path.write_text('{"type": "authorized_user"}')
     # when the client is built
     with pytest.raises(PermanentError) as caught:
-        Fcm.from_settings(make_settings(fcm_credentials_file=str(path)), state)
+        Fcm.from_settings(make_settings(fcm_credentials_file=str(path)))
     # then the error names the file
     assert str(path) in caught.value.message
     assert not isinstance(caught.value, NotConfigured)
@@ -438,7 +374,7 @@ def test_a_client_from_settings_sends_with_the_files_project_and_a_real_token(
     # given settings naming a key file (its project is the fake's) and the fake's URL
     path = fake.write_service_account(tmp_path / "sa.json")
     settings = make_settings(fcm_credentials_file=str(path), fcm_api_url=fake.url)
-    client = Fcm.from_settings(settings, state)
+    client = Fcm.from_settings(settings)
     # when a push is sent
     sent = client.send(push())
     client.close()
@@ -456,7 +392,7 @@ def test_fcm_project_id_overrides_the_files_project(
     settings = make_settings(fcm_credentials_file=str(path), fcm_project_id=fake.project_id,
                              fcm_api_url=fake.url)
     # when the client is built
-    client = Fcm.from_settings(settings, state)
+    client = Fcm.from_settings(settings)
     # then it sends for FCM_PROJECT_ID's project
     assert client.project_id == fake.project_id
     assert client.send(push()).id.startswith(f"projects/{fake.project_id}/")

@@ -9,7 +9,7 @@ import pytest
 
 from integrations.error_text import safe_code
 from integrations.http import Http, HttpConfig, body_json, classify, retry_after_header
-from switchyard.errors import PermanentError, RateLimited, RetryableError
+from switchyard.base.errors import PermanentError, RateLimited, RetryableError
 from tests.fakes.base import FakeServer, Recorded, Reply, closed_port_url, html_error, stall
 from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, PHONE, TOKEN, leaked
 
@@ -189,7 +189,7 @@ def test_a_base_url_that_is_not_http_is_permanent():
 @pytest.mark.parametrize(("value", "seconds"), [
     ("-5", 0.0), ("0", 0.0), ("2.5", 2.5),
     (email.utils.formatdate(time.time() - 60, usegmt=True), 0.0),
-])
+], ids=["negative", "zero", "seconds", "http-date-past"])
 def test_retry_after_is_never_negative(value, seconds):
     class R:
         headers = {"Retry-After": value}

@@ -10,7 +10,7 @@ import pytest
 
 from integrations.messages import Email, Push, Sms
 from integrations.outbox import EmailOutbox, PushOutbox, SmsOutbox
-from switchyard.errors import PermanentError, RetryableError
+from switchyard.base.errors import PermanentError, RetryableError
 
 SENDER = "Switchyard <noreply@example.com>"
 

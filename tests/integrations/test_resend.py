@@ -12,8 +12,14 @@ import pytest
 from integrations.http import Http, HttpConfig
 from integrations.messages import Email
 from integrations.resend import MAX_IDEMPOTENCY_KEY, Resend
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
-from switchyard.settings import Settings
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from switchyard.base.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.resend import ResendFake
 from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, leaked

@@ -9,7 +9,7 @@ import sentry_sdk
 
 from integrations import sentry
 from integrations.http import Http
-from switchyard.errors import PermanentError
+from switchyard.base.errors import PermanentError
 from tests.fakes.base import FakeServer, Recorded, Reply
 from tests.support.sentry_server import SentryServer
 from tests.support.waiting import wait_for
@@ -78,3 +78,26 @@ def test_an_error_log_line_is_scrubbed(sentry_server):
     sent = everything_sent(sentry_server)
     assert b"could not text" in sent
     assert PHONE.encode() not in sent
+
+
+def test_an_event_carries_no_breadcrumb_of_the_state_stores_redis_traffic(sentry_server,
+                                                                         redis_url):
+    # given Redis commands (the broker's and the state store's own traffic, a dozen per
+    # job) and a log line, before an error
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.set("switchyard-test:sentry-crumb", "1", px=1000)
+    client.get("switchyard-test:sentry-crumb")
+    client.close()
+    logging.getLogger("switchyard.test").warning("provider slow")
+
+    # when the error is reported
+    sentry_sdk.capture_exception(PermanentError("refused", code=422))
+    sentry_sdk.flush(timeout=5)
+
+    # then its breadcrumbs keep the log line and hold no Redis command
+    event = wait_for(sentry_server.events, what="the event")[0]
+    crumbs = event.get("breadcrumbs", {}).get("values", [])
+    assert any(c.get("message") == "provider slow" for c in crumbs), crumbs
+    assert not [c for c in crumbs if c.get("category") == "redis"], crumbs

@@ -10,8 +10,14 @@ import pytest
 
 from integrations.messages import Email
 from integrations.smtp import Smtp
-from switchyard import settings
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
+from switchyard.base import settings
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
 from tests.fakes.smtp import SmtpFake
 from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, leaked
 from tests.support.services import free_port
@@ -243,4 +249,6 @@ def test_selected_but_unconfigured_names_the_setting():
 
 def test_the_password_is_not_in_the_repr():
     smtp = Smtp("mail.example.com", 587, sender=SENDER, username="u", password="hunter22")
+    # the repr names the server (what a log or a traceback needs), and not the password
+    assert repr(smtp) == "Smtp('mail.example.com', 587, security='starttls')"
     assert "hunter22" not in repr(smtp)

@@ -16,8 +16,8 @@ from integrations.storage import (
     Storage,
     validate_key,
 )
-from switchyard import settings
-from switchyard.errors import NotConfigured, PermanentError, RetryableError
+from switchyard.base import settings
+from switchyard.base.errors import NotConfigured, PermanentError, RetryableError
 from tests.fakes.s3 import ACCESS_KEY, SECRET_KEY, S3Refusing
 from tests.integrations.leaks import EMAIL, OTP, PAYLOAD, PHONE, leaked
 from tests.support.services import free_port
@@ -180,4 +180,6 @@ def test_s3_selected_without_a_bucket_names_the_setting():
 
 def test_the_secret_key_is_not_in_the_repr(moto_s3):
     storage = s3_storage(moto_s3.url, "bucket")
+    # the repr names the bucket (what a log or a traceback needs), and not the secret key
+    assert repr(storage) == "S3Storage('bucket')"
     assert SECRET_KEY not in repr(storage)

@@ -12,8 +12,14 @@ import pytest
 
 from integrations.http import Http, HttpConfig, body_json
 from integrations.telegram_bot import TelegramBot
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
-from switchyard.settings import load
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from switchyard.base.settings import load
 from tests.fakes.base import closed_port_url, html_error, stall
 from tests.fakes.telegram import TelegramFake
 from tests.integrations.leaks import PAYLOAD, leaked
@@ -403,9 +409,15 @@ def test_the_token_is_not_in_any_error(bot: TelegramBot, fake: TelegramFake) -> 
         with pytest.raises(JobError) as caught:
             call()
         failures.append(caught.value)
-    # then no error's text, repr or summary holds the token
+    # then each is Telegram's failure with its code and text...
+    assert [(error.provider, error.code) for error in failures] == [
+        ("Telegram", 429), ("Telegram", 503), ("Telegram", "timeout"), ("Telegram", 400),
+        ("Telegram", "connect_failed")]
+    assert str(failures[3]) == "Telegram [400] chat not found"  # Telegram's description
+    # ...and no error's text, repr or summary holds the token
     secret = TOKEN.partition(":")[2]
     for error in failures:
+        assert str(error).startswith(f"Telegram [{error.code}] ") and error.as_dict()["message"]
         assert secret not in f"{error} {error!r} {error.as_dict()}"
 
 

@@ -19,8 +19,14 @@ from telethon.tl import types
 
 from integrations.telegram_gateway import ChannelInfo, JoinPending, TelegramGateway
 from integrations.telegram_user import SessionDead, TelethonGateway
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
-from switchyard.settings import load
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from switchyard.base.settings import load
 from tests.fakes.telethon import StandIn
 from tests.integrations.leaks import PAYLOAD, leaked
 
@@ -84,9 +90,12 @@ def test_join_invite_accepts_a_link(gateway: TelethonGateway, stand_in: StandIn)
 
 
 def test_leave_takes_the_marked_id(gateway: TelethonGateway, stand_in: StandIn) -> None:
-    # given a channel the account is in / when it leaves by the id join_* returned
+    # given a channel the account is in
+    assert INSIDE in stand_in.joined
+    # when it leaves by the id join_* returned (marked, -100...)
     gateway.leave(INSIDE_INFO.telegram_id)
-    # then it is out
+    # then Telegram was asked to leave it, once, and it is out
+    assert stand_in.calls.count("LeaveChannelRequest") == 1
     assert INSIDE not in stand_in.joined
 
 

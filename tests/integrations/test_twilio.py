@@ -11,8 +11,14 @@ import integrations.twilio
 from integrations.http import HttpConfig
 from integrations.messages import Sms
 from integrations.twilio import MAX_BODY, Twilio
-from switchyard.errors import JobError, NotConfigured, PermanentError, RateLimited, RetryableError
-from switchyard.settings import Settings
+from switchyard.base.errors import (
+    JobError,
+    NotConfigured,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from switchyard.base.settings import Settings
 from tests.fakes.base import Reply, closed_port_url, html_error, stall
 from tests.fakes.twilio import TwilioFake
 from tests.integrations.leaks import PAYLOAD, leaked

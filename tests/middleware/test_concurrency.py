@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import dramatiq
 
@@ -37,7 +39,7 @@ def test_concurrency_one_across_two_worker_processes(
     assert len({pid for *_, pid in intervals}) == 2
 
 
-def test_over_the_limit_is_deferred_without_spending_attempts(
+def test_jobs_over_the_limit_wait_in_order_without_being_put_back(
     build_switchyard, start_worker, queue
 ):
     sy = build_switchyard()
@@ -52,15 +54,22 @@ def test_over_the_limit_is_deferred_without_spending_attempts(
 
     requeues = recorded(sy)
     start_worker(sy, threads=4)
-    messages = [slow.send(n) for n in range(3)]
+    messages = [slow.send(n) for n in range(5)]
+
+    # while the first runs, the others wait in the limit's lane, in the order sent
+    lane = f"limit:{slow.actor_name}"
+    wait_for(lambda: sy.state.lanes.waiting(lane) == [m.message_id for m in messages[1:]],
+             timeout=10, what="the others waiting in order")
     statuses = wait_for(lambda: finished(sy, *(m.message_id for m in messages)),
                         timeout=15, what="all")
-    assert set(statuses.values()) == {"done"} and sorted(ran) == [0, 1, 2]
-    # each job over the limit was put back after DEFER_MS
-    assert requeues.delays() and set(requeues.delays()) == {sy.settings.defer_ms}
+
+    # then each ran once, in the order sent, none put back on its queue, no attempt spent
+    assert set(statuses.values()) == {"done"} and ran == [0, 1, 2, 3, 4]
+    assert requeues.delays() == []
     for message in messages:
         assert sy.state.history.get(message.message_id)["retries"] == 0
-    assert sum(sy.state.metrics.totals("deferred").values()) >= 1
+    assert sum(sy.state.metrics.totals("deferred").values()) == 0
+    assert sy.state.lanes.waiting(lane) == [] and sy.state.lanes.holders(lane) == []
 
 
 def test_a_concurrency_key_shares_one_limit_between_actors(build_switchyard, start_worker, queue):
@@ -110,12 +119,12 @@ def test_channel_join_and_leave_share_the_one_at_a_time_limit():
     assert join["concurrency_key"] == leave["concurrency_key"] == channels.QUEUE
 
 
-def test_a_job_longer_than_its_lease_keeps_its_slot(build_switchyard, start_worker, queue):
-    # given slots leased for 1 s, and one-at-a-time jobs that run 2.5 s each
+def test_a_job_longer_than_the_lane_hold_keeps_its_slot(build_switchyard, start_worker, queue):
+    # given lane holds of 1 s, and one-at-a-time jobs that run 2.5 s each
     import threading
     import time
 
-    sy = build_switchyard(concurrency_lease_ms=1_000)
+    sy = build_switchyard(lane_hold_ms=1_000)
     intervals: list[tuple[float, float]] = []
     lock = threading.Lock()
 
@@ -130,7 +139,8 @@ def test_a_job_longer_than_its_lease_keeps_its_slot(build_switchyard, start_work
     messages = [long_job.send(), long_job.send()]
     wait_for(lambda: finished(sy, *(m.message_id for m in messages)), timeout=30, what="both")
 
-    # then the lease was renewed while the first ran: the second waited for it to end
+    # then the first's hold did not lapse while it ran (never less than twice the time
+    # limit): the second waited for it to end
     (_, first_end), (second_start, _) = sorted(intervals)
     assert second_start >= first_end, intervals
 
@@ -169,8 +179,8 @@ def test_actors_without_a_key_each_have_their_own_limit(build_switchyard, start_
 
 def test_a_skipped_duplicate_gives_its_slot_back_at_once(build_switchyard, start_worker, queue,
                                                          caplog):
-    # given a one-at-a-time actor whose slots are leased for 30 s, and a job done
-    sy = build_switchyard(concurrency_lease_ms=30_000)
+    # given a one-at-a-time actor, and a job done
+    sy = build_switchyard()
     requeues = recorded(sy)
 
     @dramatiq.actor(broker=sy.broker, queue_name=queue, concurrency=1, max_retries=0)
@@ -192,3 +202,68 @@ def test_a_skipped_duplicate_gives_its_slot_back_at_once(build_switchyard, start
     wait_for(lambda: finished(sy, other.message_id), timeout=10, what="the next job")
     assert requeues.delays() == []
     assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+
+
+def limited(sy, queue, log):
+    """An actor with a limit of one that logs how many of it run at once."""
+    lock = threading.Lock()
+    running = {"now": 0}
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue, concurrency=1, max_retries=0,
+                    actor_name="limited")
+    def limited_job(n: int) -> None:
+        with lock:
+            running["now"] += 1
+            log.append(running["now"])
+        time.sleep(0.05)
+        with lock:
+            running["now"] -= 1
+
+    return limited_job
+
+
+def test_jobs_admitted_at_enqueue_start_without_claiming_again(build_switchyard,
+                                                               start_worker, queue):
+    # given jobs sent through a limit by a producer that declares their actor (admitted,
+    # and so held, from the moment they were sent)
+    sy = build_switchyard()
+    log: list[int] = []
+    job = limited(sy, queue, log)
+    claims: list[str] = []
+    claim = sy.state.lanes.claim
+
+    def counted(message_id: str, *args, **kwargs):
+        claims.append(message_id)
+        return claim(message_id, *args, **kwargs)
+
+    sy.state.lanes.claim = counted
+    messages = [job.send(n) for n in range(4)]
+
+    # when they run
+    start_worker(sy, threads=4)
+    wait_for(lambda: finished(sy, *(m.message_id for m in messages)), what="all")
+
+    # then one at a time, and none paid a round trip to claim its slot again
+    assert max(log) == 1 and claims == []
+
+
+def test_a_limit_holds_for_jobs_put_on_their_queue_by_a_producer_without_the_actor(
+        build_switchyard, start_worker, queue):
+    # given a worker with a limit of one, and a producer that does not declare the actor
+    # (another service, sending by name: no admission at enqueue)
+    worker = build_switchyard()
+    log: list[int] = []
+    limited(worker, queue, log)
+    producer = build_switchyard()
+    producer.broker.declare_queue(queue)
+    messages = [producer.broker.enqueue(dramatiq.Message(
+        queue_name=queue, actor_name="limited", args=(n,), kwargs={}, options={}))
+        for n in range(6)]
+
+    # when they run on four threads
+    start_worker(worker, threads=4)
+    wait_for(lambda: finished(worker, *(m.message_id for m in messages)), timeout=30,
+             what="all")
+
+    # then never two at once: each claimed its slot as it started
+    assert len(log) == 6 and max(log) == 1, log

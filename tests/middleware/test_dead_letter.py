@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from switchyard.errors import PermanentError
+from switchyard.base.errors import PermanentError
 from tests.support.jobs import finished, status
 from tests.support.waiting import wait_for
 

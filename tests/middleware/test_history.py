@@ -5,8 +5,8 @@ from __future__ import annotations
 import dramatiq
 from pydantic import BaseModel
 
-from switchyard.errors import PermanentError
-from switchyard.jobs import Context, job
+from switchyard.base.errors import PermanentError
+from switchyard.runtime.jobs import Context, job
 from tests.support.jobs import finished, status
 from tests.support.waiting import wait_for
 

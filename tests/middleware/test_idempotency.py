@@ -6,6 +6,7 @@ import threading
 import time
 
 import dramatiq
+import pytest
 
 from tests.support.jobs import finished, recorded, send, status
 from tests.support.waiting import wait_for
@@ -134,6 +135,33 @@ def test_a_duplicate_of_a_running_job_waits_for_it_instead_of_being_dropped(
     assert len(effects) == 1
 
 
+def test_a_second_delivery_of_a_running_message_does_not_let_go_of_its_key(
+    build_switchyard, start_worker, queue, state, prefix
+):
+    # given a message delivered twice (a batch sent again publishes the same message id),
+    # its first delivery running when the second starts in the same worker
+    sy = build_switchyard()
+    charge, effects = counting_actor(sy, queue, sleep=0.8)
+    start_worker(sy, threads=4)
+    first = charge.send_with_options(args=("o-6",), idempotency_key="order-6")
+    wait_for(lambda: status(sy, first.message_id) == "running", what="first running")
+
+    # when the second delivery, put back as a duplicate of a running job, ends first
+    sy.broker.enqueue(first)
+
+    def deferred() -> bool:
+        sy.state.buffer.flush()
+        return bool(sy.state.metrics.counters().get(("charge", queue, "deferred")))
+
+    wait_for(deferred, what="the second put back")
+
+    # then the first still marks the key done as it ends, and the second, back after
+    # DEFER_MS, is skipped: the effect happened once
+    wait_for(lambda: done_marks(state, prefix), what="the key marked done")
+    time.sleep(0.5)
+    assert len(effects) == 1
+
+
 def done_marks(state, prefix: str) -> dict[str, int]:
     """Each idempotency key's done mark in Redis, with its time to live (ms)."""
     marks = {}
@@ -193,7 +221,7 @@ def test_a_job_longer_than_its_lease_keeps_its_key(build_switchyard, start_worke
 def test_the_holder_of_a_key_is_the_job_that_runs_it_then_did_it(
     build_switchyard, start_worker, queue
 ):
-    from switchyard.keys import JobKey
+    from switchyard.base.keys import JobKey
 
     # given a job with a key, sent without a producer's claim, that runs for a while
     sy = build_switchyard()
@@ -211,7 +239,7 @@ def test_the_holder_of_a_key_is_the_job_that_runs_it_then_did_it(
 
 
 def test_a_key_is_claimed_once_for_its_ttl(build_switchyard, state):
-    from switchyard.keys import JobKey
+    from switchyard.base.keys import JobKey
 
     sy = build_switchyard()
     key = JobKey("charge", "order-10")
@@ -263,3 +291,74 @@ def test_a_failed_run_without_a_key_lets_its_retry_run_at_once(build_switchyard,
     assert len(runs) == 2
     assert [r.getMessage() for r in caplog.records if r.name == "switchyard.idempotency"
             and r.levelname == "WARNING"] == []
+
+
+def blocking_actor(sy, queue):
+    """`charge(order)`: the order "first" blocks until `go` is set, once `started`."""
+    started, go = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue)
+    def charge(order: str) -> None:
+        ran.append(order)
+        if order == "first":
+            started.set()
+            go.wait(20)
+
+    def send_order(order: str) -> dramatiq.Message:
+        return charge.send_with_options(args=(order,), idempotency_key=order)
+
+    return send_order, started, go, ran
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])  # the batch's path is the Redis broker's
+def test_a_fetched_batch_holds_its_jobs_keys_before_they_start(build_switchyard, start_worker,
+                                                               queue):
+    from switchyard.base.keys import JobKey
+
+    # given two jobs with keys queued for a one-thread worker, the first of which blocks
+    sy = build_switchyard()
+    send_order, started, go, ran = blocking_actor(sy, queue)
+    first, second = send_order("first"), send_order("second")
+    start_worker(sy, threads=1)
+    assert started.wait(10)
+    # then while the first runs, the second, fetched with it, already holds its key
+    assert sy.state.keys.holder(JobKey("charge", "second")) == second.message_id
+    # and both run, once, in order
+    go.set()
+    statuses = wait_for(lambda: finished(sy, first.message_id, second.message_id), what="both")
+    assert set(statuses.values()) == {"done"} and ran == ["first", "second"]
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])  # the batch's path is the Redis broker's
+def test_a_stopping_worker_gives_back_the_keys_of_the_jobs_it_did_not_start(
+    build_switchyard, start_worker, queue
+):
+    from switchyard.base.keys import JobKey
+
+    # given a one-thread worker running a job, a second fetched behind it holding its key
+    sy = build_switchyard()
+    send_order, started, go, ran = blocking_actor(sy, queue)
+    _first, second = send_order("first"), send_order("second")
+    worker = start_worker(sy, threads=1)
+    assert started.wait(10)
+    key = JobKey("charge", "second")
+    assert sy.state.keys.holder(key) == second.message_id
+
+    # when the worker stops, letting the running job finish and giving the other back
+    stopping = threading.Thread(target=worker.stop, kwargs={"timeout": 20_000})
+    stopping.start()
+    wait_for(lambda: not any(thread.running for thread in worker.workers),
+             what="the worker threads told to stop")
+    go.set()
+    stopping.join(30)
+    assert not stopping.is_alive() and ran == ["first"]
+
+    # then the key is free at once (not once its lease runs out), and the next worker
+    # runs the job straight away, without deferring it as a duplicate
+    assert sy.state.keys.holder(key) is None
+    start_worker(sy, threads=1)
+    wait_for(lambda: finished(sy, second.message_id), what="the second job")
+    assert status(sy, second.message_id) == "done" and ran == ["first", "second"]
+    sy.state.buffer.flush()
+    assert sy.state.metrics.counters().get(("charge", queue, "deferred"), 0) == 0

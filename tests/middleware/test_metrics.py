@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from switchyard.errors import PermanentError, RateLimited
+from switchyard.base.errors import PermanentError, RateLimited
 from tests.support.jobs import finished
 from tests.support.waiting import wait_for
 

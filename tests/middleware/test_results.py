@@ -6,7 +6,7 @@ import dramatiq
 import pytest
 from dramatiq.results import ResultFailure
 
-from switchyard.errors import PermanentError
+from switchyard.base.errors import PermanentError
 
 
 def test_a_dead_lettered_job_gives_its_waiter_the_reason(build_switchyard, start_worker, queue):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 
 import dramatiq
+import pytest
+from dramatiq.middleware import TimeLimit
 
-from switchyard.errors import PermanentError, RateLimited, RetryableError
+import actors
+from switchyard.base.errors import PermanentError, RateLimited, RetryableError
+from switchyard.runtime.jobs import Job, jobs_of
 from tests.support.waiting import wait_for
 
 
@@ -122,3 +127,86 @@ def test_unknown_exception_is_retried(build_switchyard, start_worker, queue):
     message = buggy.send()
     wait_for(lambda: job_status(sy, message.message_id, "failed"), what="failed")
     assert len(runs) == 2
+
+
+# A run that passes its `time_limit` (Dramatiq's TimeLimitExceeded, raised in the
+# worker thread): retried by default, dead-lettered at once where the family says so.
+
+def enforce_time_limits(sy) -> None:
+    """Start the TimeLimit middleware's timer, as `switchyard worker` (Dramatiq's CLI)
+    does when its process boots; an in-process worker never emits that hook."""
+    timer = next(m for m in sy.broker.middleware if isinstance(m, TimeLimit))
+    timer.after_process_boot(sy.broker)
+
+
+def run_past_the_limit(*args: object, **kwargs: object) -> None:
+    """Work that keeps the thread busy until the time limit interrupts it."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_run_past_its_time_limit_is_retried_by_default(build_switchyard, start_worker, queue):
+    # given an actor that always runs past its 300 ms time limit, allowed one retry
+    sy = build_switchyard()
+    runs: list[float] = []
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue, time_limit=300, max_retries=1,
+                    min_backoff=50)
+    def slow() -> None:
+        runs.append(time.time())
+        run_past_the_limit()
+
+    # when it runs on a worker
+    enforce_time_limits(sy)
+    start_worker(sy)
+    message = slow.send()
+
+    # then it ran twice, and its dead letter says which limit it passed
+    job = wait_for(lambda: job_status(sy, message.message_id, "failed"), timeout=20,
+                   what="dead letter")
+    assert len(runs) == 2 and job["runs"] == 2
+    assert job["error"]["error"] == "TimeLimitExceeded" and job["error"]["code"] == "time_limit"
+    assert job["error"]["message"] == "the run passed its time_limit of 300 ms"
+    assert job["error"]["note"] == "gave up after 2 attempts"
+
+
+@pytest.mark.parametrize(("family", "actor", "payload", "work"), [
+    ("media", "process_image", {"s3Key": "uploads/a.png", "userId": "u-1", "messageId": "m-1"},
+     "processing.media_jobs.run"),
+    ("cleanup", "cleanup_stories", {}, "processing.cleanup.expired_stories"),
+])
+def test_media_and_cleanup_runs_past_their_time_limit_are_not_retried(
+    build_switchyard, start_worker, monkeypatch, queue, family, actor, payload, work,
+):
+    # given the family's own jobs and options (on a queue of the test's own: RabbitMQ's
+    # queue names are shared), whose work runs past a 300 ms time limit
+    module, name = work.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, run_past_the_limit)
+    sy = build_switchyard()
+    (declared,) = actors.families([family])
+    sy.declare([Job(j.fn, j.model, j.name, queue, j.options) for j in jobs_of(declared)])
+    enforce_time_limits(sy)
+    start_worker(sy)
+
+    # when it runs on a worker
+    message = sy.jobs[actor].send_with_options(kwargs=payload, time_limit=300)
+
+    # then it ran once and is dead-lettered: not retried (media: the same input would take
+    # as long again; cleanup: the next scheduled run goes on from its committed batches)
+    job = wait_for(lambda: job_status(sy, message.message_id, "failed"), timeout=20,
+                   what="dead letter")
+    assert job["runs"] == 1 and job["retries"] == 0
+    assert job["error"]["code"] == "time_limit"
+    assert job["error"]["note"] == "on_time_limit=dead: not retried"
+    assert sy.state.dead_letters.show(message.message_id) is not None
+
+
+def test_each_family_declares_what_a_time_limit_means():
+    declared = {module.__name__: {job.options.get("on_time_limit")
+                                  for job in jobs_of(module)}
+                for module in actors.families(("bot", "email", "notifications", "media",
+                                               "cleanup"))}
+    assert declared == {"actors.bot": {"retry"}, "actors.email": {"retry"},
+                        "actors.notifications": {"retry"}, "actors.media": {"dead"},
+                        "actors.cleanup": {"dead"}}

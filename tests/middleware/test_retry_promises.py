@@ -9,6 +9,7 @@ Delays are read from the re-enqueued message itself (its `eta`, through Dramatiq
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ import dramatiq
 import pytest
 
 from middleware.retry_policy import JITTER, backoff
-from switchyard.errors import PermanentError, RateLimited, RetryableError
+from switchyard.base.errors import PermanentError, RateLimited, RetryableError
 from tests.support.jobs import finished, now_ms, recorded, status
 from tests.support.waiting import wait_for
 
@@ -210,27 +211,34 @@ def test_a_dead_letter_keeps_a_bounded_traceback_of_the_failure(build_switchyard
 
 
 def test_a_deferred_job_spends_no_attempt_and_no_run(build_switchyard, start_worker, queue):
-    # given an actor that runs one job at a time, and two jobs sent together
+    # given two jobs with one idempotency key, the second sent while the first runs
     sy = build_switchyard()
     requeues = recorded(sy)
+    started = threading.Event()
 
-    @dramatiq.actor(broker=sy.broker, queue_name=queue, concurrency=1, max_retries=0)
-    def exclusive() -> None:
-        time.sleep(0.3)
+    @dramatiq.actor(broker=sy.broker, queue_name=queue, max_retries=0)
+    def once() -> None:
+        started.set()
+        time.sleep(0.5)
 
     start_worker(sy, threads=2)
-    messages = [exclusive.send(), exclusive.send()]
-    statuses = wait_for(lambda: finished(sy, *(m.message_id for m in messages)), what="both")
+    first = once.send_with_options(idempotency_key="k")
+    assert started.wait(10)
+    second = once.send_with_options(idempotency_key="k")
+    statuses = wait_for(lambda: finished(sy, first.message_id, second.message_id),
+                        what="both")
 
-    # then the one that waited was put back after DEFER_MS, and both ran once, no retry
-    assert set(statuses.values()) == {"done"}
-    assert requeues.delays() and set(requeues.delays()) == {sy.settings.defer_ms}
-    for message in messages:
-        job = sy.state.history.get(message.message_id)
-        assert (job["runs"], job["retries"]) == (1, 0)
+    # then the duplicate was put back after DEFER_MS while the first ran, then skipped,
+    # having spent no attempt and counted no run
+    assert statuses == {first.message_id: "done", second.message_id: "skipped"}
+    assert sy.settings.defer_ms in requeues.delays()
+    assert (sy.state.history.get(first.message_id)["runs"],
+            sy.state.history.get(first.message_id)["retries"]) == (1, 0)
+    job = sy.state.history.get(second.message_id)
+    assert (job["runs"], job["retries"]) == (0, 0)
 
 
-def test_a_retry_deferred_behind_another_job_counts_only_its_real_runs(
+def test_a_retry_waiting_behind_another_job_counts_only_its_real_runs(
     build_switchyard, start_worker, queue
 ):
     # given a one-at-a-time actor whose first job fails once, and, while it runs, queues
@@ -254,9 +262,10 @@ def test_a_retry_deferred_behind_another_job_counts_only_its_real_runs(
     wait_for(lambda: calls.count("first") == 2, timeout=20, what="the retry")
     wait_for(lambda: status(sy, first.message_id) == "done", what="done")
 
-    # then the retry waited for the slot (put back after DEFER_MS, maybe more than once)
-    # and the record counts the two runs it really had, one of them a retry
-    assert sy.settings.defer_ms in requeues.delays()
+    # then the retry waited in the limit's lane for the slow job (never put back on its
+    # queue: only its backoff was a delay) and the record counts its two real runs
+    assert calls == ["first", "slow", "first"]
+    assert requeues.delays() and sy.settings.defer_ms not in requeues.delays()
     job = sy.state.history.get(first.message_id)
     assert (job["runs"], job["retries"]) == (2, 1)
 

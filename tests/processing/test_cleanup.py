@@ -223,42 +223,64 @@ class Killed(BaseException):
 
 
 class DiesOnDelete:
-    """Real storage whose `delete_many` call number `at` never happens: the process
-    died after the batch's commit, before its objects were deleted."""
+    """Real storage whose process dies at the first `delete_many` call that deletes
+    `key`: before the call deletes anything (`after=False`), or once it has (`after=True`):
+    whenever a batch deletes its objects, its commit must already have cleared their
+    references, and must not be undone."""
 
-    def __init__(self, storage: Storage, at: int) -> None:
-        self.storage, self.at, self.calls = storage, at, 0
+    def __init__(self, storage: Storage, key: str, *, after: bool = False) -> None:
+        self.storage, self.key, self.after = storage, key, after
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.storage, name)
 
     def delete_many(self, keys: Sequence[str]) -> int:
-        self.calls += 1
-        if self.calls == self.at:
-            raise Killed()
-        return self.storage.delete_many(keys)
+        if self.key not in keys:
+            return self.storage.delete_many(keys)
+        if self.after:
+            self.storage.delete_many(keys)
+        raise Killed()
+
+
+#: Where a run dies: at its second batch's deletes, before them or right after them.
+KILL_POINTS = pytest.mark.parametrize("after", [False, True],
+                                      ids=["before-deletes", "after-deletes"])
+
+
+def named_keys(db: Database) -> set[str]:
+    """The storage keys rows refer to (as `store.cleanup.referenced` reads them): stories'
+    media, messages' media fields and the recorded objects of messages that keep their
+    media, and temporary files."""
+    named = {k for s in all_rows(db, Story) for k in (s.media_key, s.thumbnail_key) if k}
+    messages = all_rows(db, Message)
+    named |= {value for m in messages for value in (m.media_key, m.media_url, m.thumbnail_url)
+              if value and cleanup.is_key(value)}
+    live = {m.id for m in messages if m.media_removed_at is None}
+    named |= {o.key for o in all_rows(db, MediaObject) if o.message_id in live}
+    return named | {t.key for t in all_rows(db, TempFile)}
 
 
 def no_row_names_a_missing_object(db: Database, storage: Storage) -> bool:
-    stored = keys(storage)
-    named = {k for s in all_rows(db, Story) for k in (s.media_key, s.thumbnail_key) if k}
-    return named <= stored
+    return named_keys(db) <= keys(storage)
 
 
-def test_a_run_killed_mid_batch_then_run_again_ends_as_one_run(db, storage):
-    # given 25 expired stories and 2 live ones, in batches of 10
+@KILL_POINTS
+def test_a_run_killed_mid_batch_then_run_again_ends_as_one_run(db, storage, after):
+    # given 25 expired stories and 2 live ones, in batches of 10, oldest first (the
+    # second batch is expired[14] to expired[5])
     now, owner = utcnow(), user(db)
     expired = [story(db, storage, owner, DAY + MINUTE * (i + 1), now) for i in range(25)]
     live = [story(db, storage, owner, DAY - MINUTE, now) for _ in range(2)]
-    # when the run dies between the second batch's commit and its deletes
-    dying = DiesOnDelete(storage, at=2)
+    # when the run dies at the second batch's deletes (before them, or right after)
+    dying = DiesOnDelete(storage, str(expired[10].media_key), after=after)
     with pytest.raises(Killed):
         cleanup.expired_stories(db, dying, ttl_ms=86_400_000, now=now, **LIMITS)  # type: ignore[arg-type]
     assert no_row_names_a_missing_object(db, storage)
     # and runs again
     cleanup.expired_stories(db, storage, ttl_ms=86_400_000, now=now, **LIMITS)
     # then every expired story is done once, no row names a missing object, and only
-    # the dead batch's objects are left over, which the orphaned-media job collects
+    # the objects the dead batch did not delete are left, which the orphaned-media job
+    # collects
     rows = {s.id: s for s in all_rows(db, Story)}
     assert all(rows[s.id].deleted_at is not None for s in expired)
     assert all(rows[s.id].deleted_at is None for s in live)
@@ -266,9 +288,84 @@ def test_a_run_killed_mid_batch_then_run_again_ends_as_one_run(db, storage):
     assert stats.stories_expired == 25
     assert no_row_names_a_missing_object(db, storage)
     live_keys = {k for s in live for k in (s.media_key, s.thumbnail_key)}
-    assert len(keys(storage) - live_keys) == 20
+    assert len(keys(storage) - live_keys) == (0 if after else 20)
     cleanup.orphaned_media(db, storage, grace_ms=0, now=utcnow() + MINUTE, **LIMITS)
     assert keys(storage) == live_keys
+
+
+def old_message(db: Database, storage: Storage, now: datetime.datetime,
+                age: datetime.timedelta) -> Message:
+    """A message with an uploaded original and a recorded processed file, both stored."""
+    message_id = new_id()
+    original = put(storage, db, f"uploads/{message_id}.jpg")
+    put(storage, db, f"media/{message_id}/p.jpg", message_id=message_id, kind="processed")
+    row = Message(id=message_id, media_type="image", media_key=original,
+                  media_url=f"https://cdn.example/{message_id}.jpg", created_at=now - age)
+    add(db, row)
+    return row
+
+
+@KILL_POINTS
+def test_a_message_media_run_killed_mid_batch_never_leaves_a_row_naming_a_missing_object(
+    db, storage, after
+):
+    # given 25 messages past the TTL and 2 within it, each with two objects, in batches of
+    # 10, oldest first (the second batch is old[14] to old[5])
+    now, year = utcnow(), 365 * DAY
+    ttl_ms = int(year.total_seconds() * 1000)
+    old = [old_message(db, storage, now, year + MINUTE * (i + 1)) for i in range(25)]
+    young = [old_message(db, storage, now, year - MINUTE) for _ in range(2)]
+    young_keys = {key for m in young for key in (m.media_key, f"media/{m.id}/p.jpg")}
+    # when the run dies at its second batch's deletes (before them, or right after)
+    dying = DiesOnDelete(storage, str(old[10].media_key), after=after)
+    with pytest.raises(Killed):
+        cleanup.old_message_media(db, dying, ttl_ms=ttl_ms, now=now, **LIMITS)  # type: ignore[arg-type]
+    # then no message names an object that is gone
+    assert no_row_names_a_missing_object(db, storage)
+    # and a second run does only the batch left (the dead one was committed)
+    again = cleanup.old_message_media(db, storage, ttl_ms=ttl_ms, now=now, **LIMITS)
+    assert again["rows"] == 5
+    rows = {m.id: m for m in all_rows(db, Message)}
+    assert all(rows[m.id].media_removed_at == now and rows[m.id].media_key is None
+               for m in old)
+    assert all(rows[m.id].media_removed_at is None for m in young)
+    assert no_row_names_a_missing_object(db, storage)
+    # and only the objects the dead batch did not delete are left, for the orphan job
+    assert len(keys(storage) - young_keys) == (0 if after else 20)
+    cleanup.orphaned_media(db, storage, grace_ms=0, now=utcnow() + MINUTE, **LIMITS)
+    assert keys(storage) == young_keys
+
+
+@KILL_POINTS
+def test_a_temp_file_run_killed_mid_batch_never_leaves_a_row_naming_a_missing_object(
+    db, storage, after
+):
+    # given 25 temporary files past the TTL and 2 within it, in batches of 10, oldest
+    # first (the second batch is old[14] to old[5])
+    now = utcnow()
+    old = [f"tmp/{new_id()}" for _ in range(25)]
+    young = {f"tmp/{new_id()}" for _ in range(2)}
+    for i, key in enumerate(old):
+        storage.put(key, b"t" * 3)
+        add(db, TempFile(key=key, size=3, created_at=now - DAY - MINUTE * (i + 1)))
+    for key in young:
+        storage.put(key, b"t" * 3)
+        add(db, TempFile(key=key, size=3, created_at=now - DAY + MINUTE))
+    # when the run dies at its second batch's deletes (before them, or right after)
+    dying = DiesOnDelete(storage, old[10], after=after)
+    with pytest.raises(Killed):
+        cleanup.old_temp_files(db, dying, ttl_ms=86_400_000, now=now, **LIMITS)  # type: ignore[arg-type]
+    # then no temporary file names an object that is gone
+    assert no_row_names_a_missing_object(db, storage)
+    # and a second run does only the batch left (the dead one was committed)
+    again = cleanup.old_temp_files(db, storage, ttl_ms=86_400_000, now=now, **LIMITS)
+    assert again["rows"] == 5
+    assert {t.key for t in all_rows(db, TempFile)} == young
+    assert no_row_names_a_missing_object(db, storage)
+    # and only the objects the dead batch did not delete are left, for the orphan job
+    assert len(keys(storage) - young) == (0 if after else 10)
+    cleanup.orphaned_media(db, storage, grace_ms=0, now=utcnow() + MINUTE, **LIMITS)
+    assert keys(storage) == young
 
 
 def test_a_run_stops_at_its_budget_and_the_next_goes_on(db, storage):
@@ -283,6 +380,33 @@ def test_a_run_stops_at_its_budget_and_the_next_goes_on(db, storage):
     assert (second["rows"], second["more"]) == (7, False)
     with db.session() as session:
         assert session.scalar(select(func.count()).where(Story.deleted_at.is_(None))) == 0
+
+
+def test_a_cancelled_run_stops_between_batches_its_batches_kept(db, storage):
+    # given 12 expired stories, in batches of 5, and a job cancelled after its first batch
+    now, owner = utcnow(), user(db)
+    for i in range(12):
+        add(db, Story(user_id=owner, created_at=now - DAY - MINUTE * (i + 1)))
+    between: list[tuple[int, float]] = []
+
+    def cancelled_after_one(run: cleanup.Run) -> bool:
+        between.append((run.rows, run.elapsed_ms))
+        return True
+
+    token = cleanup.BETWEEN_BATCHES.set(cancelled_after_one)
+    try:
+        first = cleanup.expired_stories(db, storage, ttl_ms=86_400_000, now=now, batch=5,
+                                        budget_ms=60_000)
+    finally:
+        cleanup.BETWEEN_BATCHES.reset(token)
+    # then it stopped after one batch, which is committed and logged, and says why
+    assert [rows for rows, _ in between] == [5]
+    assert (first["rows"], first["more"], first["cancelled"]) == (5, True, True)
+    assert [run.rows for run in all_rows(db, CleanupRun)] == [5]
+    # and the next run goes on from there
+    second = cleanup.expired_stories(db, storage, ttl_ms=86_400_000, now=now, batch=5,
+                                     budget_ms=60_000)
+    assert (second["rows"], second["more"]) == (7, False) and "cancelled" not in second
 
 
 def test_s3_deletes_more_than_a_thousand_keys_in_batches(moto_s3):

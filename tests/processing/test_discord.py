@@ -19,7 +19,7 @@ from processing.discord.services import Event, Interaction, Services
 from state.discord import Limits, StateManager
 from store import discord as guilds
 from store.db import Database
-from switchyard.errors import PermanentError, RateLimited, RetryableError
+from switchyard.base.errors import PermanentError, RateLimited, RetryableError
 from tests.fakes.base import html_error
 from tests.fakes.discord import DiscordFake, snowflake
 from tests.support.waiting import wait_for

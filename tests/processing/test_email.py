@@ -46,7 +46,11 @@ def test_a_notification_email_turns_the_first_link_into_a_button_and_lists_the_r
 def test_a_notification_link_that_is_not_http_is_not_a_button():
     mail = email.notification("a@example.com", "t", "b", {"openLink": "javascript:alert(1)"},
                               app_name="Acme")
-    assert "href=\"javascript" not in (mail.html or "")
+    html = mail.html or ""
+    # then it is listed as a plain detail, in both parts, and nothing links to it
+    assert "Open link: javascript:alert(1)" in mail.text
+    assert ">Open link</td>" in html and ">javascript:alert(1)</td>" in html
+    assert "<a " not in html and "href=\"javascript" not in html
 
 
 def test_send_passes_the_key_and_returns_the_provider_id():

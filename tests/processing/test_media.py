@@ -17,7 +17,7 @@ from processing.media_jobs import MediaJob, TempFiles
 from store.db import Database
 from store.migrate import upgrade
 from store.models import MediaObject, Message
-from switchyard.errors import PermanentError, RetryableError
+from switchyard.base.errors import PermanentError, RetryableError
 from tests.fakes.s3 import S3Refusing
 from tests.support import media_files
 

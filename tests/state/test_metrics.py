@@ -8,7 +8,7 @@ import dramatiq
 import pytest
 
 from state.metrics import BUCKETS_MS
-from switchyard.errors import RetryableError
+from switchyard.base.errors import RetryableError
 from tests.support.jobs import finished
 from tests.support.waiting import wait_for
 

@@ -9,8 +9,8 @@ from typing import Any
 import dramatiq
 import pytest
 
-from switchyard.errors import PermanentError
-from switchyard.keys import JobKey
+from switchyard.base.errors import PermanentError
+from switchyard.base.keys import JobKey
 from tests.support.jobs import finished, status
 from tests.support.waiting import wait_for
 

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect, pool
 from store.migrate import current, downgrade, head, upgrade
 from store.models import Base
 from store.urls import normalize_url
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, stop
 from tests.support.services import new_postgres_database
 
 
@@ -57,14 +57,18 @@ def fresh_postgres() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.e2e  # four processes at once
 def test_processes_upgrading_at_once_do_not_collide(fresh_postgres):
     # given a new database and four processes upgrading it at the same moment
     code = "import sys; from store.migrate import upgrade; upgrade(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", code, fresh_postgres], cwd=ROOT,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     # then all succeed and the schema is built once
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+    finally:
+        stop(procs)
     assert current(fresh_postgres) == head()
     assert differences(fresh_postgres) == []

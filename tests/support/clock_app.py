@@ -11,8 +11,8 @@ import threading
 
 from actors import cleanup
 from schedules import Schedule
-from switchyard import app as runtime
-from switchyard import settings
+from switchyard import boot as runtime
+from switchyard.base import settings
 from switchyard.clock import Clock
 
 sy = runtime.build(settings.load(), [cleanup])

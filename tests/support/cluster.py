@@ -25,7 +25,6 @@ import contextlib
 import datetime
 import ipaddress
 import os
-import select
 import shutil
 import signal
 import socket
@@ -40,10 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from tests.support import sockets
 from tests.support.services import answers, free_port, missing
 
 if TYPE_CHECKING:
-    from switchyard.app import App
+    from switchyard.runtime.app import App
 
 #: Debian's RabbitMQ scripts; the one in /usr/sbin would switch to the rabbitmq user.
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -199,8 +199,7 @@ class Link(threading.Thread):
             held = self.replication if self.frozen.is_set() else set()
             readable = [self.listener, *(s for s in self.pairs if s not in held)]
             try:
-                ready, _, _ = select.select(readable, [], [], 0.05)
-                for sock in ready:
+                for sock in sockets.readable(readable, 0.05):
                     self.accept() if sock is self.listener else self.relay(sock)
             except (OSError, ValueError, KeyError):
                 if self.closed.is_set():

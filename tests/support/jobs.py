@@ -8,7 +8,7 @@ from typing import Any
 
 import dramatiq
 
-from switchyard.app import App
+from switchyard.runtime.app import App
 
 
 def send(sy: App, queue: str, actor: str, **kwargs: Any) -> dramatiq.Message[Any]:
@@ -26,9 +26,10 @@ def status(sy: App, message_id: str) -> str | None:
 
 
 def finished(sy: App, *message_ids: str) -> dict[str, str] | None:
-    """Each message's final status once all are done, skipped or failed; else None."""
+    """Each message's final status once all are done, skipped, failed or cancelled;
+    else None."""
     statuses = {m: status(sy, m) for m in message_ids}
-    if all(s in ("done", "skipped", "failed") for s in statuses.values()):
+    if all(s in ("done", "skipped", "failed", "cancelled") for s in statuses.values()):
         return statuses  # type: ignore[return-value]
     return None
 

@@ -76,14 +76,21 @@ class EmbeddedRedis:
         deadline = time.monotonic() + 10
         while not answers(self.url):
             if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(10)
                 raise RuntimeError("embedded Redis did not start")
             time.sleep(0.05)
         return self.proc
 
     def shutdown(self) -> None:
-        """Stop the server as an operator's restart would (SIGTERM: it closes cleanly)."""
+        """Stop the server as an operator's restart would (SIGTERM: it closes cleanly;
+        SIGKILL if it has not 10 s later)."""
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def stop(self) -> None:
         self.shutdown()

@@ -14,7 +14,7 @@ from dramatiq.common import dq_name, xq_name
 
 import actors
 from integrations import sentry
-from switchyard.enqueue import enqueue
+from switchyard.runtime.enqueue import enqueue
 from tests.support.sentry_server import SentryServer
 from tests.support.services import RABBITMQ_URL
 from tests.support.waiting import wait_for
@@ -39,6 +39,10 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "send_email_notification": {"userId": C, "email": EMAIL, "title": C, "body": C},
     "send_sms": {"userId": C, "phoneNumber": PHONE, "body": C},
     "send_batch_notifications": {"userIds": [C], "title": C, "body": C},
+    "send_batch_push": {"batchKey": C, "userId": C, "deviceId": C, "fcmToken": C,
+                        "title": C, "body": C},
+    "record_batch_notifications": {"batchId": C, "successCount": 0, "failureCount": 0,
+                                   "total": 0, "parentId": C},
     "process_image": {"s3Key": f"uploads/{C}.jpg", "userId": C, "messageId": C,
                       "originalName": f"{C}.jpg"},
     "process_video": {"s3Key": f"uploads/{C}.mp4", "userId": C, "messageId": C + "v",
@@ -54,7 +58,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 }
 #: Payloads that can hold nothing but their type (the cleanup jobs).
 NO_FREE_FIELD = {"cleanup_stories", "cleanup_sessions", "cleanup_messages",
-                 "cleanup_temp_files", "cleanup_prekeys", "cleanup_orphaned_media"}
+                 "cleanup_temp_files", "cleanup_prekeys", "cleanup_orphaned_media",
+                 "cleanup_records"}
 NEEDLES = (C.encode(), PHONE.encode(), PHONE[1:].encode(), NUMBER.encode())
 
 
@@ -127,7 +132,7 @@ def test_the_canary_is_nowhere_at_rest(build_switchyard, start_worker, broker_ki
                  "max_backoff_ms": 100, "max_retries": 1, "storage_backend": "local"}
     assert sentry.init(make_settings(**overrides))
     sy = build_switchyard(**overrides)
-    sy.declare(actors.FAMILIES)
+    sy.declare(actors.families())
     assert set(sy.jobs) == set(PAYLOADS) | NO_FREE_FIELD, "a new actor needs a canary"
     worker = start_worker(sy)
 

@@ -6,14 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import dramatiq
 import pytest
 import redis
 
-from switchyard.errors import PermanentError
+import actors.ping
+from switchyard.base.errors import PermanentError, UnknownQueue
+from switchyard.runtime.enqueue import enqueue
 from tests.support.jobs import finished
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, stop
 from tests.support.services import answers, free_port
 from tests.support.waiting import wait_for
 
@@ -41,6 +44,8 @@ def test_unknown_actor_exits_non_zero_with_a_clear_line(cli):
     ("{bad", "payload is not valid JSON"),
     ("[1]", "payload must be a JSON object"),
     ('{"nope": 1}', "invalid Ping payload: nope: Extra inputs are not permitted"),
+    ('{"echo": ' + "[" * 100 + "]" * 100 + "}",
+     "payload is nested too deeply (more than 64 levels)"),
 ])
 def test_bad_payloads_are_refused_before_sending(cli, payload, expected):
     result = cli("send", "ping", payload)
@@ -55,6 +60,26 @@ def test_unreachable_redis_is_one_line(cli):
     assert result.stderr.strip().splitlines() == [
         f"switchyard: cannot reach Redis at {url}: Error 111 connecting to "
         f"127.0.0.1:{url.split(':')[2].split('/')[0]}. Connection refused."]
+
+
+#: What `switchyard send ping` must not load: other families, the database, the RabbitMQ
+#: stack on the Redis broker, providers' SDKs, Sentry without a DSN, the web process.
+NOT_FOR_A_SEND = ("actors.bot", "actors.media", "processing", "store", "sqlalchemy", "pika",
+                  "boto3", "google", "telethon", "sentry_sdk", "periodiq", "fastapi", "web")
+
+
+def test_a_send_imports_only_what_sending_needs(test_env):
+    """On the Redis broker (RabbitMQ's path needs pika, and only that more)."""
+    code = ("import sys, runpy; sys.argv = ['switchyard', 'send', 'ping', '{}']\n"
+            "try:\n    runpy.run_module('switchyard.cli', run_name='__main__')\n"
+            "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+            "print(' '.join(sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, **test_env}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stderr.split()
+    assert "actors.ping" in loaded and "redis" in loaded
+    assert [m for m in loaded if m.split(".")[0] in NOT_FOR_A_SEND or m in NOT_FOR_A_SEND] == []
 
 
 def test_invalid_setting_names_the_variable(cli):
@@ -97,10 +122,12 @@ def test_the_seed_job_types_keep_their_names_queues_and_schedules(cli):
         "send_welcome_email": "email", "send_verification_link": "email",
         "send_push": "notification", "send_email_notification": "notification",
         "send_sms": "notification", "send_batch_notifications": "notification",
+        "send_batch_push": "notification", "record_batch_notifications": "notification",
         "process_image": "media", "process_video": "media", "process_audio": "media",
         "discord_interaction": "discord-interactions", "discord_guild_event": "discord-events",
         **{f"cleanup_{kind}": "cleanup" for kind in (
-            "stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")}}
+            "stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media",
+            "records")}}
     join = listed["join_channel"]["options"]
     assert (join["concurrency"], join["max_retries"], join["store_results"]) == (1, 0, True)
     invite = listed["invite_user"]["options"]
@@ -141,6 +168,83 @@ def test_dead_letter_reason_through_jobs_show_and_dlq_and_replay(
     assert "purged 1" in cli("dlq", "purge", queue).stdout
     assert sy.state.dead_letters.depth(queue) == 0
     assert cli("dlq", "show", message.message_id).returncode == 1
+
+
+def test_replaying_a_dead_letter_kept_without_its_payload_says_why(cli, build_switchyard, queue):
+    # given a dead letter listed, but kept without its payload (over the cap)
+    sy = build_switchyard(max_payload_bytes=1_024)
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name="note", args=(), kwargs={"text": "x" * 2_000}, options={})
+    sy.state.dead_letters.add(message, {"error": "Boom", "message": "boom", "attempts": 1})
+    assert message.message_id in cli("dlq", "list", queue).stdout
+
+    # when it is replayed, then one line says why it cannot be, and it stays
+    result = cli("dlq", "replay", queue, message.message_id)
+    assert result.returncode == 1 and "replayed 0" in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"switchyard: cannot replay {message.message_id}: it was kept "
+                           "without its payload (") and "over MAX_PAYLOAD_BYTES" in line
+    assert sy.state.dead_letters.depth(queue) == 1
+    every = cli("dlq", "replay", queue, "--all")  # and so when all are replayed
+    assert every.returncode == 1 and every.stderr.splitlines() == [line]
+
+
+def test_replaying_an_id_of_another_queue_says_where_it_is(cli, build_switchyard, queue):
+    sy = build_switchyard()
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name="note", args=(), kwargs={}, options={})
+    sy.state.dead_letters.add(message, {"error": "Boom", "message": "boom", "attempts": 1})
+    other = f"{queue}-other"
+    sy.state.dead_letters.add(message.copy(queue_name=other, message_id="elsewhere-1"),
+                              {"error": "Boom", "message": "boom", "attempts": 1})
+    result = cli("dlq", "replay", other, message.message_id)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"switchyard: cannot replay {message.message_id}: not in the dead letters of "
+        f"{other} (it is in {queue!r})"]
+
+
+@pytest.mark.parametrize("args", [["purge"], ["replay", "--all"], ["list"]])
+def test_an_unknown_queue_fails_with_the_reason_the_api_gives(cli, queue, args):
+    unknown = f"{queue}-nosuch"
+    result = cli("dlq", args[0], unknown, *args[1:])
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"switchyard: {UnknownQueue(unknown).message}"]
+
+
+def test_a_payload_over_max_payload_bytes_is_refused_before_any_service(cli):
+    payload = json.dumps({"userId": "u-1", "email": "ann@example.com", "title": "Hi",
+                          "body": "x" * 5_000})
+    result = cli("send", "send_email_notification", payload,
+                 env={**no_services(), "MAX_PAYLOAD_BYTES": "1024"})
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("switchyard: the payload is ") and line.endswith(
+        " bytes as JSON, over MAX_PAYLOAD_BYTES (1024 bytes)")
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])  # what is written, not where jobs go
+@pytest.mark.parametrize("args", [
+    ["actors", "--json"], ["actors"], ["settings"], ["keys", "generate"], ["dlq", "list"],
+])
+def test_output_cut_short_by_its_reader_ends_quietly(process_env, args):
+    # given stdout piped to a reader that closed it before reading (`| head` had enough)
+    read, write = os.pipe()
+    reader = subprocess.Popen(["true"], stdin=read)
+    os.close(read)
+    reader.wait(timeout=10)
+
+    # when a command writes its output there
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "switchyard.cli", *args], cwd=ROOT, stdout=write,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **process_env}, timeout=60)
+    finally:
+        os.close(write)
+
+    # then it stops as a closed pipe stops a command: no traceback, exit 141
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+    assert result.returncode == 141, result.stderr
 
 
 # Bad input is refused by the one way in's rules, in one line, exit 2, with no service.
@@ -206,11 +310,12 @@ def test_actors_shows_key_functions_by_the_payload_fields_they_read(cli):
     listed = json.loads(cli("actors", "--json", env=no_services()).stdout)
     assert " at 0x" not in text and "<locals>" not in text
     invite = next(line for line in text.splitlines() if line.startswith("invite_user "))
-    assert "idempotency_key=<function of subscriptionId,channelId>" in invite
+    assert "idempotency_key=<function of subscriptionId,channelId,orderId>" in invite
     verify = {a["actor"]: a for a in listed}["verify_permissions"]["options"]
     assert verify["idempotency_key"] == "<function of listingId,channelId>"
 
 
+@pytest.mark.e2e  # `switchyard redis` (and its server) running, and a send
 def test_a_second_shell_finds_the_embedded_redis_on_its_port(tmp_path):
     # given `switchyard redis` started with a port of its own, and no REDIS_URL
     port = free_port()
@@ -231,8 +336,7 @@ def test_a_second_shell_finds_the_embedded_redis_on_its_port(tmp_path):
         assert client.llen("dramatiq:default") == 1
         client.close()
     finally:
-        server.terminate()
-        server.wait(20)
+        stop([server])
 
 
 # The send options a user relies on, against a worker process.
@@ -328,3 +432,54 @@ def test_a_job_on_an_unmigrated_database_retries_until_it_is_upgraded(
     assert cli("db", "upgrade", env={"DATABASE_URL": url}).returncode == 0
     wait_for(lambda: finished(sy, message.message_id), timeout=20, what="done")
     assert sy.state.history.get(message.message_id)["status"] == "done"
+
+
+def test_jobs_cancel_by_id_and_by_key_then_jobs_show_says_who(cli, build_switchyard, queue):
+    # given two scheduled jobs, one sent with an idempotency key
+    sy = build_switchyard()
+    sy.declare([actors.ping])
+    later = enqueue(sy, "ping", {"echo": "later"}, delay=60_000)
+    keyed = enqueue(sy, "ping", {"echo": "keyed"}, key="nightly-17", delay=60_000,
+                    on_duplicate="existing")  # the key reserved as it is sent
+    # when the CLI cancels one by id and the other by its key
+    by_id = cli("jobs", "cancel", later.message_id, "--reason", "sent twice")
+    by_key = cli("jobs", "cancel", "--key", "ping:nightly-17")
+    # then each says it is cancelled, and `jobs show` says who and why
+    assert (by_id.returncode, by_id.stdout.strip()) == (0, f"{later.message_id} cancelled")
+    assert (by_key.returncode, by_key.stdout.strip()) == (0, f"{keyed.message_id} cancelled")
+    shown = json.loads(cli("jobs", "show", later.message_id).stdout)
+    assert shown["status"] == "cancelled" and shown["cancel_reason"] == "sent twice"
+    assert shown["cancelled_by"].startswith("cli:")
+    # and what cannot be cancelled ends in one line and exit 1 (2 for a usage mistake)
+    again = cli("jobs", "cancel", later.message_id)
+    assert again.returncode == 1
+    assert again.stderr.strip() == (f"switchyard: job {later.message_id} has already "
+                                    "finished (cancelled)")
+    assert cli("jobs", "cancel", "no-such-job").returncode == 1
+    assert cli("jobs", "cancel", "--key", "ping:never-sent").returncode == 1
+    assert cli("jobs", "cancel").returncode == 2
+    assert cli("jobs", "cancel", "x", "--key", "ping:k").returncode == 2
+
+
+def test_jobs_list_shows_a_queues_waiting_jobs_in_order(cli, build_switchyard):
+    from state.history import STATES
+    from switchyard.cli import JOB_STATES
+
+    assert JOB_STATES == STATES
+    # given three pings waiting, no worker running
+    sy = build_switchyard()
+    sy.declare([actors.ping])
+    sent = [enqueue(sy, "ping", {"echo": str(n)}).message_id for n in range(3)]
+    # then `jobs list` shows them in order with their positions, a page at a time
+    shown = cli("jobs", "list", "default", "--limit", "2")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[:2] == [f"#1  {sent[0]}  ping  queued", f"#2  {sent[1]}  ping  queued"]
+    assert lines[2] == "... 3 in all; more with --offset 2"
+    page = json.loads(cli("jobs", "list", "default", "--offset", "2", "--json").stdout)
+    assert [job["id"] for job in page["jobs"]] == [sent[2]] and page["next_offset"] is None
+    assert cli("jobs", "list", "default", "--state", "done").stdout.strip() == (
+        "no done jobs in default")
+    # and a mistake is one line
+    assert cli("jobs", "list", "no-such-queue").returncode == 1
+    assert cli("jobs", "list", "default", "--state", "lost").returncode == 2

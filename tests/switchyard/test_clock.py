@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from periodiq import cron
 
 from actors import cleanup
 from schedules import SCHEDULES, Schedule
-from switchyard import app as runtime
+from switchyard import boot as runtime
 from switchyard.clock import Clock, slots_between
 from tests.support.processes import ROOT, WorkerProcesses
 from tests.support.waiting import wait_for
@@ -51,15 +52,20 @@ def app(make_settings: Callable[..., Any]) -> Iterator[runtime.App]:
     built.close()
 
 
-def sent(state: redis.Redis, namespace: str) -> Counter[str]:
-    """How many queued cleanup messages carry each idempotency key."""
-    bodies = state.hvals(f"{namespace}:cleanup.msgs")
+def sent(state: redis.Redis, namespace: str, prefix: str) -> Counter[str]:
+    """How many cleanup messages carry each idempotency key: queued, or waiting in the
+    queue's one-at-a-time lane (state.lanes)."""
+    bodies = list(state.hvals(f"{namespace}:cleanup.msgs"))
+    for raw in state.hvals(f"{prefix}:lanes:jobs"):
+        record = json.loads(raw)
+        if record["q"] == "cleanup":
+            bodies.append(record["b"].encode())
     return Counter(dramatiq.Message.decode(body if isinstance(body, bytes) else body.encode())
                    .options.get("idempotency_key", "") for body in bodies)
 
 
-def has_sent(state: redis.Redis, namespace: str, wanted: str) -> int:
-    return sent(state, namespace)[wanted]
+def has_sent(state: redis.Redis, namespace: str, prefix: str, wanted: str) -> int:
+    return sent(state, namespace, prefix)[wanted]
 
 
 def key(schedule: str, slot: datetime.datetime) -> str:
@@ -81,29 +87,31 @@ def test_two_clocks_one_dying_mid_slot_send_every_slot_once(app, state):
         for clock in clocks if number % 2 else reversed(clocks):
             clock.tick()
     # then every slot was enqueued exactly once
-    counts = sent(state, app.settings.broker_namespace)
+    counts = sent(state, app.settings.broker_namespace, app.settings.key_prefix)
     assert counts == Counter({key("every_5", slot): 1 for slot in slots})
 
 
+@pytest.mark.e2e  # two clock processes, one killed
 def test_two_clock_processes_one_killed_with_sigkill_send_every_slot_once(test_env, state):
     prefix = test_env["KEY_PREFIX"]
     state.set(f"{prefix}:faketime", START.timestamp())
     clocks = WorkerProcesses({**test_env, "CLOCK_LEASE_MS": "1000",
                               "CLOCK_TEST_CRON": "*/5 * * * *"},
                              module="tests.support.clock_app")
-    doomed, survivor = clocks.start(), clocks.start()
     slots = [FIRST_SLOT + FIVE * i for i in range(20)]
     try:
+        doomed, survivor = clocks.start(), clocks.start()
         for number, slot in enumerate(slots):
             state.set(f"{prefix}:faketime", (slot + datetime.timedelta(seconds=1)).timestamp())
             if number == 10:
                 clocks.kill(doomed)
             wait_for(functools.partial(has_sent, state, test_env["BROKER_NAMESPACE"],
-                                       key("every_5", slot)), timeout=15, what=f"slot {slot}")
+                                       test_env["KEY_PREFIX"], key("every_5", slot)),
+                     timeout=15, what=f"slot {slot}")
     finally:
         clocks.stop_all()
     assert survivor.returncode is not None
-    counts = sent(state, test_env["BROKER_NAMESPACE"])
+    counts = sent(state, test_env["BROKER_NAMESPACE"], test_env["KEY_PREFIX"])
     assert counts == Counter({key("every_5", slot): 1 for slot in slots})
 
 
@@ -119,7 +127,7 @@ def test_a_clock_down_for_a_span_catches_up_once(app, state):
         hours=3)
     # and nothing more until the next slot
     assert restarted.tick() == []
-    assert sum(sent(state, app.settings.broker_namespace).values()) == 2
+    assert sum(sent(state, app.settings.broker_namespace, app.settings.key_prefix).values()) == 2
 
 
 def test_without_coalescing_every_missed_slot_within_the_window_is_sent(app):
@@ -161,7 +169,8 @@ def test_a_schedule_in_a_named_zone_fires_at_its_local_time():
 def test_every_cleanup_job_has_a_schedule_with_the_seed_body():
     assert {s.actor: s.payload["type"] for s in SCHEDULES} == {
         f"cleanup_{kind}": kind for kind in (
-            "stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")}
+            "stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media",
+            "records")}
     assert all(s.timezone == "UTC" for s in SCHEDULES)
 
 

@@ -15,6 +15,9 @@ from store.db import Database
 from store.models import Device, User
 from tests.support.processes import ROOT, WorkerProcesses
 
+#: A product worker process and a CLI process per job.
+pytestmark = pytest.mark.e2e
+
 USER = "user-uuid-123"
 CHANNEL = -1001234567890
 

@@ -23,9 +23,9 @@ import pytest
 import redis
 
 from actors import ping
-from switchyard import app as runtime
-from switchyard import settings
-from switchyard.enqueue import enqueue
+from switchyard import boot as runtime
+from switchyard.base import settings
+from switchyard.runtime.enqueue import enqueue
 from tests.support.processes import ROOT
 from tests.support.services import REDIS_URL, answers, missing
 from tests.support.waiting import wait_for
@@ -150,6 +150,18 @@ def test_each_worker_process_is_pinned_to_a_core_of_its_own(pinned: Command,
     assert ran_a_ping(world)
 
 
+def test_the_worker_processes_take_their_timeout_from_the_settings(pinned: Command) -> None:
+    # Dramatiq's worker has no flags for it (nor for its prefetch): it reads these
+    # variables as it imports, so the command sets them from WORKER_TIMEOUT_MS and
+    # WORKER_PREFETCH (unset here: Dramatiq's default, no variable).
+    default = settings.Settings.model_fields["worker_timeout_ms"].default
+    for pid in pinned.ready(2):
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        assert environ["dramatiq_worker_timeout"] == str(default)
+        assert "dramatiq_queue_prefetch" not in environ
+
+
 def ran_a_ping(world: World) -> bool:
     """Whether a ping job sent now is run by the command's workers."""
     app = runtime.build(settings.load(
@@ -198,10 +210,13 @@ def test_a_restarted_worker_takes_the_core_a_killed_one_freed(pinned: Command,
     pinned.proc.wait(30)
     assert not psutil.pid_exists(survivor) or psutil.Process(survivor).status() == "zombie"
     again = world.start("--processes", "2", "--pin")
-    cores = [affinity(pid) for pid in again.ready(2)]
-    assert all(len(core) == 1 for core in cores), cores
-    assert len(set().union(*cores)) == 2
-    assert again.count("Running unpinned") == 0
+    try:
+        cores = [affinity(pid) for pid in again.ready(2)]
+        assert all(len(core) == 1 for core in cores), cores
+        assert len(set().union(*cores)) == 2
+        assert again.count("Running unpinned") == 0
+    finally:
+        again.stop()
 
 
 def test_a_bad_worker_processes_setting_stops_the_command_with_one_line(world: World) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -17,9 +18,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from switchyard import app as runtime
-from switchyard.errors import PermanentError
-from switchyard.jobs import Context, job
+from switchyard import boot as runtime
+from switchyard.base.errors import PermanentError
+from switchyard.runtime.jobs import Context, job
 from tests.support.services import free_port
 from tests.support.waiting import wait_for
 from web.app import create_app
@@ -106,15 +107,24 @@ def web(make_web: Callable[..., Web]) -> Web:
     return make_web()
 
 
-@pytest.fixture
-def base_url(web: Web) -> Iterator[str]:
-    """The app served by uvicorn on a free loopback port."""
+@contextmanager
+def served(app: FastAPI, *, grace_s: float = 15) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port (its URL), stopped afterwards."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(web.app, host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, what="uvicorn started")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(grace_s)
+
+
+@pytest.fixture
+def base_url(web: Web) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port."""
+    with served(web.app, grace_s=10) as url:
+        yield url

@@ -189,6 +189,32 @@ def test_a_filtered_set_of_dead_letters_is_replayed_and_a_queue_paused(web, star
     assert web.sy.state.paused.paused() == frozenset()
 
 
+def test_waiting_jobs_are_cancelled_from_the_queues_page(web, base_url, browser, screenshot):
+    from selenium.webdriver.common.by import By
+
+    # given three jobs waiting (no worker), and an operator on the Queues page
+    ids = [web.client.post(f"/api/jobs/{ECHO}", json={"text": t}).json()["message_id"]
+           for t in ("a", "b", "c")]
+    log_in(browser, USERNAME, PASSWORD)
+    browser.get(f"{base_url}/dashboard/queues?queue={web.queue}")
+    assert text_of(browser, "#state-waiting b") == "3"
+    # when two are selected and cancelled, and the confirmation accepted
+    for message_id in ids[:2]:
+        click(browser, f'#job-{message_id} input[name="id"]')
+    screenshot("queues")
+    browser.find_element(By.CSS_SELECTOR, "#cancel-selected button").click()
+    wait_for(lambda: "Cancel 2 job(s)" in text_of(browser, "#question"),
+             what="the confirmation")
+    browser.find_element(By.CSS_SELECTOR, "#confirm button").click()
+    # then the page comes back with one waiting, and those two are cancelled for good
+    wait_for(lambda: text_of(browser, "#state-waiting b") == "1", what="one left waiting")
+    assert text_of(browser, "#state-cancelled b") == "2"
+    assert [web.sy.state.history.get(i)["status"] for i in ids] == [
+        "cancelled", "cancelled", "queued"]
+    browser.get(f"{base_url}/dashboard/busy")
+    assert "Nothing runs now." in text_of(browser, "table.busy")
+
+
 @pytest.fixture
 def ui_workers(process_env: dict[str, str], queue: str) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses({**process_env, "TEST_QUEUE": f"{queue}-beat"},
@@ -222,6 +248,55 @@ def test_a_killed_worker_is_marked_silent(web, ui_workers, base_url, browser, sc
 
 @pytest.mark.parametrize("broker_kind", ["redis"])
 def test_the_dashboard_shows_nothing_without_logging_in(web, base_url, browser, broker_kind):
+    # when a browser that has not logged in opens a dashboard page
     browser.get(f"{base_url}/dashboard/dead-letters")
 
+    # then it was answered with the login challenge's status, and none of the page
+    status = browser.execute_script(
+        "return performance.getEntriesByType('navigation')[0].responseStatus")
+    assert status == 401
     assert "Dead letters" not in browser.page_source
+
+
+def test_the_busy_page_shows_a_job_that_starts_without_a_reload(web, start_worker, base_url,
+                                                                 browser, screenshot):
+    import threading
+
+    from pydantic import BaseModel
+
+    from switchyard.runtime.enqueue import enqueue
+    from switchyard.runtime.jobs import Context, job
+
+    class Step(BaseModel):
+        n: int
+
+    go = threading.Event()
+
+    @job(Step, actor_name="busy_stepping", queue_name=web.queue)
+    def busy_stepping(ctx: Context, payload: Step) -> None:
+        ctx.progress(0.5, "halfway")
+        go.wait(30)
+
+    web.sy.declare([busy_stepping])
+    start_worker(web.sy)
+    # given an operator on the Busy page while nothing runs
+    log_in(browser, USERNAME, PASSWORD)
+    browser.get(f"{base_url}/dashboard/busy")
+    assert "Nothing runs now." in text_of(browser, "table.busy")
+    browser.execute_script("document.body.dataset.loadedOnce = 'yes'")
+    try:
+        # when a job starts and says its progress
+        message_id = enqueue(web.sy, "busy_stepping", {"n": 1}).message_id
+
+        # then the same page shows it, sooner than its 30 s fallback refresh: it
+        # followed the job event stream
+        def shown() -> bool:
+            web.sy.state.buffer.flush()
+            return "50% halfway" in text_of(browser, "table.busy")
+
+        wait_for(shown, timeout=20, what="the running job on the page", interval=0.2)
+        assert message_id in text_of(browser, "table.busy")
+        assert browser.execute_script("return document.body.dataset.loadedOnce") == "yes"
+        screenshot("busy")
+    finally:
+        go.set()

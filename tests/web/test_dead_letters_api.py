@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import dramatiq
 import pytest
 
 from tests.support.waiting import wait_for
@@ -54,7 +57,7 @@ def test_replay_runs_the_dead_letter_again(web):
                                json={"ids": [message_id]})
 
     # then it runs again, succeeds, and is no longer a dead letter
-    assert response.json() == {"replayed": [message_id], "missing": []}
+    assert response.json() == {"replayed": [message_id], "missing": [], "refused": {}}
     wait_for(lambda: (done(web, message_id) or {}).get("status") == "done", what="replayed run")
     assert web.client.get(f"/api/dead-letters/{web.queue}").json() == []
 
@@ -74,7 +77,28 @@ def test_replay_all_runs_every_dead_letter_again(web):
 def test_replay_names_the_ids_it_did_not_find(web):
     response = web.client.post(f"/api/dead-letters/{web.queue}/replay", json={"ids": ["nope"]})
 
-    assert response.json() == {"replayed": [], "missing": ["nope"]}
+    assert response.json() == {"replayed": [], "missing": ["nope"], "refused": {}}
+
+
+def test_replay_says_why_a_dead_letter_cannot_run_again(make_web):
+    # given a dead letter kept without its payload, over the cap
+    web = make_web()
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=web.queue, actor_name=FLAKY, args=(), kwargs={"name": "x" * 300_000},
+        options={})
+    web.sy.state.dead_letters.add(message, {"error": "Boom", "message": "boom",
+                                            "attempts": 1})
+
+    # when it is replayed, then the answer says why it was not
+    response = web.client.post(f"/api/dead-letters/{web.queue}/replay",
+                               json={"ids": [message.message_id]})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["replayed"] == [] and body["missing"] == []
+    assert body["refused"][message.message_id].startswith("it was kept without its payload")
+    every = web.client.post(f"/api/dead-letters/{web.queue}/replay", json={"all": True})
+    assert every.json() == body
 
 
 def test_purge_drops_the_queues_dead_letters(web):

@@ -64,7 +64,8 @@ def test_queue_metrics_have_the_seed_shape(web, start_worker):
     assert body["timestamp"].endswith("Z")
     [row] = [q for q in body["queues"] if q["name"] == web.queue]
     assert row == {"name": web.queue, "waiting": 0, "active": 0, "completed": 1, "failed": 1,
-                   "delayed": 0, "paused": False}
+                   "delayed": 0, "paused": False, "oldest_waiting_age_ms": None}
+    assert body["notes"] == []  # the Redis broker tells every number
 
 
 def test_waiting_jobs_are_counted(web):
@@ -74,6 +75,7 @@ def test_waiting_jobs_are_counted(web):
              if q["name"] == web.queue]
 
     assert row["waiting"] == 1 and row["delayed"] == 0
+    assert 0 <= row["oldest_waiting_age_ms"] < 60_000
 
 
 def test_system_metrics_have_the_seed_shape(web):

@@ -17,6 +17,7 @@ from tests.support.waiting import wait_for
 from tests.web.conftest import ECHO, FLAKY
 
 PAGES = ("/dashboard/", "/dashboard/overview.json", "/dashboard/jobs", "/dashboard/jobs?id=x",
+         "/dashboard/queues", "/dashboard/busy",
          "/dashboard/dead-letters", "/dashboard/workers", "/dashboard/schedules",
          "/dashboard/static/ui.css", "/dashboard/static/ui.js")
 #: What a payload may hold and no page may show.
@@ -87,11 +88,13 @@ def test_a_job_that_ran_shows_in_the_counts_and_the_charts(web, start_worker):
     def counted() -> dict[str, Any] | None:
         web.sy.state.buffer.flush()
         data = web.client.get("/dashboard/overview.json").json()
-        return data if data["series"]["minute"]["points"][-1]["done"] else None
+        return data if any(p["done"] for p in data["series"]["minute"]["points"]) else None
 
+    # (the job's minute or hour may have just become the previous one: find it by its count)
     data = wait_for(counted, what="the job in the charts")
-    minute, hour = (data["series"][r]["points"][-1] for r in ("minute", "hour"))
-    assert (minute["done"], hour["done"], minute["dead"]) == (1, 1, 0)
+    minute = next(p for p in data["series"]["minute"]["points"] if p["done"])
+    assert [sum(p[k] for p in data["series"][r]["points"])
+            for r in ("minute", "hour") for k in ("done", "dead")] == [1, 0, 1, 0]
     assert minute["wait_p50_ms"] is not None and minute["wait_p95_ms"] >= minute["wait_p50_ms"]
     assert row(web, web.queue)["completed"] == 1
     assert "processed <b>1</b>" in data["charts"]["chart-minute-counts"]
@@ -278,7 +281,8 @@ def test_no_page_shows_a_payload(web, start_worker):
 
     # when every page is read
     paths = [*PAGES, *(f"/dashboard/jobs?id={i}" for i in ids),
-             f"/dashboard/dead-letters?queue={web.queue}"]
+             f"/dashboard/dead-letters?queue={web.queue}",
+             *(f"/dashboard/queues?queue={web.queue}&state={s}" for s in ("done", "failed"))]
     texts = {path: web.client.get(path).text for path in paths}
 
     # then none holds the payload
@@ -289,8 +293,8 @@ def test_the_lookup_shows_a_result_only_where_the_actor_stores_one(web, start_wo
     # given an actor that stores its results, and one that does not
     from pydantic import BaseModel
 
-    from switchyard.enqueue import enqueue
-    from switchyard.jobs import Context, job
+    from switchyard.runtime.enqueue import enqueue
+    from switchyard.runtime.jobs import Context, job
 
     class Count(BaseModel):
         n: int
@@ -330,8 +334,8 @@ def test_a_running_job_counts_as_active(web, start_worker):
     # given a job that runs until it is let go
     from pydantic import BaseModel
 
-    from switchyard.enqueue import enqueue
-    from switchyard.jobs import Context, job
+    from switchyard.runtime.enqueue import enqueue
+    from switchyard.runtime.jobs import Context, job
 
     release = f"{web.sy.settings.key_prefix}:release"
 
@@ -357,3 +361,80 @@ def test_a_running_job_counts_as_active(web, start_worker):
     wait_for(lambda: (web.sy.state.history.get(message_id) or {}).get("status") == "done",
              what="done")
     wait_for(lambda: row(web, web.queue)["active"] == 0, what="active 0", timeout=15)
+
+
+def test_the_queues_page_lists_jobs_by_state_and_cancels_the_selected(web):
+    # given three jobs waiting, no worker
+    ids = [web.client.post(f"/api/jobs/{ECHO}", json={"text": t}).json()["message_id"]
+           for t in ("a", "b", "c")]
+    page = web.client.get(f"/dashboard/queues?queue={web.queue}")
+    # then the page lists them in order, with their positions and the state counts
+    assert page.status_code == 200
+    rows = re.findall(r'<tr class="job" id="job-([^"]+)">\s*<td>.*?</td>\s*<td class="n">(\d+)',
+                      page.text, re.S)
+    assert rows == [(ids[0], "1"), (ids[1], "2"), (ids[2], "3")]
+    assert re.search(r'id="state-waiting"[^>]*>waiting <b>3</b>', page.text)
+    csrf = re.findall(r'name="csrf" value="([^"]+)"', page.text)[0]
+    action = f"/dashboard/queues/{web.queue}/cancel"
+    # when two are cancelled: first asked, then confirmed
+    form = {"csrf": csrf, "id": ids[:2], "next": f"/dashboard/queues?queue={web.queue}"}
+    asked = web.client.post(action, data=form)
+    assert asked.status_code == 200 and "Cancel 2 job(s)" in asked.text
+    assert web.sy.state.history.get(ids[0])["status"] == "queued"
+    done = web.client.post(action, data={**form, "confirm": "yes"}, follow_redirects=False)
+    # then they are cancelled, by the dashboard, and listed as such
+    assert done.status_code == 303
+    assert [web.sy.state.history.get(i)["status"] for i in ids] == ["cancelled", "cancelled",
+                                                                     "queued"]
+    assert web.sy.state.history.get(ids[0])["cancelled_by"].startswith("dashboard:")
+    cancelled = web.client.get(f"/dashboard/queues?queue={web.queue}&state=cancelled").text
+    assert ids[0] in cancelled and ids[1] in cancelled and ids[2] not in cancelled
+    # and a form without its token, or selecting nothing, is refused
+    assert web.client.post(action, data={"id": ids[2], "confirm": "yes"}).status_code == 403
+    assert web.client.post(action, data={"csrf": csrf, "confirm": "yes"}).status_code == 400
+    assert web.client.post("/dashboard/queues/no-such-queue/cancel",
+                           data={"csrf": csrf}).status_code == 404
+    assert web.client.get("/dashboard/queues?state=lost").status_code == 400
+
+
+def test_the_busy_page_shows_what_runs_with_its_progress(web, start_worker):
+    import threading
+
+    from pydantic import BaseModel
+
+    from switchyard.runtime.enqueue import enqueue
+    from switchyard.runtime.jobs import Context, job
+
+    class Step(BaseModel):
+        n: int
+
+    started, go = threading.Event(), threading.Event()
+
+    @job(Step, actor_name="web_stepping", queue_name=web.queue)
+    def web_stepping(ctx: Context, payload: Step) -> None:
+        ctx.progress(0.25, "resizing")
+        started.set()
+        go.wait(20)
+
+    web.sy.declare([web_stepping])
+    start_worker(web.sy)
+    message_id = enqueue(web.sy, "web_stepping", {"n": 1}).message_id
+    try:
+        assert started.wait(10)
+
+        def shown() -> str | None:
+            text = web.client.get("/dashboard/busy").text
+            return text if f'id="running-{message_id}"' in text and "resizing" in text else None
+
+        text = wait_for(shown, what="the running job with its progress")
+        assert "25% resizing" in text
+        # where it runs: this process (the test's in-process worker)
+        import os
+        import socket
+
+        assert f'<td class="worker">{socket.gethostname()}:{os.getpid()}</td>' in text
+        job_page = web.client.get(f"/dashboard/jobs?id={message_id}").text
+        assert 'id="job-progress"' in job_page and "resizing" in job_page
+        assert f'id="job-worker">{socket.gethostname()}:{os.getpid()}<' in job_page
+    finally:
+        go.set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from switchyard.base.errors import UnknownQueue
+
 PHANTOM = "no-such-queue"
 ROUTES = [
     ("POST", f"/api/queues/{PHANTOM}/pause", None),
@@ -28,6 +30,8 @@ def test_an_unknown_queue_is_404_with_the_reason(web, method, path, body):
 
     assert response.status_code == 404, response.text
     assert "unknown queue" in response.json()["detail"]
+    if "some-id" not in path:  # the reason `switchyard dlq` gives too
+        assert response.json()["detail"] == UnknownQueue(PHANTOM).message
     assert web.sy.state.paused.paused() == frozenset()
     assert PHANTOM not in queue_names(web)
 
@@ -47,7 +51,8 @@ def test_a_queue_with_actors_is_known(web):
     assert web.client.post(f"/api/queues/{web.queue}/pause").status_code == 200
     assert web.client.get(f"/api/dead-letters/{web.queue}").json() == []
     assert web.client.post(f"/api/dead-letters/{web.queue}/replay",
-                           json={"all": True}).json() == {"replayed": [], "missing": []}
+                           json={"all": True}).json() == {"replayed": [], "missing": [],
+                                                         "refused": {}}
     assert web.sy.state.paused.paused() == {web.queue}
 
 

@@ -1,9 +1,12 @@
 """422s name the field and the problem, never the value: submitted values are emails,
-phone numbers and tokens. A lone surrogate (`\\ud800`) in any field is a 422 as well."""
+phone numbers and tokens. A lone surrogate (`\\ud800`) in any field is a 422 as well,
+and so is a JSON body that is not UTF-8 or is nested too deeply. A body over
+MAX_REQUEST_BYTES is a 413 naming the limit."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -74,3 +77,63 @@ def test_a_body_sent_without_its_json_content_type_is_422_saying_so(web):
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["loc"] == ["body"] and "Content-Type: application/json" in error["msg"]
+
+
+#: JSON bodies FastAPI answered with a vague 400 (or took), and the reason now given.
+UNREADABLE = {
+    "latin-1": (b'{"text": "caf\xe9"}', "The body is not UTF-8 text"),
+    "utf-16": (b"\xff\xfe" + '{"text": "x"}'.encode("utf-16-le"), "The body is not UTF-8 text"),
+    "past the stack": (b'{"text": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+                       "The body is nested too deeply"),
+    "past the limit": (b'{"text": ' + b"[" * 100 + b"]" * 100 + b"}",
+                       "The body is nested too deeply (more than 64 levels)"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_a_json_body_that_cannot_be_read_is_422_with_the_reason(web, kind):
+    body, reason = UNREADABLE[kind]
+    response = web.client.post(f"/api/jobs/{ECHO}", content=body,
+                               headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == [{"loc": ["body"], "msg": reason,
+                                          "type": "json_invalid"}]
+    assert web.sy.queues.depth(web.queue) == 0
+
+
+def chunks(total: int, size: int = 4_096) -> Iterator[bytes]:
+    """A body of `total` bytes sent without a Content-Length (chunked)."""
+    yield b'{"text": "'
+    for _ in range(total // size):
+        yield b"x" * size
+    yield b'"}'
+
+
+@pytest.mark.parametrize("sent", ["with its length", "chunked"])
+def test_a_body_over_max_request_bytes_is_413_naming_the_limit(make_web, sent):
+    web = make_web(max_request_bytes=8_192)
+    body: Any = chunks(20_000) if sent == "chunked" else b"".join(chunks(20_000))
+
+    response = web.client.post(f"/api/jobs/{ECHO}", content=body,
+                               headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 413, response.text
+    assert response.json() == {"detail": "the request body is over MAX_REQUEST_BYTES "
+                                         "(8192 bytes)"}
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert web.sy.queues.depth(web.queue) == 0
+
+
+def test_a_body_within_max_request_bytes_is_read(make_web):
+    web = make_web(max_request_bytes=8_192)
+    response = web.client.post(f"/api/jobs/{ECHO}", content=chunks(0),
+                               headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+
+
+def test_a_body_over_the_limit_is_refused_before_the_credentials_are_asked(make_web):
+    web = make_web(max_request_bytes=8_192)
+    response = web.anonymous.post(f"/api/jobs/{ECHO}", content=b"x" * 10_000)
+    assert response.status_code == 413
+    assert web.anonymous.post(f"/api/jobs/{ECHO}", json={"text": "x"}).status_code == 401

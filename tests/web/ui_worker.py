@@ -8,8 +8,8 @@ import os
 
 import dramatiq
 
-from switchyard import app as runtime
-from switchyard.settings import get
+from switchyard import boot as runtime
+from switchyard.base.settings import get
 from tests.support.processes import serve
 
 sy = runtime.build(get())

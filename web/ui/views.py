@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
 from typing import Any
-
-from dramatiq.brokers.redis import RedisBroker
 
 import schedules
 from state.dead_letters import summary
-from state.history import FINAL
-from switchyard.app import App
+from state.history import FINAL, STATES
 from switchyard.clock import Clock
+from switchyard.runtime.app import App
+from switchyard.runtime.queues import Survey
 from web.ui.charts import charts
 
 #: Dead letters per page.
@@ -37,37 +35,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def queue_rows(sy: App) -> list[dict[str, Any]]:
-    """Every queue: the monitoring numbers, its dead letters and its oldest waiting age.
-
-    RabbitMQ does not say how many of a queue's messages are unacked, so there "active"
-    is what the live workers' last heartbeats reported running."""
-    now = now_ms()
-    running = None if isinstance(sy.broker, RedisBroker) else reported_running(sy)
-    rows = []
-    for row in sy.queues.snapshot():
-        oldest = sy.queues.oldest_waiting_ms(row["name"]) if row["waiting"] else None
-        if running is not None:
-            row["active"] = running[row["name"]]
-        rows.append({**row, "dead": sy.state.dead_letters.depth(row["name"]),
-                     "oldest_age_ms": None if oldest is None else max(0, now - oldest)})
-    return rows
-
-
-def reported_running(sy: App) -> Counter[str]:
-    """Jobs running per queue, as the live workers' heartbeats last said."""
-    running: Counter[str] = Counter()
-    for worker in sy.state.workers.live():
-        running.update(worker.get("in_flight_by_queue") or {})
-    return running
+def queue_rows(sy: App, survey: Survey) -> list[dict[str, Any]]:
+    """Every queue: the monitoring numbers (`/metrics/queues`' rows, from the same
+    survey), its dead letters and its oldest waiting age."""
+    return [{**row, "dead": sy.state.dead_letters.depth(row["name"]),
+             "oldest_age_ms": row["oldest_waiting_age_ms"]}
+            for row in sy.queues.snapshot(survey)]
 
 
 def overview(sy: App) -> dict[str, Any]:
-    """The overview's numbers and charts (also `/dashboard/overview.json`)."""
+    """The overview's numbers and charts (also `/dashboard/overview.json`), and notes on
+    what the broker could not tell."""
     series = {resolution: sy.state.timeline.series(resolution)
               for resolution in ("minute", "hour")}
-    return {"queues": queue_rows(sy), "series": series, "charts": charts(series),
-            "generated_at": now_ms()}
+    survey = sy.queues.survey()
+    return {"queues": queue_rows(sy, survey), "notes": list(survey.notes), "series": series,
+            "charts": charts(series), "generated_at": now_ms()}
 
 
 def _timeline(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,7 +88,58 @@ def job(sy: App, message_id: str) -> dict[str, Any] | None:
         "result": record.get("result") if stores and record.get("status") == "done" else None,
         "stores_results": stores,
         "dead_letter": summary(dead) if dead else None,
+        "progress": record.get("progress"), "progress_note": record.get("progress_note"),
+        "worker": record.get("worker"),
+        "cancelled_by": record.get("cancelled_by") or record.get("cancel_requested_by"),
+        "cancel_reason": record.get("cancel_reason"),
     }
+
+
+#: Jobs shown on a page of the Queues page.
+JOBS_PER_PAGE = 50
+#: States whose jobs can be cancelled from the Queues page.
+CANCELLABLE = ("waiting", "scheduled", "retrying", "running")
+
+
+def queue_jobs(sy: App, queue: str | None, state: str, *, actor: str,
+               page: int) -> dict[str, Any]:
+    """The Queues page: each queue's counts by state, and one page of one queue's jobs
+    in one state (`state.history`), oldest first. Never a payload."""
+    names = sy.queues.names()
+    queue = queue if queue in names else (names[0] if names else None)
+    counts = {state_: sy.state.history.count(queue, state_) for state_ in STATES} if queue \
+        else {}
+    listed = sy.state.history.page(queue, state, offset=(page - 1) * JOBS_PER_PAGE,
+                                   limit=JOBS_PER_PAGE, actor=actor or None) if queue else None
+    jobs = [{"id": job.get("id"), "actor": job.get("actor"), "status": job.get("status"),
+             "position": job.get("position"), "queued_at": job.get("queued_at"),
+             "due_at": job.get("due_at"), "started_at": job.get("started_at"),
+             "finished_at": job.get("finished_at"), "progress": job.get("progress"),
+             "progress_note": job.get("progress_note"), "retry_in_ms": job.get("retry_in_ms"),
+             "cancelled_by": job.get("cancelled_by") or job.get("cancel_requested_by")}
+            for job in (listed.jobs if listed else [])]
+    return {"queues": names, "queue": queue, "state": state, "states": STATES,
+            "counts": counts, "actor": actor, "page": page, "jobs": jobs,
+            "more": bool(listed and listed.next_offset is not None),
+            "cancellable": state in CANCELLABLE}
+
+
+def busy(sy: App) -> list[dict[str, Any]]:
+    """What runs now, on every queue: where (the queue, the actor and the worker's
+    `host:pid`), since when, and its progress, longest running first."""
+    now = now_ms()
+    rows = []
+    for queue in sy.queues.names():
+        for job in sy.state.history.page(queue, "running", limit=200).jobs:
+            started = job.get("started_at")
+            rows.append({"id": job.get("id"), "queue": queue, "actor": job.get("actor"),
+                         "worker": job.get("worker"),
+                         "started_at": started,
+                         "running_ms": now - started if isinstance(started, int) else None,
+                         "progress": job.get("progress"),
+                         "progress_note": job.get("progress_note"),
+                         "stopping": bool(job.get("cancel_requested_by"))})
+    return sorted(rows, key=lambda row: row["started_at"] or now)
 
 
 def _error(error: dict[str, Any] | None) -> dict[str, Any] | None:

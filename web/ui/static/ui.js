@@ -1,10 +1,23 @@
-// Switchyard's operator UI: the overview refreshes itself; "select all" on dead letters.
+// Switchyard's operator UI: the overview and the Busy page follow job events; "select all" on dead letters.
 (function () {
   "use strict";
-  var EVERY_MS = 3000;
+  // The overview and the Busy page follow the job event stream (`GET /api/events`, the
+  // same credentials): a job's change schedules a refresh, at most one per QUIET_MS, and
+  // nothing is fetched while nothing happens. FALLBACK_MS refreshes what no job event
+  // says (a pause, a worker gone) and covers a stream that cannot connect.
+  var QUIET_MS = 500;
+  var FALLBACK_MS = 30000;
+  var page = document.body.dataset.page;
+  var pending = false;
+  var last = 0;
 
-  function refresh() {
-    fetch("/dashboard/overview.json", {credentials: "same-origin", cache: "no-store"})
+  function stamp(text) {
+    var where = document.getElementById("refreshed");
+    if (where) { where.textContent = text; }
+  }
+
+  function overview() {
+    return fetch("/dashboard/overview.json", {credentials: "same-origin", cache: "no-store"})
       .then(function (answer) { if (!answer.ok) { throw new Error(answer.status); } return answer.json(); })
       .then(function (data) {
         var body = document.querySelector("#queues tbody");
@@ -13,17 +26,41 @@
           var old = document.getElementById(id);
           if (old) { old.outerHTML = data.charts[id]; }
         });
-        var stamp = document.getElementById("refreshed");
-        if (stamp) { stamp.textContent = "live, updated " + new Date(data.generated_at).toLocaleTimeString(); }
-      })
-      .catch(function () {
-        var stamp = document.getElementById("refreshed");
-        if (stamp) { stamp.textContent = "not updating (retrying)"; }
-      })
-      .then(function () { setTimeout(refresh, EVERY_MS); });
+        stamp("live, updated " + new Date(data.generated_at).toLocaleTimeString());
+      });
   }
 
-  if (document.body.dataset.page === "overview") { setTimeout(refresh, EVERY_MS); }
+  function busy() {
+    return fetch("/dashboard/busy", {credentials: "same-origin", cache: "no-store"})
+      .then(function (answer) { if (!answer.ok) { throw new Error(answer.status); } return answer.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("table.busy tbody");
+        var body = document.querySelector("table.busy tbody");
+        if (fresh && body) { body.innerHTML = fresh.innerHTML; }
+      });
+  }
+
+  function refresh() {
+    (page === "overview" ? overview() : busy())
+      .catch(function () { stamp("not updating (retrying)"); })
+      .then(function () { pending = false; last = Date.now(); });
+  }
+
+  function soon() {
+    if (pending) { return; }
+    pending = true;
+    setTimeout(refresh, Math.max(0, last + QUIET_MS - Date.now()));
+  }
+
+  if (page === "overview" || page === "busy") {
+    if (window.EventSource) {
+      var events = new EventSource("/api/events");
+      events.addEventListener("job", soon);
+      events.onopen = soon;  // (re)connected: catch up
+      events.onerror = function () { stamp("reconnecting to the event stream"); };
+    }
+    setInterval(soon, FALLBACK_MS);
+  }
 
   var all = document.getElementById("select-all");
   if (all) {

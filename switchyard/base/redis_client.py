@@ -1,0 +1,171 @@
+"""Redis clients that never wait for ever on a Redis that stopped answering.
+
+Every Switchyard process talks to Redis through `redis_client`: the state store and the
+Redis broker alike (and so the web process, the CLI, the clock and the bridge, which use
+them). A blocking wait (a result wait, the broker's doorbell) needs a longer socket
+timeout than ordinary commands: it gets a connection of its own, made with
+`connection_settings`, which copies the pool's TLS and Sentinel settings too.
+
+Beyond one machine (docs/deployment.md):
+
+- `rediss://` URLs speak TLS; REDIS_TLS_VERIFY=false accepts a self-signed certificate
+  (Heroku Redis), REDIS_TLS_CA_FILE trusts a CA of one's own.
+- With REDIS_SENTINELS, the client asks the Sentinels where the primary of
+  REDIS_SENTINEL_SERVICE is each time it connects, so a dropped connection after a
+  failover reconnects to the new primary, and a demoted primary's "READONLY" answer
+  drops the connection: no restart is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from switchyard.base.settings import Settings
+
+#: Socket time (ms) a blocking command gets on top of its own wait before it gives up.
+BLOCKING_MARGIN = 2_000
+#: Blocking commands whose last argument is their wait (seconds, 0: for ever).
+_WAIT_LAST = frozenset({"BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BZPOPMIN", "BZPOPMAX"})
+#: Blocking commands whose first argument is their wait.
+_WAIT_FIRST = frozenset({"BLMPOP", "BZMPOP"})
+#: What a refused certificate says, and what to do about it.
+TLS_HINT = ("the Redis server's TLS certificate is not trusted: set REDIS_TLS_CA_FILE to "
+            "its CA, or REDIS_TLS_VERIFY=false for a self-signed one (Heroku Redis)")
+#: Connection settings a redis-py pool manages itself, left out when one is copied.
+_POOL_MANAGED = ("maint_notifications", "orig_", "himport")
+
+
+def connection_settings(pool: redis.ConnectionPool, **changes: Any) -> dict[str, Any]:
+    """The settings of `pool`'s connections, for a connection of one's own, with
+    `changes` (a longer socket timeout for a blocking wait, a client name...)."""
+    settings = {key: value for key, value in pool.connection_kwargs.items()
+                if not key.startswith(_POOL_MANAGED)}
+    return {**settings, **changes}
+
+
+def blocking_wait(args: tuple[Any, ...]) -> float | None:
+    """How long (s) a command asks Redis to block (0: for ever); None if it does not."""
+    name = str(args[0]).upper()
+    if name in _WAIT_LAST and len(args) > 1:
+        return float(args[-1])
+    if name in _WAIT_FIRST and len(args) > 1:
+        return float(args[1])
+    return None
+
+
+class TimedRedis(redis.Redis):
+    """A Redis client on which no call waits for ever for a Redis that stopped answering.
+
+    Ordinary commands get the pool's socket timeout (REDIS_TIMEOUT_MS). A blocking one
+    (Dramatiq's result wait is a BRPOPLPUSH) legitimately waits longer: it runs on a
+    connection of its own whose timeout is its wait plus `BLOCKING_MARGIN`, so the
+    pool's connections keep their short timeout.
+    """
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        wait = blocking_wait(args)
+        if wait is None:
+            return super().execute_command(*args, **options)
+        with self._waiting_client(wait) as client:
+            return client.execute_command(*args, **options)
+
+    @contextmanager
+    def _waiting_client(self, wait: float) -> Iterator[redis.Redis]:
+        pool = self.connection_pool
+        timeout = wait + BLOCKING_MARGIN / 1000 if wait > 0 else None
+        own = redis.ConnectionPool(connection_class=pool.connection_class,
+                                   **connection_settings(pool, socket_timeout=timeout))
+        try:
+            yield redis.Redis(connection_pool=own)
+        finally:
+            own.disconnect()
+
+
+def queue_script(pipe: Any, script: Any, keys: list[Any], args: list[Any]) -> None:
+    """Queue a registered script on a pipeline as EVALSHA, run with `execute_loading`.
+    redis-py's own way sends SCRIPT EXISTS before every pipeline that holds a script: a
+    round trip more per enqueue and per buffer flush, for what is known after the first."""
+    pending: dict[int, tuple[Any, list[Any], list[Any]]] = pipe.__dict__.setdefault(
+        "switchyard_scripts", {})
+    pending[len(pipe.command_stack)] = (script, keys, args)
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+def execute_loading(pipe: Any) -> list[Any]:
+    """Execute `pipe`; a script Redis does not know (first use, a restart, SCRIPT FLUSH,
+    a new primary) is loaded and that command alone run again, so nothing else in the
+    pipeline is applied twice. Raises the first other error, once all ran (as
+    `execute()` does)."""
+    scripts: dict[int, tuple[Any, list[Any], list[Any]]] = pipe.__dict__.pop(
+        "switchyard_scripts", {})
+    results: list[Any] = pipe.execute(raise_on_error=False)
+    for index, (script, keys, args) in scripts.items():
+        if isinstance(results[index], redis.exceptions.NoScriptError):
+            results[index] = script(keys=keys, args=args)  # loads it, then runs it
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def redis_client(url: str, settings: Settings) -> TimedRedis:
+    """A client whose every call gives up after REDIS_TIMEOUT_MS (blocking waits: see
+    `TimedRedis`). A dropped connection is retried once, at once (a restarted Redis
+    leaves dead sockets in the pool, a failover a dead primary); a timeout is not: that
+    Redis is not answering. TLS and Sentinel as the settings say."""
+    options = {**_timeouts(settings), **tls_options(url, settings)}
+    if settings.redis_sentinels:
+        return _sentinel_client(url, settings, options)
+    client = TimedRedis.from_url(url, **options)
+    assert isinstance(client, TimedRedis)
+    return client
+
+
+def _timeouts(settings: Settings) -> dict[str, Any]:
+    timeout = settings.redis_timeout_ms / 1000
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1,
+                  supported_errors=(redis.ConnectionError,))
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "socket_keepalive": True, "health_check_interval": 30, "retry": retry}
+
+
+def uses_tls(url: str) -> bool:
+    return url.startswith("rediss://")
+
+
+def tls_options(url: str, settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS options for a rediss:// URL (none for redis://)."""
+    if not uses_tls(url):
+        return {}
+    verify = settings.redis_tls_verify
+    ca_file = settings.redis_tls_ca_file
+    return {"ssl_cert_reqs": "required" if verify else "none", "ssl_check_hostname": verify,
+            "ssl_ca_certs": str(ca_file) if verify and ca_file else None}
+
+
+def _sentinel_client(url: str, settings: Settings, options: dict[str, Any]) -> TimedRedis:
+    """A client of the primary the Sentinels name; the URL gives the scheme, the
+    credentials and the database, not the host."""
+    parsed = parse_url(url)
+    node = {key: parsed[key] for key in ("db", "username", "password") if key in parsed}
+    sentinel_password = settings.redis_sentinel_password
+    sentinels = Sentinel(settings.sentinel_addresses, sentinel_kwargs={
+        **options, "ssl": uses_tls(url),
+        "password": sentinel_password.get_secret_value() if sentinel_password else None})
+    client = sentinels.master_for(settings.redis_sentinel_service, redis_class=TimedRedis,
+                                  ssl=uses_tls(url), **node, **options)
+    assert isinstance(client, TimedRedis)
+    return client
+
+
+def describe_refusal(error: BaseException) -> str | None:
+    """What to set when Redis refused us for its certificate; None for other errors."""
+    return TLS_HINT if "CERTIFICATE_VERIFY_FAILED" in str(error) else None

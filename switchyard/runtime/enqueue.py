@@ -1,0 +1,121 @@
+"""The one way in: every producer (CLI, HTTP API, Python helpers, ingress) enqueues here.
+
+`enqueue(app, name, payload, ...)`:
+
+1. finds the job type (`UnknownJob`), validates the payload against its model
+   (`InvalidPayload`, naming the fields, never the values), its size (`PayloadTooLarge`:
+   over MAX_PAYLOAD_BYTES as JSON, the measure dead letters keep by) and the options
+   (`InvalidOptions`: delay within what the brokers accept, key length);
+2. applies the idempotency key with the caller's duplicate rule:
+   - `skip` (the default): the job is queued; a duplicate is skipped when it runs;
+   - `refuse`: a job whose key is already queued, running or done is not queued, and
+     `DuplicateJob` names the one that has it;
+   - `existing`: the same, but that job's id is returned as if it had been queued;
+3. queues it (after `delay` ms) and returns its message id.
+
+With tracing on (docs/operations.md, "Tracing") steps 2 and 3 are an `enqueue <actor>`
+span, whose context the message carries in its `traceparent` option to the job's runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from switchyard.base import tracecontext
+from switchyard.base.errors import DuplicateJob, InvalidOptions, PayloadTooLarge, UnknownJob
+from switchyard.base.keys import JobKey
+from switchyard.base.sealing import payload_bytes
+from switchyard.base.settings import MAX_DELAY_MS as MAX_DELAY
+from switchyard.runtime.jobs import dump
+
+if TYPE_CHECKING:
+    from switchyard.runtime.app import App
+    from switchyard.runtime.jobs import Job
+
+OnDuplicate = Literal["skip", "refuse", "existing"]
+
+#: Longest idempotency key accepted.
+MAX_KEY_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    message_id: str
+    #: True when nothing new was queued: `message_id` is the job that had the key.
+    duplicate: bool = False
+
+
+def enqueue(
+    app: App, name: str, payload: BaseModel | dict[str, Any], *, key: str | None = None,
+    on_duplicate: OnDuplicate = "skip", delay: int | None = None, flush: bool = True,
+    options: dict[str, Any] | None = None,
+) -> Enqueued:
+    """Validate and queue one job (see the module docstring); `flush` makes its history
+    record visible at once (one more round trip); `options` are message options the
+    producer adds (the bridge: where the job came from)."""
+    job = app.jobs.get(name)
+    if job is None:
+        raise UnknownJob(name, list(app.jobs))
+    check_options(key, delay)
+    kwargs = dump(job.model, payload)
+    check_size(kwargs, app.settings.max_payload_bytes)
+    # Traced: the span's context goes with the message, so the job's runs join its trace.
+    with tracecontext.enqueuing(f"enqueue {name}", {
+            "switchyard.actor": name, "messaging.destination.name": job.queue_name,
+            "switchyard.delay_ms": delay}) as span:
+        done = queue(app, job, kwargs, key=key, on_duplicate=on_duplicate, delay=delay,
+                     flush=flush, options={**(options or {}), **span.options})
+        span.set("messaging.message.id", done.message_id)
+        span.set("switchyard.duplicate", done.duplicate or None)
+    return done
+
+
+def queue(app: App, job: Job[Any], kwargs: dict[str, Any], *, key: str | None,
+          on_duplicate: OnDuplicate, delay: int | None, flush: bool,
+          options: dict[str, Any]) -> Enqueued:
+    """Queue a validated job under the caller's duplicate rule (the module docstring)."""
+    assert job.actor is not None  # declared with the app
+    extra: dict[str, Any] = dict(options)
+    if key is not None:
+        extra["idempotency_key"] = key
+    message = job.actor.message_with_options(kwargs=kwargs, **extra)
+    job_key = JobKey(job.name, key) if key is not None and on_duplicate != "skip" else None
+    if job_key is not None:
+        existing = app.state.keys.holder(job_key)
+        if existing is not None:
+            return duplicate(existing, on_duplicate)
+    app.broker.enqueue(message, delay=delay)
+    if flush:
+        app.state.buffer.flush()
+    if job_key is not None:
+        ttl = int(job.options.get("idempotency_ttl", app.state.keys.ttl)) + (delay or 0)
+        first = app.state.keys.claim(job_key, message.message_id, ttl)
+        if first is not None:  # another producer's copy won the race: ours is skipped
+            return duplicate(first, on_duplicate)
+    return Enqueued(message.message_id)
+
+
+def duplicate(existing: str, on_duplicate: OnDuplicate) -> Enqueued:
+    """What a producer gets for a key another job has: refused, or that job."""
+    if on_duplicate == "refuse":
+        raise DuplicateJob(existing)
+    return Enqueued(existing, duplicate=True)
+
+
+def check_size(kwargs: dict[str, Any], limit: int) -> None:
+    """Refuse a payload over `limit` bytes (MAX_PAYLOAD_BYTES), measured as it is sealed."""
+    size = payload_bytes({"kwargs": kwargs})
+    if size > limit:
+        raise PayloadTooLarge(size, limit)
+
+
+def check_options(key: str | None, delay: int | None) -> None:
+    if delay is not None and not 0 <= delay <= MAX_DELAY:
+        raise InvalidOptions(f"delay must be between 0 and {MAX_DELAY} ms (under 7 days)",
+                             code="invalid")
+    if key is not None and not 0 < len(key) <= MAX_KEY_CHARS:
+        raise InvalidOptions(f"the idempotency key must be 1 to {MAX_KEY_CHARS} characters",
+                             code="invalid")

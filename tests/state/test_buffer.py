@@ -1,0 +1,38 @@
+"""The state store's write buffer: what a job records is written once, even when Redis
+has forgotten the scripts the buffer runs (a restart, SCRIPT FLUSH, a new primary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import pytest
+
+REDIS_ONLY = pytest.mark.parametrize("broker_kind", ["redis"])
+
+
+@REDIS_ONLY
+def test_a_flush_after_redis_forgot_its_scripts_writes_each_record_once(
+        build_switchyard: Any, queue: str) -> None:
+    # given buffered records (a history update, run by a script, and a counter) and a
+    # Redis that has forgotten every script
+    sy = build_switchyard()
+    message: dramatiq.Message[Any] = dramatiq.Message(queue_name=queue, actor_name="a",
+                                                      args=(), kwargs={}, options={})
+    sy.state.history.record(message, 1, {"status": "queued", "actor": "a"})
+    sy.state.metrics.count("a", queue, "done")
+    sy.state.client.script_flush()
+
+    # when the buffer is flushed
+    sy.state.buffer.flush_or_raise()
+
+    # then the script ran (loaded again) and the counter, in the same pipeline, was not
+    # applied twice
+    assert (sy.state.history.get(message.message_id) or {}).get("status") == "queued"
+    assert sy.state.metrics.counters()[("a", queue, "done")] == 1
+
+    # and an enqueue, whose script Redis forgot too, still lands once
+    sy.state.client.script_flush()
+    sy.broker.declare_queue(queue)
+    sy.broker.enqueue(message)
+    assert sy.broker.client.llen(f"{sy.broker.namespace}:{queue}") == 1

@@ -1,0 +1,105 @@
+"""Lanes: admission through gates, in order, with nothing lost when a hold lapses or a
+publisher dies before confirming."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from state.lanes import GROUP, LIMIT, Lanes
+
+
+@pytest.fixture
+def lanes(state: redis.Redis, prefix: str) -> Lanes:
+    return Lanes(state, prefix=prefix, hold_ms=60_000, stale_ms=200)
+
+
+def body(n: int) -> bytes:
+    return f'{{"n": {n}}}'.encode()
+
+
+def test_a_full_lane_keeps_jobs_in_order_and_lets_them_through_one_per_release(lanes: Lanes):
+    gate = [("limit:ops", 1, LIMIT)]
+    assert lanes.admit("m1", "q", body(1), gate) == (True, [])
+    for n in (2, 3, 4):
+        assert lanes.admit(f"m{n}", "q", body(n), gate) == (False, [])
+    assert lanes.waiting("limit:ops") == ["m2", "m3", "m4"]
+
+    admitted = lanes.release("m1", gate)
+    assert [(a.message_id, a.queue, a.body) for a in admitted] == [("m2", "q", body(2))]
+    lanes.published(["m2"])
+    assert [a.message_id for a in lanes.release("m2", gate)] == ["m3"]
+    assert lanes.waiting("limit:ops") == ["m4"] and lanes.holders("limit:ops") == ["m3"]
+
+
+def test_a_limit_of_n_admits_n_and_a_new_job_queues_behind_those_waiting(lanes: Lanes):
+    gate = [("limit:k", 2, LIMIT)]
+    assert [lanes.admit(f"m{n}", "q", body(n), gate)[0] for n in range(4)] == [
+        True, True, False, False]
+    assert [a.message_id for a in lanes.release("m0", gate)] == ["m2"]
+    # a newcomer does not overtake m3, even with room briefly free after m1 ends
+    assert [a.message_id for a in lanes.release("m1", gate)] == ["m3"]
+    assert lanes.admit("m4", "q", body(4), gate) == (False, [])
+
+
+def test_a_group_then_a_limit_admit_in_turn(lanes: Lanes):
+    # two subscriptions' groups behind one queue-wide limit of 1
+    a, b, limit = ("group:q:a", 1, GROUP), ("group:q:b", 1, GROUP), ("limit:q", 1, LIMIT)
+    assert lanes.admit("a1", "q", body(1), [a, limit])[0] is True
+    assert lanes.admit("a2", "q", body(2), [a, limit])[0] is False  # waits for its group
+    assert lanes.admit("b1", "q", body(3), [b, limit])[0] is False  # waits for the limit
+    # a1's run ends but it retries: it lets go of the limit only, and b1 goes through
+    assert [x.message_id for x in lanes.release("a1", [limit])] == ["b1"]
+    assert lanes.waiting("group:q:a") == ["a2"]
+    # a1 ends for good: a2 passes its group and waits at the limit b1 holds
+    assert lanes.release("a1", [a]) == []
+    assert lanes.waiting("limit:q") == ["a2"]
+    assert [x.message_id for x in lanes.release("b1", [b, limit])] == ["a2"]
+
+
+def test_a_claim_keeps_a_hold_and_a_lost_place_goes_back_to_the_head(lanes: Lanes):
+    gate = [("limit:k", 1, LIMIT)]
+    assert lanes.admit("m1", "q", body(1), gate)[0]
+    assert lanes.claim("m1", gate) is True
+    assert lanes.admit("m2", "q", body(2), gate)[0] is False
+    # m3 lost its hold (lapsed) while m1 holds the only slot: it must not run, and waits
+    # ahead of the jobs that came after it
+    assert lanes.claim("m3", gate) is False
+    assert lanes.hold_back("m3", "q", body(3), gate) is False
+    assert lanes.waiting("limit:k") == ["m3", "m2"]
+
+
+def test_a_lapsed_hold_lets_the_next_job_through_at_the_next_sweep(state, prefix):
+    lanes = Lanes(state, prefix=prefix, hold_ms=300)
+    gate = [("group:q:g", 1, GROUP)]
+    assert lanes.admit("lost", "q", body(1), gate)[0]  # its message is deleted by hand
+    assert lanes.admit("next", "q", body(2), gate)[0] is False
+    assert lanes.sweep() == []  # not lapsed yet
+    time.sleep(0.4)
+    assert [a.message_id for a in lanes.sweep()] == ["next"]
+
+
+def test_an_admitted_job_not_confirmed_published_is_handed_out_again(lanes: Lanes):
+    gate = [("limit:k", 1, LIMIT)]
+    lanes.admit("m1", "q", body(1), gate)
+    lanes.admit("m2", "q", body(2), gate)
+    assert [a.message_id for a in lanes.release("m1", gate)] == ["m2"]
+    # the releasing worker died before publishing m2
+    assert lanes.sweep() == []
+    time.sleep(0.3)
+    assert [(a.message_id, a.body) for a in lanes.sweep()] == [("m2", body(2))]
+    lanes.published(["m2"])
+    time.sleep(0.3)
+    assert lanes.sweep() == []
+
+
+def test_nothing_is_left_once_every_job_ended(lanes: Lanes, state, prefix):
+    gate = [("group:q:g", 1, GROUP), ("limit:q", 3, LIMIT)]
+    for n in range(5):
+        lanes.admit(f"m{n}", "q", body(n), gate)
+    for n in range(5):
+        admitted = lanes.release(f"m{n}", gate)
+        lanes.published([a.message_id for a in admitted])
+    assert list(state.scan_iter(f"{prefix}:lanes:*")) == []
