@@ -107,7 +107,15 @@ end
 # {admitted 0/1, id, queue, body, ...}: the job itself, and heads a lapsed hold freed.
 _ADMIT = _COMMON + """
 local id = ARGV[3]
-if redis.call('hexists', jobs, id) == 1 then return {0} end  -- already waiting: a resend
+if redis.call('zscore', moving, id) then
+  -- admitted by a release whose publish is not confirmed (its publisher may have died),
+  -- and a copy of it is enqueued now (published, deferred, come due): this copy is the
+  -- job, through the gates it holds; the sweep must not hand out another
+  redis.call('zrem', moving, id)
+  redis.call('hdel', jobs, id)
+elseif redis.call('hexists', jobs, id) == 1 then
+  return {0}  -- already waiting in a lane: a resend stays one job
+end
 local rec = cjson.decode(ARGV[4])
 local out = {0}
 for _, gate in ipairs(rec['g']) do

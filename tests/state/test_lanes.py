@@ -95,6 +95,29 @@ def test_an_admitted_job_not_confirmed_published_is_handed_out_again(lanes: Lane
     assert lanes.sweep() == []
 
 
+def test_a_copy_of_an_admitted_job_enqueued_before_its_publish_was_confirmed_goes_through(
+        lanes: Lanes):
+    # m2 was admitted by a release whose worker died before confirming its publish; the
+    # published copy ran, was deferred, and comes due: it is not a job waiting in a lane
+    gate = [("group:q:g", 1, GROUP)]
+    lanes.admit("m1", "q", body(1), gate)
+    lanes.admit("m2", "q", body(2), gate)
+    assert [a.message_id for a in lanes.release("m1", gate)] == ["m2"]
+    assert lanes.admit("m2", "q", body(2), gate) == (True, [])
+    # and the copy is the one that runs: the sweep does not hand out another
+    time.sleep(0.3)
+    assert lanes.sweep() == []
+    assert lanes.holders("group:q:g") == ["m2"]
+
+
+def test_a_resend_of_a_job_waiting_in_its_lane_stays_one_job(lanes: Lanes):
+    gate = [("limit:k", 1, LIMIT)]
+    lanes.admit("m1", "q", body(1), gate)
+    assert lanes.admit("m2", "q", body(2), gate) == (False, [])
+    assert lanes.admit("m2", "q", body(2), gate) == (False, [])
+    assert lanes.waiting("limit:k") == ["m2"]
+
+
 def test_nothing_is_left_once_every_job_ended(lanes: Lanes, state, prefix):
     gate = [("group:q:g", 1, GROUP), ("limit:q", 3, LIMIT)]
     for n in range(5):
