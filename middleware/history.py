@@ -43,8 +43,9 @@ class History(Middleware):
             return
         fields: dict[str, Any] = {"status": "queued", "queued_at": now_ms(),
                                   "order": time.time_ns() // 1000}
-        if delay:  # scheduled: due then (a retry's or deferral's delay returned above)
-            fields["due_at"] = fields["queued_at"] + delay
+        # scheduled: due then (a retry's or deferral's delay returned above); else due
+        # now (a delayed job coming due, on time or asked to run now)
+        fields["due_at"] = fields["queued_at"] + (delay or 0)
         if not deliveries:
             # The message's own time: a delayed job coming due keeps when it was sent.
             fields.update(id=message.message_id, actor=message.actor_name,

@@ -23,6 +23,7 @@ from state.lanes import Lanes
 from state.metrics import MetricsStore
 from state.paused import PausedQueues
 from state.rates import Rates
+from state.run_now import RunNow
 from state.timeline import Timeline
 from state.workers import Workers
 from switchyard.base.redis_client import TimedRedis, redis_client
@@ -51,6 +52,8 @@ class State:
     batches: Batches
     #: Cancelled jobs, and which jobs workers hold (`state.cancels`).
     cancels: Cancellations
+    #: Scheduled and retrying jobs asked to run now (`state.run_now`).
+    run_now: RunNow
     #: The stream of job changes (`state.events`).
     events: Events
     #: Seals job arguments and results kept in the store (switchyard.base.sealing).
@@ -98,6 +101,7 @@ def open_state(settings: Settings, client: redis.Redis | None = None,
         cancels=Cancellations(client, buffer, prefix=prefix,
                               history_ttl=settings.history_ttl_ms,
                               events=events),
+        run_now=RunNow(client, prefix=prefix, history_ttl=settings.history_ttl_ms),
         events=Events(client, prefix=prefix, keep=settings.events_keep),
         sealer=sealer,
     )

@@ -40,6 +40,7 @@ from middleware.periodic import Periodic
 from middleware.rate_limit import RateLimits
 from middleware.results import Results
 from middleware.retry_policy import RetryPolicy
+from middleware.run_now import RunNow
 from middleware.tracing import Tracing
 from state import State, open_state
 from switchyard import tracing
@@ -83,6 +84,8 @@ def pipeline(settings: Settings, state: State) -> list[dramatiq.Middleware]:
         # After Admission (a cancelled job lets its group go at once), before the rate
         # limits and idempotency (it takes no turn and no key).
         Cancel(state.cancels),
+        # Scheduled and retrying jobs asked to run now, made due where they are held.
+        RunNow(state.run_now),
         members,
         RetryPolicy(max_retries=settings.max_retries, min_backoff=settings.min_backoff_ms,
                     max_backoff=settings.max_backoff_ms, max_deferral=settings.max_deferral_ms),

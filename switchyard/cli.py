@@ -185,6 +185,24 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs_run_now(args: argparse.Namespace) -> int:
+    """Run a scheduled job now, or retry a retrying one now; prints `<id> requested`."""
+    import getpass
+
+    from state.run_now import REQUESTED, UNKNOWN
+
+    app = booted(only=[])
+    answer, was = app.state.run_now.request(args.id, by=f"cli:{getpass.getuser()}")
+    if answer == UNKNOWN:
+        raise CliError(f"no job {args.id} (unknown, or past its history retention)",
+                       EXIT_FAILED)
+    if answer != REQUESTED:
+        raise CliError(f"job {args.id} is {was}: only a scheduled or retrying job can be "
+                       "run now", EXIT_FAILED)
+    print(f"{args.id} requested ({was})")
+    return 0
+
+
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     """Cancel by id, or by `--key ACTOR:KEY`; prints `<id> cancelled|stopping`."""
     import getpass
@@ -659,6 +677,10 @@ def parser() -> argparse.ArgumentParser:
                         "idempotency key")
     cancel.add_argument("--reason", default="", help="why, for the record")
     cancel.set_defaults(fn=cmd_jobs_cancel)
+    hurry = jobs.add_parser("run-now", help="run a scheduled job now, or retry a retrying "
+                            "one now")
+    hurry.add_argument("id")
+    hurry.set_defaults(fn=cmd_jobs_run_now)
     batches = sub.add_parser("batches", help="batches of jobs").add_subparsers(
         dest="sub", required=True)
     batch = batches.add_parser("show", help="a batch's members done, failed and pending")

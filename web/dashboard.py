@@ -9,7 +9,8 @@ Pages (server-rendered with Jinja2 from `web/ui/templates`, every value escaped)
   and, after a job's change (at most twice a second; every 30 s regardless), fetches
   `/dashboard/overview.json` and swaps the rows and charts in, no reload.
 - `/dashboard/queues`: a queue's jobs by state (`state.history`), a page at a time,
-  filtered by actor; cancel the selected (confirmed).
+  filtered by actor; cancel the selected, or run the selected scheduled (retrying) jobs
+  now (confirmed).
 - `/dashboard/busy`: what runs now, where (host:pid), with its progress; it follows
   the event stream as the overview does.
 - `/dashboard/jobs?id=`: a job by message id: status timeline, runs, progress, its
@@ -356,11 +357,36 @@ def _queue_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
         return RedirectResponse(back, status_code=303)
 
 
+def _run_now_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
+    @routes.post(QUEUES + "/{queue}/run-now", response_model=None)
+    async def run_now(queue: str, request: Request) -> RedirectResponse | HTMLResponse:
+        form = await _checked_form(sy, pages, queue, request, QUEUES)
+        if isinstance(form, HTMLResponse):
+            return form
+        back = _next(form, QUEUES)
+        ids = [i for i in form.get("id", []) if views.MESSAGE_ID.fullmatch(i)][:MAX_CANCELS]
+        if not ids:
+            return pages.message(request, 400, "Nothing selected", "Select the jobs to "
+                                 "run now first.", back=back)
+        if (form.get("confirm") or [""])[0] != "yes":
+            question = (f"Run {len(ids)} scheduled or retrying job(s) of {queue} now, "
+                        "without waiting for their time?")
+            return pages.render(request, "confirm.html", title="Confirm", page="",
+                                question=question, action=f"{QUEUES}/{queue}/run-now",
+                                back=back, verb="Run now",
+                                fields=[*(("id", i) for i in ids), ("next", back)])
+        for message_id in ids:
+            await run_in_threadpool(sy.state.run_now.request, message_id,
+                                    by=f"dashboard:{sy.settings.web_username or 'operator'}")
+        return RedirectResponse(back, status_code=303)
+
+
 def router(sy: App) -> APIRouter:
     routes = APIRouter(include_in_schema=False)
     pages = Pages(sy)
     _page_routes(routes, sy, pages)
     _queue_routes(routes, sy, pages)
+    _run_now_routes(routes, sy, pages)
     _job_routes(routes, sy, pages)
     _dead_letter_routes(routes, sy, pages)
     return routes

@@ -1,5 +1,5 @@
 """The jobs API: enqueue a job over HTTP, follow it by its message id, list a queue's
-jobs by state, cancel one.
+jobs by state, cancel one, run a scheduled or retrying one now.
 
 Each declared job (`app.jobs`) gets its own `POST /api/jobs/<actor>` route, so the
 OpenAPI document carries every payload schema and FastAPI answers 422 with the field
@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from state.cancels import CANCELLED, FINISHED, MAX_REASON_CHARS, UNKNOWN
 from state.history import STATES, now_ms
+from state.run_now import REQUESTED
+from state.run_now import UNKNOWN as RUN_UNKNOWN
 from switchyard.base.errors import DuplicateJob, InvalidPayload, PayloadTooLarge, UnknownQueue
 from switchyard.base.keys import JobKey
 from switchyard.base.settings import MAX_DELAY_MS
@@ -104,6 +106,23 @@ class CancelAnswer(BaseModel):
     id: str
     status: str = Field(description="`cancelled`: it will never run; `stopping`: it runs "
                         "now and is asked to stop (its retries never run).")
+
+
+class RunNowRequest(BaseModel):
+    """Run a scheduled job now, or a retrying job's next attempt now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100, description="Message id.")
+    by: str = Field("api", min_length=1, max_length=100, description="Who asks, "
+                    "for the record.")
+
+
+class RunNowAnswer(BaseModel):
+    id: str
+    status: str = Field(description="`requested`: the worker holding it enqueues it "
+                        "within its worker timeout (it then shows as waiting).")
+    was: str = Field(description="The state it was in: `scheduled` or `retrying`.")
 
 
 class Batch(BaseModel):
@@ -213,6 +232,23 @@ def router(sy: App) -> APIRouter:
         if answer == FINISHED:
             raise HTTPException(409, f"job {message_id} has already finished ({status})")
         return CancelAnswer(id=message_id, status=answer if answer == CANCELLED else "stopping")
+
+    @routes.post("/api/run-now", response_model=RunNowAnswer,
+                 responses={**CROSS_SITE,
+                            404: {"description": "No such job", "model": Detail},
+                            409: {"description": "It is not scheduled or retrying",
+                                  "model": Detail}})
+    def run_now(request: RunNowRequest) -> RunNowAnswer:
+        """Run a scheduled job now, or retry a retrying one now, without waiting for its
+        time (its attempts and later retries' delays are unchanged)."""
+        answer, was = sy.state.run_now.request(request.id, by=request.by)
+        if answer == RUN_UNKNOWN:
+            raise HTTPException(404, f"no job {request.id} (unknown, or past its history "
+                                     "retention)")
+        if answer != REQUESTED:
+            raise HTTPException(409, f"job {request.id} is {was}: only a scheduled or "
+                                     "retrying job can be run now")
+        return RunNowAnswer(id=request.id, status=answer, was=was)
 
     @routes.get("/api/batches/{batch_id}", response_model=Batch,
                 responses={404: {"description": "Unknown, or past BATCH_TTL_MS",

@@ -9,6 +9,7 @@ and read a consumer's undocumented state only through `RedisConsumerState`.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -207,3 +208,20 @@ def result_options(results: Results, broker: Broker, message: MessageProxy) -> t
     """(store_results, result_ttl) of `message`, looked up as the Results middleware does."""
     store, ttl = results._lookup_options(broker, message)
     return bool(store), int(ttl)
+
+
+def make_due(worker: Any, message_id: str, now_ms: int) -> bool:
+    """Make a delayed message this Dramatiq worker holds (in a consumer's delay queue, a
+    heap of `_WorkQueueItem(priority=eta, message)`) due at `now_ms`; False if it holds
+    none with that id. The consumer thread enqueues it at its next turn (within the
+    worker timeout), as any message whose eta passed."""
+    for consumer in list(worker.consumers.values()):
+        queue = consumer.delay_queue
+        with queue.mutex:
+            for index, item in enumerate(queue.queue):
+                if item.message.message_id == message_id:
+                    item.message.options["eta"] = now_ms
+                    queue.queue[index] = type(item)(now_ms, item.message)
+                    heapq.heapify(queue.queue)
+                    return True
+    return False

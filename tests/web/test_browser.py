@@ -202,7 +202,7 @@ def test_waiting_jobs_are_cancelled_from_the_queues_page(web, base_url, browser,
     for message_id in ids[:2]:
         click(browser, f'#job-{message_id} input[name="id"]')
     screenshot("queues")
-    browser.find_element(By.CSS_SELECTOR, "#cancel-selected button").click()
+    browser.find_element(By.CSS_SELECTOR, "#cancel-selected button.danger").click()
     wait_for(lambda: "Cancel 2 job(s)" in text_of(browser, "#question"),
              what="the confirmation")
     browser.find_element(By.CSS_SELECTOR, "#confirm button").click()
@@ -213,6 +213,33 @@ def test_waiting_jobs_are_cancelled_from_the_queues_page(web, base_url, browser,
         "cancelled", "cancelled", "queued"]
     browser.get(f"{base_url}/dashboard/busy")
     assert "Nothing runs now." in text_of(browser, "table.busy")
+
+
+def test_a_scheduled_job_is_run_now_from_the_queues_page(web, base_url, browser, screenshot,
+                                                         start_worker):
+    from selenium.webdriver.common.by import By
+
+    # given two jobs scheduled an hour ahead, held by a running worker
+    start_worker(web.sy)
+    ids = [web.client.post(f"/api/jobs/{ECHO}?delay=3600000", json={"text": t}).json()[
+        "message_id"] for t in ("a", "b")]
+    web.sy.state.buffer.flush()
+    log_in(browser, USERNAME, PASSWORD)
+    browser.get(f"{base_url}/dashboard/queues?queue={web.queue}&state=scheduled")
+    assert text_of(browser, "#state-scheduled b") == "2"
+    assert text_of(browser, "#run-now") == "Run now"
+    # when one is selected and run now, and the confirmation accepted
+    click(browser, f'#job-{ids[0]} input[name="id"]')
+    browser.find_element(By.ID, "run-now").click()
+    wait_for(lambda: "Run 1 scheduled or retrying job(s)" in text_of(browser, "#question"),
+             what="the confirmation")
+    browser.find_element(By.CSS_SELECTOR, "#confirm button").click()
+    # then it runs at once, and the other keeps its time
+    wait_for(lambda: (web.sy.state.history.get(ids[0]) or {}).get("status") == "done"
+             if not web.sy.state.buffer.flush() else False, what="run now")
+    assert web.sy.state.history.get(ids[1])["status"] == "queued"
+    browser.get(f"{base_url}/dashboard/queues?queue={web.queue}&state=scheduled")
+    assert text_of(browser, "#state-scheduled b") == "1"
 
 
 @pytest.fixture

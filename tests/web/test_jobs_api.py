@@ -249,3 +249,27 @@ def test_listing_jobs_refuses_an_unknown_queue_or_state(web):
                    {"key": "no-actor"}, {"offset": -1}):
         assert web.client.get(url, params=params).status_code == 422, params
     assert web.anonymous.get(url).status_code == 401
+
+
+def test_a_scheduled_job_run_now_through_the_api_runs_at_once(web, start_worker):
+    start_worker(web.sy)
+    later = web.client.post(f"/api/jobs/{ECHO}?delay=600000", json={"text": "later"})
+    later_id = later.json()["message_id"]
+    waiting = web.client.post("/api/run-now", json={"id": later_id, "by": "ann"})
+    assert (waiting.status_code, waiting.json()) == (
+        200, {"id": later_id, "status": "requested", "was": "scheduled"})
+    wait_for(lambda: done(web, later_id), what="the job run now")
+    again = web.client.post("/api/run-now", json={"id": later_id})
+    assert again.status_code == 409 and "is done" in again.json()["detail"]
+
+
+def test_run_now_refuses_what_it_cannot_hurry(web):
+    unknown = web.client.post("/api/run-now", json={"id": "no-such-job"})
+    assert unknown.status_code == 404 and "no job no-such-job" in unknown.json()["detail"]
+    waiting = web.client.post(f"/api/jobs/{ECHO}", json={"text": "now"}).json()["message_id"]
+    web.sy.state.buffer.flush()
+    refused = web.client.post("/api/run-now", json={"id": waiting})
+    assert refused.status_code == 409 and "is waiting" in refused.json()["detail"]
+    for body in ({}, {"id": ""}, {"id": "x", "extra": 1}):
+        assert web.client.post("/api/run-now", json=body).status_code == 422, body
+    assert web.anonymous.post("/api/run-now", json={"id": "x"}).status_code == 401

@@ -99,6 +99,8 @@ def job(sy: App, message_id: str) -> dict[str, Any] | None:
 JOBS_PER_PAGE = 50
 #: States whose jobs can be cancelled from the Queues page.
 CANCELLABLE = ("waiting", "scheduled", "retrying", "running")
+#: States whose jobs can be run now (scheduled) or retried now (retrying).
+HURRYABLE = ("scheduled", "retrying")
 
 
 def queue_jobs(sy: App, queue: str | None, state: str, *, actor: str,
@@ -113,7 +115,8 @@ def queue_jobs(sy: App, queue: str | None, state: str, *, actor: str,
                                    limit=JOBS_PER_PAGE, actor=actor or None) if queue else None
     jobs = [{"id": job.get("id"), "actor": job.get("actor"), "status": job.get("status"),
              "position": job.get("position"), "queued_at": job.get("queued_at"),
-             "due_at": job.get("due_at"), "started_at": job.get("started_at"),
+             "due_at": job.get("due_at") if job.get("due_at") != job.get("queued_at") else None,
+             "started_at": job.get("started_at"),
              "finished_at": job.get("finished_at"), "progress": job.get("progress"),
              "progress_note": job.get("progress_note"), "retry_in_ms": job.get("retry_in_ms"),
              "cancelled_by": job.get("cancelled_by") or job.get("cancel_requested_by")}
@@ -121,7 +124,7 @@ def queue_jobs(sy: App, queue: str | None, state: str, *, actor: str,
     return {"queues": names, "queue": queue, "state": state, "states": STATES,
             "counts": counts, "actor": actor, "page": page, "jobs": jobs,
             "more": bool(listed and listed.next_offset is not None),
-            "cancellable": state in CANCELLABLE}
+            "cancellable": state in CANCELLABLE, "hurryable": state in HURRYABLE}
 
 
 def busy(sy: App) -> list[dict[str, Any]]:

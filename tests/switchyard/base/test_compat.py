@@ -323,3 +323,30 @@ def test_no_other_module_uses_a_private_name() -> None:
                 if pattern.search(line.split("#")[0]):
                     found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert found == []
+
+
+@pytest.mark.worker  # an in-process worker on a stub broker
+def test_a_delayed_message_a_worker_holds_can_be_made_due() -> None:
+    broker = StubBroker(middleware=[])
+    ran: list[str] = []
+
+    @dramatiq.actor(broker=broker, queue_name="q")
+    def note(name: str) -> None:
+        ran.append(name)
+
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        later = note.send_with_options(args=("later",), delay=600_000)
+        deadline = time.monotonic() + 5
+        while not compat.make_due(worker, later.message_id, int(time.time() * 1000)):
+            assert time.monotonic() < deadline, CHANGED.format(
+                "ConsumerThread.delay_queue or _WorkQueueItem(priority, message)")
+            time.sleep(0.01)
+        while ran != ["later"]:
+            assert time.monotonic() < deadline, CHANGED.format(
+                "ConsumerThread.handle_delayed_messages (a due item is enqueued)")
+            time.sleep(0.01)
+        assert not compat.make_due(worker, "no-such-id", 0)
+    finally:
+        worker.stop()
