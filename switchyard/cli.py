@@ -97,16 +97,18 @@ def parse_payload(text: str) -> dict[str, Any]:
 def cmd_send(args: argparse.Namespace) -> int:
     """Refuse bad input before any service is asked, then make sure the state store
     answers before anything is queued (a job whose history cannot be kept is not sent)."""
-    from switchyard.runtime.enqueue import enqueue
+    from switchyard.runtime.enqueue import check_priority, enqueue
 
     payload = parse_payload(args.payload)
     try:
         known(args.actor)
         app = booted(ping=False, only=[args.actor])
         check_input(app, args.actor, payload, args.idempotency_key, args.delay)
+        if args.priority:
+            check_priority(app, args.priority)
         app.state.client.ping()
         message_id = enqueue(app, args.actor, payload, key=args.idempotency_key,
-                             delay=args.delay).message_id
+                             delay=args.delay, priority=args.priority).message_id
     except PermanentError as error:  # unknown actor, invalid payload or options
         raise CliError(error.message) from None
     except RecursionError:
@@ -655,6 +657,8 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("payload", help="the payload, a JSON object")
     send.add_argument("--idempotency-key", dest="idempotency_key")
     send.add_argument("--delay", type=int, metavar="MS")
+    send.add_argument("--priority", type=int, default=0, metavar="0-9",
+                      help="higher runs first among the queue's waiting jobs")
     send.add_argument("--wait", action="store_true", help="wait and print the final status")
     send.add_argument("--timeout", type=seconds, default=30.0, help="seconds --wait waits")
     jobs = sub.add_parser("jobs", help="job history").add_subparsers(dest="sub", required=True)

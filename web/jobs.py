@@ -18,8 +18,15 @@ from state.cancels import CANCELLED, FINISHED, MAX_REASON_CHARS, UNKNOWN
 from state.history import STATES, now_ms
 from state.run_now import REQUESTED
 from state.run_now import UNKNOWN as RUN_UNKNOWN
-from switchyard.base.errors import DuplicateJob, InvalidPayload, PayloadTooLarge, UnknownQueue
+from switchyard.base.errors import (
+    DuplicateJob,
+    InvalidOptions,
+    InvalidPayload,
+    PayloadTooLarge,
+    UnknownQueue,
+)
 from switchyard.base.keys import JobKey
+from switchyard.base.priority import MAX_PRIORITY
 from switchyard.base.settings import MAX_DELAY_MS
 from switchyard.runtime.app import App
 from switchyard.runtime.enqueue import MAX_KEY_CHARS, enqueue
@@ -142,15 +149,20 @@ def _enqueue_route(routes: APIRouter, app: App, job: JobType[Any]) -> None:
     def enqueue_job(
         payload: BaseModel,
         delay: int | None = Query(None, ge=0, le=MAX_DELAY_MS, description="Run after (ms)."),
+        priority: int = Query(0, ge=0, le=MAX_PRIORITY, description=(
+            "Among the queue's waiting jobs, higher runs first (0 to 9; on RabbitMQ it "
+            "needs RABBITMQ_MAX_PRIORITY).")),
         idempotency_key: str | None = Header(None, min_length=1, max_length=MAX_KEY_CHARS),
     ) -> Enqueued:
         try:
             sent = enqueue(app, job.name, payload, key=idempotency_key, delay=delay,
-                           on_duplicate="refuse")
+                           on_duplicate="refuse", priority=priority)
         except DuplicateJob as error:
             raise HTTPException(409, error.message) from None
         except PayloadTooLarge as error:
             raise HTTPException(413, error.message) from None
+        except InvalidOptions as error:  # a priority the broker does not honour
+            raise HTTPException(422, error.message) from None
         except InvalidPayload as error:  # what the model let through and enqueue did not
             raise RequestValidationError([{"type": "value_error", "loc": ("body",),
                                            "msg": error.message}]) from None

@@ -191,6 +191,11 @@ class Settings(BaseSettings):
         "`.XQ`, the bridge's) as a quorum queue, replicated across the RabbitMQ cluster's "
         "nodes; quorum queues ignore priorities on RabbitMQ 3. A queue's type cannot change "
         "once it exists (docs/deployment.md)."))
+    rabbitmq_max_priority: int = Field(0, ge=0, le=9, description=(
+        "Classic queues: declared with `x-max-priority` of this many levels, so a job's "
+        "priority (0 to 9, higher first) orders its queue; 0 declares none, and a job "
+        "sent with a priority is refused. Quorum queues take none (docs/deployment.md). "
+        "An existing queue's arguments cannot change: drain and delete it first."))
     rabbitmq_delivery_limit: int = Field(20, ge=1, le=1_000, description=(
         "Quorum queues: a message returned unacked more than this many times (a worker "
         "killed, a connection lost) goes to its dead-letter queue (`<queue>.XQ`, the "
@@ -740,7 +745,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Beyond one machine": (
         "redis_tls_verify", "redis_tls_ca_file", "redis_sentinels", "redis_sentinel_service",
         "redis_sentinel_password", "redis_enqueue_replicas", "redis_enqueue_wait_ms",
-        "rabbitmq_queue_type", "rabbitmq_delivery_limit"),
+        "rabbitmq_queue_type", "rabbitmq_max_priority", "rabbitmq_delivery_limit"),
     "The pipeline": (
         "max_retries", "min_backoff_ms", "max_backoff_ms", "max_deferral_ms", "defer_ms",
         "idempotency_ttl_ms", "idempotency_lease_ms", "batch_ttl_ms", "lane_hold_ms",

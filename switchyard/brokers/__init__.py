@@ -38,6 +38,7 @@ def make_broker(settings: Settings, middleware: list[dramatiq.Middleware], *,
                                  confirm_delivery=True,
                                  queue_type=settings.rabbitmq_queue_type,
                                  delivery_limit=settings.rabbitmq_delivery_limit,
+                                 max_priority=settings.rabbitmq_max_priority or None,
                                  before_acks=before_acks, gatekeeper=gatekeeper,
                                  pauses=pauses)
     from switchyard.base.redis_client import redis_client

@@ -25,6 +25,7 @@ own, so a worker cannot tell a bulk-sent message from another.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from dramatiq.errors import BrokerError, ConnectionClosed
 
 from switchyard.base import tracecontext
 from switchyard.base.compat import flush_output, unflushed_channel
+from switchyard.base.priority import priority_of
 
 if TYPE_CHECKING:
     from dramatiq.brokers.rabbitmq import RabbitmqBroker as _Broker
@@ -229,7 +231,8 @@ class BulkPublish(_Broker):
                 bulk.batch = batch
                 for queue, body in todo:
                     self.declare_queue(queue, ensure=True)
-                    bulk.publish_body(queue, body)
+                    bulk.publish_body(queue, body,
+                                      priority_of(json.loads(body)["options"]) or None)
                     if len(batch.pending) >= MAX_IN_FLIGHT:
                         bulk.wait(MAX_IN_FLIGHT // 2)
                 bulk.wait()

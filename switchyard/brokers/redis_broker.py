@@ -85,6 +85,7 @@ from switchyard.base.compat import (
 )
 from switchyard.base.decoding import UNDECODABLE
 from switchyard.base.durable import until_written
+from switchyard.base.priority import MAX_PRIORITY, priority_of
 from switchyard.base.redis_client import connection_settings, queue_script
 from switchyard.brokers.admitting import Admitting
 from switchyard.brokers.dispatch import SelectiveHooks
@@ -150,6 +151,23 @@ return 1
 """
 
 
+# The jobs with a priority to the head of their queue before a fetch of `count`: at most
+# `count`, the highest priority first, each priority's in the order they were sent.
+# KEYS: the queue, then its lists for priority 1 to MAX_PRIORITY. ARGV: count.
+_PRIORITISE = """
+local want, taken = tonumber(ARGV[1]), {}
+for i = #KEYS, 2, -1 do
+  while #taken < want do
+    local id = redis.call('lpop', KEYS[i])
+    if not id then break end
+    taken[#taken + 1] = id
+  end
+end
+for i = #taken, 1, -1 do redis.call('lpush', KEYS[1], taken[i]) end
+return #taken
+"""
+
+
 class NotReplicated(dramatiq.errors.BrokerConnectionError):
     """Fewer replicas than REDIS_ENQUEUE_REPLICAS confirmed an enqueue in time."""
 
@@ -186,6 +204,8 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         self.requeue_front_script = self.client.register_script(_REQUEUE_FRONT)
         self.enqueue_script = self.client.register_script(_ENQUEUE)
         self.adopt_script = self.client.register_script(_ADOPT)
+        self.prioritise_script = self.client.register_script(_PRIORITISE)
+        self.prioritise_loaded = False
         #: Set on delay-queue consumer threads (see `enqueue`).
         self.delay_thread = threading.local()
         self.ack_buffers: dict[str, AckBuffer] = {}
@@ -215,10 +235,19 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         """
         if acks:
             self.prepare_acks()
+        # Jobs with a priority are moved to the queue's head first (see _PRIORITISE);
+        # the script is loaded before the first such fetch, and again after Redis lost it.
+        prioritised = bool(count) and not queue_name.endswith(".DQ")
+        if prioritised and not self.prioritise_loaded:
+            self.client.script_load(self.prioritise_script.script)
+            self.prioritise_loaded = True
         for attempt in (1, 2):
             self.maintenance_due.now = maintain
             try:
                 with self.client.pipeline(transaction=False) as pipe:
+                    if prioritised:
+                        queue_script(pipe, self.prioritise_script,
+                                     self.waiting_keys(queue_name), [count])
                     with self.dispatch_script.diverted_to(pipe):
                         for redis_id in acks:
                             redis_dispatch(self, "ack")(queue_name, redis_id)
@@ -226,6 +255,12 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
                     replies = pipe.execute(raise_on_error=False)
             finally:
                 self.maintenance_due.now = False
+            if prioritised:
+                moved, *replies = replies
+                if isinstance(moved, redis.exceptions.NoScriptError):
+                    # Redis lost it (a restart, SCRIPT FLUSH, a new primary): this fetch
+                    # took the queue's head as it was; the next one sorts it.
+                    self.prioritise_loaded = False
             failed = next((r for r in replies if isinstance(r, Exception)), None)
             if isinstance(failed, redis.exceptions.NoScriptError) and attempt == 1:
                 # Nothing ran (a restart, SCRIPT FLUSH, a new primary): load it, send again.
@@ -266,27 +301,38 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
     def doorbell(self, queue_name: str, max_wait: int) -> Doorbell:
         return Doorbell(self, queue_name, max_wait)
 
-    def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
-        """The enqueue (Dramatiq's, made safe to resend), then the doorbell (and the WAIT),
-        in one round trip."""
-        enqueued, rest = self.send_enqueue(queue_name, message_id, data)
+    def waiting_keys(self, queue_name: str) -> list[str]:
+        """The lists of `queue_name`'s waiting messages: its own (priority 0, and what
+        a fetch moved to its head), then one per priority, 1 to MAX_PRIORITY."""
+        base = f"{self.namespace}:{queue_name}"
+        return [base, *(f"{base}.p{n}" for n in range(1, MAX_PRIORITY + 1))]
+
+    def do_enqueue(self, queue_name: str, message_id: str, data: bytes,
+                   priority: int = 0) -> None:
+        """The enqueue (Dramatiq's, made safe to resend; a job with a priority on its
+        priority's list), then the doorbell (and the WAIT), in one round trip."""
+        if queue_name.endswith(".DQ"):
+            priority = 0  # ordered by time there; its priority applies once it is due
+        enqueued, rest = self.send_enqueue(queue_name, message_id, data, priority)
         if isinstance(enqueued, redis.exceptions.NoScriptError):
             # Script not loaded yet (first use, a restart, SCRIPT FLUSH, a new primary).
             self.client.script_load(self.enqueue_script.script)
-            enqueued, rest = self.send_enqueue(queue_name, message_id, data)
+            enqueued, rest = self.send_enqueue(queue_name, message_id, data, priority)
         if isinstance(enqueued, Exception):
             raise enqueued
         if self.enqueue_replicas:
             self.check_replicated(rest.pop())
         self.check_rung(queue_name, rest)
 
-    def send_enqueue(self, queue_name: str, message_id: str,
-                     data: bytes) -> tuple[Any, list[Any]]:
+    def send_enqueue(self, queue_name: str, message_id: str, data: bytes,
+                     priority: int = 0) -> tuple[Any, list[Any]]:
         """One pipeline: the enqueue script, the doorbell, and WAIT when replicas are
         asked for (it counts the replicas holding this connection's writes)."""
         with self.client.pipeline(transaction=False) as pipe:
             base = f"{self.namespace}:{queue_name}"
-            queue_script(pipe, self.enqueue_script, [base, f"{base}.msgs"], [message_id, data])
+            listed = f"{base}.p{priority}" if priority else base
+            queue_script(pipe, self.enqueue_script, [listed, f"{base}.msgs"],
+                         [message_id, data])
             self.add_ring(pipe, queue_name)
             if self.enqueue_replicas:
                 pipe.execute_command("WAIT", self.enqueue_replicas, self.enqueue_wait)
@@ -323,7 +369,8 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
             message = message.copy(queue_name=queue_name,
                                    options={"eta": current_millis() + delay})
         self.emit_before("enqueue", message, delay)
-        self.do_enqueue(queue_name, message.options["redis_message_id"], message.encode())
+        self.do_enqueue(queue_name, message.options["redis_message_id"], message.encode(),
+                        priority_of(message.options))
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -334,8 +381,9 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
 
     def publish_admitted(self, bodies: Sequence[tuple[str, bytes]]) -> None:
         for queue_name, data in bodies:
-            redis_id = json.loads(data)["options"]["redis_message_id"]
-            self.do_enqueue(queue_name, redis_id, data)
+            options = json.loads(data)["options"]
+            self.do_enqueue(queue_name, options["redis_message_id"], data,
+                            priority_of(options))
 
     def requeue_front(self, queue_name: str, fresh: Sequence[str], head: Sequence[str]) -> None:
         """Fetched messages of this worker (`fresh`, Redis ids) back to `queue_name`, so

@@ -49,6 +49,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from switchyard.base import tracecontext
 from switchyard.base.decoding import BadJson, parse_json
 from switchyard.base.errors import PermanentError
+from switchyard.base.priority import MAX_PRIORITY
 from switchyard.brokers.rabbitmq_queues import (
     DEFAULT_DELIVERY_LIMIT,
     QueueType,
@@ -102,6 +103,8 @@ class Delivery:
     uncertain: bool = False
     #: The trace context its producer put in the headers (`traceparent`), tracing on.
     trace: dict[str, str] = field(default_factory=dict)
+    #: Its AMQP `priority` property (seeds 003 and 004 set one), None when unset.
+    priority: int | None = None
 
 
 @dataclass
@@ -178,7 +181,7 @@ def enqueue_job(app: App, delivery: Delivery, actor: str, data: dict[str, Any],
     origin = {"ingress_queue": delivery.queue, "ingress_routing_key": delivery.routing_key}
     try:
         done = enqueue(app, actor, data, key=key, on_duplicate=rule, flush=False,
-                       options=origin)
+                       options=origin, priority=carried_priority(app, delivery.priority))
     except PermanentError as error:
         rejected = Rejected(type(error).__name__, str(error.code or "invalid"), error.message)
         dead_letter(app, delivery, routes.Route(actor, app.jobs[actor].queue_name), data, key,
@@ -188,6 +191,17 @@ def enqueue_job(app: App, delivery: Delivery, actor: str, data: dict[str, Any],
         delivery.uncertain = True
         raise
     return "duplicate" if done.duplicate else "enqueued"
+
+
+def carried_priority(app: App, priority: int | None) -> int:
+    """The job's priority from the delivery's AMQP `priority` (0 to 9, above 9 as 9), as
+    far as the job broker honours one: on RabbitMQ without RABBITMQ_MAX_PRIORITY it is
+    left out, as RabbitMQ itself ignores it on a queue declared without priorities."""
+    if not isinstance(priority, int) or priority <= 0:
+        return 0
+    if app.settings.uses_rabbitmq and not app.settings.rabbitmq_max_priority:
+        return 0
+    return min(priority, MAX_PRIORITY)
 
 
 def dead_letter(app: App, delivery: Delivery, route: routes.Route, data: Any,
@@ -316,7 +330,8 @@ class Bridge:
             buffered.append(Delivery(method.delivery_tag, queue, method.routing_key,
                                          properties.message_id, body,
                                          redelivered=bool(method.redelivered),
-                                         trace=tracecontext.carried(properties.headers)))
+                                         trace=tracecontext.carried(properties.headers),
+                                         priority=properties.priority))
         return buffer
 
     def loop(self, lanes: Lanes, consuming: set[str]) -> None:

@@ -5,7 +5,8 @@
 1. finds the job type (`UnknownJob`), validates the payload against its model
    (`InvalidPayload`, naming the fields, never the values), its size (`PayloadTooLarge`:
    over MAX_PAYLOAD_BYTES as JSON, the measure dead letters keep by) and the options
-   (`InvalidOptions`: delay within what the brokers accept, key length);
+   (`InvalidOptions`: delay within what the brokers accept, key length, a priority of
+   0 to 9 the broker honours);
 2. applies the idempotency key with the caller's duplicate rule:
    - `skip` (the default): the job is queued; a duplicate is skipped when it runs;
    - `refuse`: a job whose key is already queued, running or done is not queued, and
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 from switchyard.base import tracecontext
 from switchyard.base.errors import DuplicateJob, InvalidOptions, PayloadTooLarge, UnknownJob
 from switchyard.base.keys import JobKey
+from switchyard.base.priority import MAX_PRIORITY, PRIORITY
 from switchyard.base.sealing import payload_bytes
 from switchyard.base.settings import MAX_DELAY_MS as MAX_DELAY
 from switchyard.runtime.jobs import dump
@@ -51,15 +53,19 @@ class Enqueued:
 def enqueue(
     app: App, name: str, payload: BaseModel | dict[str, Any], *, key: str | None = None,
     on_duplicate: OnDuplicate = "skip", delay: int | None = None, flush: bool = True,
-    options: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None, priority: int = 0,
 ) -> Enqueued:
     """Validate and queue one job (see the module docstring); `flush` makes its history
     record visible at once (one more round trip); `options` are message options the
-    producer adds (the bridge: where the job came from)."""
+    producer adds (the bridge: where the job came from); `priority` (0 to 9): among its
+    queue's waiting jobs, higher runs first (`switchyard.base.priority`)."""
     job = app.jobs.get(name)
     if job is None:
         raise UnknownJob(name, list(app.jobs))
     check_options(key, delay)
+    if priority:
+        check_priority(app, priority)
+        options = {**(options or {}), PRIORITY: priority}
     kwargs = dump(job.model, payload)
     check_size(kwargs, app.settings.max_payload_bytes)
     # Traced: the span's context goes with the message, so the job's runs join its trace.
@@ -110,6 +116,16 @@ def check_size(kwargs: dict[str, Any], limit: int) -> None:
     size = payload_bytes({"kwargs": kwargs})
     if size > limit:
         raise PayloadTooLarge(size, limit)
+
+
+def check_priority(app: App, priority: int) -> None:
+    """Refuse a priority out of range, or one the broker would not honour."""
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise InvalidOptions(f"priority must be between 0 and {MAX_PRIORITY}", code="invalid")
+    if app.settings.uses_rabbitmq and not app.settings.rabbitmq_max_priority:
+        raise InvalidOptions("a priority needs RABBITMQ_MAX_PRIORITY: RabbitMQ orders a "
+                             "queue by priority only when it is declared with "
+                             "x-max-priority (docs/deployment.md)", code="invalid")
 
 
 def check_options(key: str | None, delay: int | None) -> None:

@@ -2,8 +2,8 @@
 
 What each number is, and where it is approximate:
 
-- `waiting`: messages ready to be fetched (Redis broker: the queue's list; RabbitMQ:
-  the queue's ready count).
+- `waiting`: messages ready to be fetched (Redis broker: the queue's lists, one per
+  priority; RabbitMQ: the queue's ready count).
 - `delayed`: messages waiting for their time: delayed sends, retries, deferrals (Redis:
   the `.DQ` bodies, held by a worker or not; RabbitMQ: the `.DQ` queue's ready count).
 - `active`: fetched by a worker and not yet acked, i.e. running or prefetched (Redis:
@@ -111,11 +111,14 @@ class Queues:
         broker = self.broker
         if isinstance(broker, RedisBroker):
             base = f"{broker.namespace}:{queue}"
+            lists = getattr(broker, "waiting_keys", lambda _: [base])(queue)
             pipe: Any = broker.client.pipeline(transaction=False)
-            pipe.llen(base)
+            for key in lists:
+                pipe.llen(key)
             pipe.hlen(f"{base}.msgs")
             pipe.hlen(f"{base}.DQ.msgs")
-            waiting, bodies, delayed = (int(n) for n in pipe.execute())
+            *lengths, bodies, delayed = (int(n) for n in pipe.execute())
+            waiting = sum(lengths)
             return QueueCounts(waiting, max(0, bodies - waiting), delayed)
         if is_rabbitmq(broker):
             return self._amqp_counts(broker, queue, self.running())

@@ -273,3 +273,16 @@ def test_run_now_refuses_what_it_cannot_hurry(web):
     for body in ({}, {"id": ""}, {"id": "x", "extra": 1}):
         assert web.client.post("/api/run-now", json=body).status_code == 422, body
     assert web.anonymous.post("/api/run-now", json={"id": "x"}).status_code == 401
+
+
+def test_a_priority_is_given_through_the_api_or_refused_with_why(web, broker_kind):
+    too_high = web.client.post(f"/api/jobs/{ECHO}?priority=10", json={"text": "x"})
+    assert too_high.status_code == 422
+    sent = web.client.post(f"/api/jobs/{ECHO}?priority=3", json={"text": "x"})
+    if broker_kind == "rabbitmq":  # the tests' queues are declared without priorities
+        assert sent.status_code == 422 and "RABBITMQ_MAX_PRIORITY" in sent.json()["detail"]
+        return
+    assert sent.status_code == 202, sent.text
+    broker = web.sy.broker
+    assert broker.client.llen(f"{broker.namespace}:{web.queue}.p3") == 1
+    assert web.sy.queues.counts(web.queue).waiting == 1
