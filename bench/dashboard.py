@@ -20,10 +20,16 @@ through `switchyard.runtime.enqueue` at up to `--event-rate` (2,000) a second fo
 read by the client, the history's flush interval (FLUSH_INTERVAL_MS) included:
 `event_lag_p99_ms` (goal at most 100 ms), with the rate reached.
 
+Priority: `bench/priority.py`'s `priority_wait_p99_ms_<broker>` (goal at most 50 ms), a
+job of priority 9 behind `--priority-backlog` (10,000) jobs, on Redis and, when it answers
+at `--amqp-url`, RabbitMQ.
+
 Usage: uv run python bench/dashboard.py [--redis-url redis://127.0.0.1:6379/0] [--rounds 20]
     [--waiting 100000] [--event-rate 2000] [--event-seconds 10]
+    [--amqp-url amqp://guest:guest@127.0.0.1:5672/%2F] [--priority-backlog 10000]
 Prints `overview_ms=`, `dead_letters_page_ms=` (10,000), `dead_letters_page_10_ms=`,
-`jobs_page_ms=`, `queues_page_ms=`, `event_lag_p99_ms=` and `event_rate_per_s=`.
+`jobs_page_ms=`, `queues_page_ms=`, `event_lag_p99_ms=`, `event_rate_per_s=` and
+`priority_wait_p99_ms_redis=` / `_rabbitmq=`.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
+from bench import priority  # noqa: E402
 from bench.common import check_loopback, purge  # noqa: E402
 
 QUEUES, DEAD, FEW = 50, 10_000, 10
@@ -210,6 +217,8 @@ def main() -> None:
     parser.add_argument("--waiting", type=int, default=100_000)
     parser.add_argument("--event-rate", type=int, default=2_000)
     parser.add_argument("--event-seconds", type=float, default=10.0)
+    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/%2F")
+    parser.add_argument("--priority-backlog", type=int, default=10_000)
     args = parser.parse_args()
     url = check_loopback(args.redis_url)
     prefix = f"dashbench-{uuid.uuid4().hex[:8]}"
@@ -237,11 +246,13 @@ def main() -> None:
         print(f"dead_letters_page_10_ms={small:.1f}")
         print(f"dead_letters_filtered_page_ms={filtered:.1f}")
         print(f"jobs_page_ms={jobs_page:.1f} queues_page_ms={queues_page:.1f}")
-        print(f"event_lag_p99_ms={lag_p99:.1f} event_rate_per_s={rate:.0f}")
+        print(f"event_lag_p99_ms={lag_p99:.1f} event_rate_per_s={rate:.0f}", flush=True)
     finally:
         app.close()
         purge(url, f"{prefix}*")
         shutil.rmtree(var_dir, ignore_errors=True)
+    # A priority job behind a backlog, each broker (bench/priority.py).
+    priority.report(url, args.amqp_url, backlog=args.priority_backlog)
 
 
 if __name__ == "__main__":
