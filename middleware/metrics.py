@@ -50,6 +50,8 @@ class Metrics(Middleware):
                           outcome.elapsed_ms if ran else None)
         if self.timeline is not None:
             self.timeline.count(queue, outcome.status)
+            self.timeline.ran(message.actor_name, outcome.status,
+                              outcome.elapsed_ms if ran else None)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         status = current(message).status

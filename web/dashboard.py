@@ -11,6 +11,8 @@ Pages (server-rendered with Jinja2 from `web/ui/templates`, every value escaped)
 - `/dashboard/queues`: a queue's jobs by state (`state.history`), a page at a time,
   filtered by actor; cancel the selected, or run the selected scheduled (retrying) jobs
   now (confirmed).
+- `/dashboard/metrics`: per actor, runs, failure rate and run time p50/p95/p99 over the
+  last hour and day; one actor's per minute (last hour) and per hour (last day).
 - `/dashboard/busy`: what runs now, where (host:pid), with its progress; it follows
   the event stream as the overview does.
 - `/dashboard/jobs?id=`: a job by message id: status timeline, runs, progress, its
@@ -327,6 +329,11 @@ def _queue_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
 
         return pages.render(request, "queues.html", title="Queues", page="queues", data=data,
                             page_url=url, here=url(page))
+
+    @routes.get(ROOT + "/metrics", response_class=HTMLResponse)
+    def metrics(request: Request, actor: str = Query("", max_length=200)) -> HTMLResponse:
+        return pages.render(request, "metrics.html", title="Metrics", page="metrics",
+                            data=views.metrics(sy, actor.strip()))
 
     @routes.get(ROOT + "/busy", response_class=HTMLResponse)
     def busy(request: Request) -> HTMLResponse:

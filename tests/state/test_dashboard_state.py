@@ -22,12 +22,15 @@ def dead(sy: Any, queue: str, actor: str, error: str) -> str:
     return message.message_id
 
 
-def test_percentiles_are_the_bounds_of_the_histogram() -> None:
+def test_percentiles_are_interpolated_within_their_bucket() -> None:
+    # 90 in (0, 5], 8 in (50, 100], 2 in (500, 1000]
     waits = {"5": 90, "100": 8, "1000": 2}
 
-    assert percentile(waits, 0.5) == 5.0
-    assert percentile(waits, 0.95) == 100.0
-    assert percentile(waits, 0.99) == 1000.0
+    assert percentile(waits, 0.5) == 2.8  # the 50th of 90 spread over (0, 5]
+    assert percentile(waits, 0.95) == 81.2  # the 5th of 8 over (50, 100]
+    assert percentile(waits, 0.99) == 750.0
+    assert percentile({"250": 4}, 0.95) == 242.5  # no longer flat on the bound
+    assert percentile({"+Inf": 3}, 0.5) == 3_600_000.0
     assert percentile({}, 0.5) is None
 
 
@@ -56,6 +59,10 @@ def test_every_time_bucket_expires_by_the_settings(build_switchyard: Any, start_
 
     # then the buckets count them and every bucket key has its TTL
     assert (point["done"], point["dead"]) == (1, 1) and point["wait_p50_ms"] is not None
+    per_actor = sy.state.timeline.actor_series("minute")["actors"]["work"]
+    assert per_actor["total"]["runs"] == 2 and per_actor["total"]["failed"] == 1
+    assert per_actor["total"]["failure_rate"] == 0.5
+    assert per_actor["points"][-1]["run_p99_ms"] is not None
     keys = list(sy.state.client.scan_iter(f"{prefix}:timeline:*"))
     assert {k.decode().split(":")[2] for k in keys} == {"m", "h"}
     for key in keys:

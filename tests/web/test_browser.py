@@ -242,6 +242,31 @@ def test_a_scheduled_job_is_run_now_from_the_queues_page(web, base_url, browser,
     assert text_of(browser, "#state-scheduled b") == "1"
 
 
+def test_the_metrics_page_shows_an_actors_runs_and_run_times(web, base_url, browser,
+                                                              screenshot, start_worker):
+    from selenium.webdriver.common.by import By
+
+    # given jobs of two actors that ran, one failed for good
+    start_worker(web.sy)
+    web.fix("a")
+    ids = [web.client.post(f"/api/jobs/{actor}", json=body).json()["message_id"]
+           for actor, body in ((ECHO, {"text": "x"}), (FLAKY, {"name": "a"}),
+                               (FLAKY, {"name": "b"}))]
+    wait_for(lambda: all((web.sy.state.history.get(i) or {}).get("status") in ("done", "failed")
+                         for i in ids if not web.sy.state.buffer.flush()), what="all ended")
+    web.sy.state.buffer.flush()
+    # when the operator opens the Metrics page and picks the flaky actor
+    log_in(browser, USERNAME, PASSWORD)
+    browser.get(f"{base_url}/dashboard/metrics")
+    browser.find_element(By.CSS_SELECTOR, f"#actor-{FLAKY} a").click()
+    wait_for(lambda: f"{FLAKY}: last hour" in text_of(browser, "#actor-charts"),
+             what="the actor's charts")
+    # then its row says two runs, half failed, and its charts are drawn
+    assert text_of(browser, f"#actor-{FLAKY}").split()[:3] == [FLAKY, "2", "50.0%"]
+    assert "failed 1" in text_of(browser, "#chart-minute-runs")
+    screenshot("metrics")
+
+
 @pytest.fixture
 def ui_workers(process_env: dict[str, str], queue: str) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses({**process_env, "TEST_QUEUE": f"{queue}-beat"},

@@ -438,3 +438,32 @@ def test_the_busy_page_shows_what_runs_with_its_progress(web, start_worker):
         assert f'id="job-worker">{socket.gethostname()}:{os.getpid()}<' in job_page
     finally:
         go.set()
+
+
+def test_the_metrics_page_shows_each_actors_runs_failures_and_run_times(web, start_worker):
+    # given two runs of one actor, one of them failed for good, and one of another
+    start_worker(web.sy)
+    web.fix("ok")
+    ids = [web.client.post(f"/api/jobs/{ECHO}", json={"text": "x"}).json()["message_id"],
+           web.client.post(f"/api/jobs/{FLAKY}", json={"name": "broken"}).json()["message_id"],
+           web.client.post(f"/api/jobs/{FLAKY}", json={"name": "ok"}).json()["message_id"]]
+    wait_for(lambda: all((web.sy.state.history.get(i) or {}).get("status") in ("done", "failed")
+                         for i in ids if not web.sy.state.buffer.flush()), what="all ended")
+
+    # when the operator opens the Metrics page on the flaky actor
+    def shown() -> str | None:
+        web.sy.state.buffer.flush()
+        page = web.client.get(f"/dashboard/metrics?actor={FLAKY}").text
+        return page if re.search(rf'id="actor-{FLAKY}"[^>]*>\s*<td>.*?</td>\s*'
+                                 r'<td class="n">2</td><td class="n">50.0%</td>', page,
+                                 re.S) else None
+
+    page = wait_for(shown, what="the flaky actor's two runs")
+    # then each actor has its row, and the chosen one its charts, counts and run times
+    assert re.search(rf'id="actor-{ECHO}"[^>]*>\s*<td>.*?</td>\s*<td class="n">1</td>'
+                     r'<td class="n">0.0%</td>', page, re.S)
+    for chart in ("chart-minute-runs", "chart-minute-run-times", "chart-hour-runs",
+                  "chart-hour-run-times"):
+        assert f'id="{chart}"' in page
+    assert "runs <b>2</b>" in page and "failed <b>1</b>" in page and "run p99" in page
+    assert "broken" not in page  # never a payload value

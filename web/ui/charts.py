@@ -16,6 +16,10 @@ WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 600, 150, 44, 20, 8
 COUNTS = (("done", "processed", "s-done"), ("retried", "retried", "s-retried"),
           ("rate_limited", "rate-limited", "s-limited"), ("dead", "dead", "s-dead"))
 WAITS = (("wait_p50_ms", "wait p50", "s-p50"), ("wait_p95_ms", "wait p95", "s-p95"))
+#: The Metrics page's: an actor's runs and failures, and its run time percentiles.
+RUNS = (("runs", "runs", "s-done"), ("failed", "failed", "s-dead"))
+RUN_TIMES = (("run_p50_ms", "run p50", "s-p50"), ("run_p95_ms", "run p95", "s-p95"),
+             ("run_p99_ms", "run p99", "s-p99"))
 
 
 def _clock(ms: int, resolution: str) -> str:
@@ -82,4 +86,19 @@ def charts(series: dict[str, dict[str, Any]]) -> dict[str, str]:
         drawn[f"chart-{resolution}-waits"] = line_chart(
             points, WAITS, resolution=resolution, unit="ms",
             chart_id=f"chart-{resolution}-waits")
+    return drawn
+
+
+def actor_charts(actor: str, series: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The Metrics page's four charts of one actor, by element id, from
+    `Timeline.actor_series` per resolution."""
+    drawn = {}
+    for resolution, data in series.items():
+        found = data["actors"].get(actor)
+        points = found["points"] if found else []
+        drawn[f"chart-{resolution}-runs"] = line_chart(
+            points, RUNS, resolution=resolution, chart_id=f"chart-{resolution}-runs")
+        drawn[f"chart-{resolution}-run-times"] = line_chart(
+            points, RUN_TIMES, resolution=resolution, unit="ms",
+            chart_id=f"chart-{resolution}-run-times")
     return drawn

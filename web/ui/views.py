@@ -17,7 +17,7 @@ from state.history import FINAL, STATES
 from switchyard.clock import Clock
 from switchyard.runtime.app import App
 from switchyard.runtime.queues import Survey
-from web.ui.charts import charts
+from web.ui.charts import actor_charts, charts
 
 #: Dead letters per page.
 PAGE_SIZE = 50
@@ -51,6 +51,21 @@ def overview(sy: App) -> dict[str, Any]:
     survey = sy.queues.survey()
     return {"queues": queue_rows(sy, survey), "notes": list(survey.notes), "series": series,
             "charts": charts(series), "generated_at": now_ms()}
+
+
+def metrics(sy: App, actor: str) -> dict[str, Any]:
+    """The Metrics page: every actor's runs, failure rate and run time p50/p95/p99 over
+    the last hour and the last day, and one actor's per minute and per hour."""
+    series = {resolution: sy.state.timeline.actor_series(resolution)
+              for resolution in ("minute", "hour")}
+    known = sorted(set(sy.broker.actors) | set(series["hour"]["actors"]))
+    rows = [{"actor": name,
+             "hour": (series["minute"]["actors"].get(name) or {}).get("total"),
+             "day": (series["hour"]["actors"].get(name) or {}).get("total")}
+            for name in known]
+    chosen = actor if actor in known else (rows[0]["actor"] if rows else "")
+    return {"rows": rows, "actor": chosen,
+            "charts": actor_charts(chosen, series) if chosen else {}}
 
 
 def _timeline(job: dict[str, Any]) -> list[dict[str, Any]]:
