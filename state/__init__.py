@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
+from state.audit import AuditTrail
 from state.batches import Batches
 from state.buffer import WriteBuffer
 from state.cancels import Cancellations
@@ -54,6 +55,8 @@ class State:
     cancels: Cancellations
     #: Scheduled and retrying jobs asked to run now (`state.run_now`).
     run_now: RunNow
+    #: Who revealed which job's arguments, and when (`state.audit`).
+    audit: AuditTrail
     #: The stream of job changes (`state.events`).
     events: Events
     #: Seals job arguments and results kept in the store (switchyard.base.sealing).
@@ -102,6 +105,8 @@ def open_state(settings: Settings, client: redis.Redis | None = None,
                               history_ttl=settings.history_ttl_ms,
                               events=events),
         run_now=RunNow(client, prefix=prefix, history_ttl=settings.history_ttl_ms),
+        audit=AuditTrail(client, prefix=prefix, keep=settings.dead_letter_keep,
+                         ttl=settings.dead_letter_ttl_ms),
         events=Events(client, prefix=prefix, keep=settings.events_keep),
         sealer=sealer,
     )

@@ -114,9 +114,14 @@ def require_credentials(settings: Settings) -> None:
         if value is None:
             _refuse([f"{name} is required for the web process when SWITCHYARD_ENV=production"])
     assert settings.web_password is not None and settings.api_token is not None
-    weak = [(name, weakness(name, secret.get_secret_value()))
-            for name, secret in (("WEB_PASSWORD", settings.web_password),
-                                 ("API_TOKEN", settings.api_token))]
+    secrets_ = [("WEB_PASSWORD", settings.web_password), ("API_TOKEN", settings.api_token)]
+    if settings.web_reveal_username is not None:
+        if settings.web_reveal_password is None:
+            _refuse(["WEB_REVEAL_PASSWORD is required with WEB_REVEAL_USERNAME"])
+        assert settings.web_reveal_password is not None
+        secrets_.append(("WEB_REVEAL_PASSWORD", settings.web_reveal_password))
+    weak = [(name, weakness(name.replace("REVEAL_", ""), secret.get_secret_value()))
+            for name, secret in secrets_]
     if any(rule for _, rule in weak):
         _refuse([f"{name} is too weak for SWITCHYARD_ENV=production: {rule}"
                  for name, rule in weak if rule])
@@ -175,6 +180,12 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+#: Who a request's credentials name: (name, may reveal a job's arguments).
+Identity = tuple[str, bool]
+#: The name the API token's requests are recorded under.
+SERVICE = "api-token"
+
+
 class Credentials:
     """Checks an `Authorization` header against the configured credentials."""
 
@@ -182,23 +193,36 @@ class Credentials:
         self.username = settings.web_username
         self.password = settings.web_password
         self.token = settings.api_token
+        #: The logins: (user, password, may reveal arguments).
+        self.logins = [(user, secret, reveal) for user, secret, reveal in (
+            (settings.web_username, settings.web_password, False),
+            (settings.web_reveal_username, settings.web_reveal_password, True))
+            if user and secret is not None]
 
     def allows(self, authorization: str) -> bool:
+        return self.identify(authorization) is not None
+
+    def identify(self, authorization: str) -> Identity | None:
+        """Whose credentials these are, or None."""
         scheme, _, value = authorization.partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer" and self.token is not None:
-            return _same(value, self.token.get_secret_value())
-        if scheme == "basic" and self.username and self.password is not None:
+            return (SERVICE, False) if _same(value, self.token.get_secret_value()) else None
+        if scheme == "basic" and self.logins:
             try:
                 decoded = base64.b64decode(value, validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
-                return False
+                return None
             user, _, password = decoded.partition(":")
-            # Both compared, always, so timing says nothing about which one was wrong.
-            ok_user = _same(user, self.username)
-            ok_password = _same(password, self.password.get_secret_value())
-            return ok_user and ok_password
-        return False
+            found = None
+            for name, secret, reveal in self.logins:
+                # Both compared, always, so timing says nothing about which was wrong.
+                ok_user = _same(user, name)
+                ok_password = _same(password, secret.get_secret_value())
+                if ok_user and ok_password:
+                    found = (name, reveal)
+            return found
+        return None
 
 
 def _protected(path: str) -> bool:
@@ -230,7 +254,11 @@ class RequireAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _protected(scope["path"]):
-            if not self.credentials.allows(_header(scope, b"authorization")):
+            identity = self.credentials.identify(_header(scope, b"authorization"))
+            if identity is not None:  # for the pages: who asks, and what they may see
+                scope.setdefault("state", {}).update(operator=identity[0],
+                                                      may_reveal=identity[1])
+            if identity is None:
                 response = JSONResponse({"detail": "credentials required"}, status_code=401,
                                         headers={"WWW-Authenticate": CHALLENGE})
                 await response(scope, receive, send)

@@ -36,6 +36,7 @@ matches nothing on the list and is a 404, so no job page is reachable.
 """
 
 import html
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -60,6 +61,9 @@ from switchyard.base.redaction import scrub, scrub_text
 from switchyard.runtime.app import App
 from web.admin import QUEUE, replay, unknown_queue
 from web.ui import csrf, views
+
+#: Where each reveal of a job's arguments is logged (and `state.audit` keeps it).
+audit = logging.getLogger("switchyard.audit")
 
 ROOT = "/dashboard"
 PAGE = "/dashboard/dead-letters"
@@ -284,7 +288,46 @@ def _job_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
             context["problem"] = ("No job with that id is kept: history keeps each queue's "
                                   "newest finished jobs for a while, and dead letters.")
             return pages.render(request, "jobs.html", status=404, **context)
+        context.update(may_reveal=_may_reveal(request),
+                       reveals=sy.state.audit.of(query))
         return pages.render(request, "jobs.html", **context)
+
+    @routes.post(ROOT + "/jobs/{message_id}/reveal", response_model=None)
+    async def reveal(message_id: str, request: Request) -> HTMLResponse:
+        """A dead-lettered job's arguments, secrets masked, to an operator with the reveal
+        permission (WEB_REVEAL_USERNAME); recorded in the audit trail and the log."""
+        back = f"{ROOT}/jobs?{urlencode({'id': message_id})}"
+        if not views.MESSAGE_ID.fullmatch(message_id):
+            return refused((404, "No such job."))
+        form = await _form(request)
+        if form is None:
+            return refused((413, "Form too large."))
+        if not csrf.valid(request, (form.get(csrf.FIELD) or [""])[0]):
+            return pages.message(request, 403, "Refused", "This form is out of date or came "
+                                 "from elsewhere (its CSRF token does not match): reload "
+                                 "the page and try again.", back=back)
+        if not _may_reveal(request):
+            return pages.message(request, 403, "Not allowed", "Revealing a job's arguments "
+                                 "needs the reveal login (WEB_REVEAL_USERNAME).", back=back)
+        arguments = await run_in_threadpool(views.arguments, sy, message_id)
+        if arguments is None:
+            return pages.message(request, 404, "Nothing to reveal", "Only a dead-lettered "
+                                 "job's arguments are kept (a waiting job's are on its "
+                                 "broker queue, and a finished job's are not kept).",
+                                 back=back)
+        who = str(request.state.operator)
+        await run_in_threadpool(sy.state.audit.record, "reveal arguments", message_id,
+                                by=who)
+        audit.warning("Arguments of job %s revealed to %s.", message_id, who)
+        job = await run_in_threadpool(views.job, sy, message_id)
+        return pages.render(request, "jobs.html", title="Job lookup", page="jobs",
+                            query=message_id, job=job, problem=None, may_reveal=True,
+                            revealed=arguments,
+                            reveals=await run_in_threadpool(sy.state.audit.of, message_id))
+
+
+def _may_reveal(request: Request) -> bool:
+    return bool(getattr(request.state, "may_reveal", False))
 
 
 def _dead_letter_routes(routes: APIRouter, sy: App, pages: Pages) -> None:

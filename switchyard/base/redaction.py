@@ -45,6 +45,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Secret-looking query parameters.
     (re.compile(r"(?i)([?&](?:token|key|signature|sig|x-amz-signature|x-amz-credential|"
                 r"access_token|api_key)=)[^&\s]+"), r"\1" + MASK),
+]
+#: The patterns of personal data (not secrets): shown when an operator reveals a job.
+_PERSONAL: list[tuple[re.Pattern[str], str]] = [
     # Email addresses.
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
     # Phone numbers in international form (+15551234567, +1 555-123-4567).
@@ -54,9 +57,28 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 def scrub_text(text: str) -> str:
     """`text` with tokens, credentials, email addresses and phone numbers masked."""
-    for pattern, replacement in _PATTERNS:
+    for pattern, replacement in (*_PATTERNS, *_PERSONAL):
         text = pattern.sub(replacement, text)
     return text
+
+
+def secrets_masked(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` as an operator allowed to see a payload sees it: the values of
+    secret keys blanked, and tokens and credentials inside strings masked; the rest
+    (addresses, text) shown."""
+    if depth > 20:
+        return MASK
+    if isinstance(value, str):
+        for pattern, replacement in _PATTERNS:
+            value = pattern.sub(replacement, value)
+        return value
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and _normal(k) in SECRET_KEYS
+                    and v not in (None, "") else secrets_masked(v, depth + 1))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(secrets_masked(v, depth + 1) for v in value)
+    return value
 
 
 def _normal(key: str) -> str:

@@ -299,6 +299,13 @@ class Settings(BaseSettings):
         "different ones, no common password, and 3 kinds of character (lower case, upper "
         "case, digits, symbols). Unset: `switchyard dev` generates one for its run and "
         "prints it; elsewhere no basic login works."))
+    web_reveal_username: str | None = Field(None, min_length=1, description=(
+        "User name of a second HTTP basic login, for operators who may also reveal a "
+        "dead-lettered job's arguments (known secret fields masked; each reveal logged "
+        "with who and when). Unset: nobody may."))
+    web_reveal_password: SecretStr | None = Field(None, min_length=8, description=(
+        "Password of `WEB_REVEAL_USERNAME`; production holds it to `WEB_PASSWORD`'s "
+        "rules."))
     api_token: SecretStr | None = Field(None, min_length=16, description=(
         "Bearer token for services (`Authorization: Bearer ...`), on every path that needs "
         "credentials. Production requires at least 32 characters, 6 different ones, no "
@@ -755,7 +762,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "result_ttl_ms",
         "dead_letter_keep", "dead_letter_ttl_ms", "max_payload_bytes",
         "timeline_minute_ttl_ms", "timeline_hour_ttl_ms"),
-    "The web process": ("web_username", "web_password", "api_token", "max_request_bytes"),
+    "The web process": ("web_username", "web_password", "web_reveal_username",
+                        "web_reveal_password", "api_token", "max_request_bytes"),
     "Alerts": ("sentry_dsn", "sentry_environment", "release"),
     "Providers: HTTP": ("http_connect_timeout_ms", "http_timeout_ms"),
     "Telegram": (

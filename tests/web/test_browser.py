@@ -267,6 +267,31 @@ def test_the_metrics_page_shows_an_actors_runs_and_run_times(web, base_url, brow
     screenshot("metrics")
 
 
+def test_a_dead_letters_arguments_are_revealed_from_the_job_page(make_web, browser,
+                                                                   screenshot):
+    from selenium.webdriver.common.by import By
+
+    from tests.web.conftest import served
+
+    # given the reveal login, and a dead letter with an address and a token in its payload
+    web = make_web(web_reveal_username="lead", web_reveal_password="Reveal-pw-0123-zebra")
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=web.queue, actor_name=ECHO, args=(), kwargs={
+        "email": "ann@example.com", "token": "t0ken-never-shown"}, options={})
+    web.sy.state.dead_letters.add(message, {"error": "PermanentError", "attempts": 1})
+    with served(web.app, grace_s=10) as base_url:
+        # when the lead operator opens the job and reveals its arguments
+        log_in(browser, "lead", "Reveal-pw-0123-zebra")
+        browser.get(f"{base_url}/dashboard/jobs?id={message.message_id}")
+        browser.find_element(By.CSS_SELECTOR, "#reveal button").click()
+        wait_for(lambda: "ann@example.com" in text_of(browser, "#job-arguments"),
+                 what="the arguments")
+        # then the token stays masked, and the reveal is listed with who
+        assert "t0ken-never-shown" not in text_of(browser, "#job-arguments")
+        assert "arguments revealed to lead" in text_of(browser, "#job-reveals")
+        screenshot("revealed")
+
+
 @pytest.fixture
 def ui_workers(process_env: dict[str, str], queue: str) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses({**process_env, "TEST_QUEUE": f"{queue}-beat"},

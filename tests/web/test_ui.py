@@ -14,7 +14,7 @@ import schedules
 from actors import cleanup
 from switchyard.clock import Clock
 from tests.support.waiting import wait_for
-from tests.web.conftest import ECHO, FLAKY
+from tests.web.conftest import ECHO, FLAKY, PASSWORD, USERNAME
 
 PAGES = ("/dashboard/", "/dashboard/overview.json", "/dashboard/jobs", "/dashboard/jobs?id=x",
          "/dashboard/queues", "/dashboard/busy",
@@ -467,3 +467,54 @@ def test_the_metrics_page_shows_each_actors_runs_failures_and_run_times(web, sta
         assert f'id="{chart}"' in page
     assert "runs <b>2</b>" in page and "failed <b>1</b>" in page and "run p99" in page
     assert "broken" not in page  # never a payload value
+
+
+REVEALER, REVEAL_PASSWORD = "lead-operator", "Reveal-pw-0123-zebra"
+
+
+def test_a_dead_letters_arguments_are_revealed_only_to_the_reveal_login_and_recorded(
+        make_web, caplog):
+    from fastapi.testclient import TestClient
+
+    from tests.web.conftest import basic
+
+    # given a dead letter whose payload holds an address, a bot token and a bearer header
+    web = make_web(web_reveal_username=REVEALER, web_reveal_password=REVEAL_PASSWORD)
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=web.queue, actor_name=ECHO, args=(), kwargs={
+        "email": "ann@example.com", "bot_token": "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+        "note": "sent with Authorization: Bearer abcdefghijklmnop"}, options={})
+    web.sy.state.dead_letters.add(message, {"error": "PermanentError", "attempts": 1})
+    page = f"/dashboard/jobs?id={message.message_id}"
+    action = f"/dashboard/jobs/{message.message_id}/reveal"
+
+    # when the everyday login (or the API token) looks: no reveal, and a reveal is refused
+    operator = TestClient(web.app, headers=basic(USERNAME, PASSWORD))
+    seen = operator.get(page)
+    assert 'id="reveal"' not in seen.text and "ann@example.com" not in seen.text
+    csrf = re.findall(r'name="csrf" value="([^"]+)"', operator.get(
+        "/dashboard/dead-letters").text)[0]
+    refused = operator.post(action, data={"csrf": csrf})
+    assert refused.status_code == 403 and "WEB_REVEAL_USERNAME" in refused.text
+    assert web.sy.state.audit.of(message.message_id) == []
+
+    # when the reveal login asks
+    lead = TestClient(web.app, headers=basic(REVEALER, REVEAL_PASSWORD))
+    form = lead.get(page)
+    assert 'id="reveal"' in form.text
+    csrf = re.findall(r'name="csrf" value="([^"]+)"', form.text)[0]
+    assert lead.post(action, data={"csrf": "x" * 43}).status_code == 403  # CSRF checked
+    with caplog.at_level("WARNING", logger="switchyard.audit"):
+        shown = lead.post(action, data={"csrf": csrf})
+
+    # then it sees the arguments with the secrets masked, and the reveal is recorded
+    assert shown.status_code == 200
+    assert "ann@example.com" in shown.text
+    assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in shown.text
+    assert "abcdefghijklmnop" not in shown.text and "[redacted]" in shown.text
+    entries = web.sy.state.audit.of(message.message_id)
+    assert [(e["action"], e["by"]) for e in entries] == [("reveal arguments", REVEALER)]
+    assert f"Arguments of job {message.message_id} revealed to {REVEALER}." in caplog.text
+    assert "ann@example.com" not in caplog.text
+    # and everyone looking at the job later sees who revealed it
+    assert f"arguments revealed to {REVEALER}" in operator.get(page).text

@@ -14,6 +14,7 @@ from typing import Any
 import schedules
 from state.dead_letters import summary
 from state.history import FINAL, STATES
+from switchyard.base.redaction import secrets_masked
 from switchyard.clock import Clock
 from switchyard.runtime.app import App
 from switchyard.runtime.queues import Survey
@@ -51,6 +52,22 @@ def overview(sy: App) -> dict[str, Any]:
     survey = sy.queues.survey()
     return {"queues": queue_rows(sy, survey), "notes": list(survey.notes), "series": series,
             "charts": charts(series), "generated_at": now_ms()}
+
+
+def arguments(sy: App, message_id: str) -> dict[str, Any] | None:
+    """A dead-lettered job's arguments as a revealing operator sees them (secret fields
+    and tokens masked: `secrets_masked`), or None when none are kept."""
+    dead = sy.state.dead_letters.show(message_id)
+    if dead is None:
+        return None
+    message = dead.get("message") or {}
+    if message.get("unsealable"):
+        return {"unsealable": str(message["unsealable"])}
+    shown: dict[str, Any] = {"args": message.get("args") or [],
+                             "kwargs": message.get("kwargs") or {}}
+    if message.get("payload_dropped_bytes"):
+        shown["payload_dropped_bytes"] = message["payload_dropped_bytes"]
+    return dict(secrets_masked(shown))
 
 
 def metrics(sy: App, actor: str) -> dict[str, Any]:
