@@ -161,7 +161,12 @@ def emit_found(record: dict[str, Any] | None, missing: str) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
-    return emit_found(booted(only=[]).state.history.get(args.id),
+    from switchyard.runtime.batches import batch_progress
+
+    app = booted(only=[])
+    record = app.state.history.get(args.id)
+    batch = batch_progress(app, record)
+    return emit_found({**record, "batch": batch} if record and batch else record,
                       f"no job {args.id} (unknown, or past its history retention)")
 
 

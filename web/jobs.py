@@ -29,6 +29,7 @@ from switchyard.base.keys import JobKey
 from switchyard.base.priority import MAX_PRIORITY
 from switchyard.base.settings import MAX_DELAY_MS
 from switchyard.runtime.app import App
+from switchyard.runtime.batches import batch_progress as progress_of_batch
 from switchyard.runtime.enqueue import MAX_KEY_CHARS, enqueue
 from switchyard.runtime.jobs import Job as JobType
 from web.validation import CROSS_SITE, CheckedRoute, Detail
@@ -65,6 +66,10 @@ class Job(BaseModel):
                                             "while it ran.")
     cancel_requested_at: int | None = None
     cancel_reason: str | None = None
+    batch_id: str | None = Field(None, description="The batch this job sent, if any.")
+    batch: dict[str, Any] | None = Field(None, description="That batch's counts (total, "
+                                         "done, failed, pending) and `progress`, the share "
+                                         "of its members that ended.")
 
 
 class ListedJob(Job):
@@ -196,7 +201,8 @@ def router(sy: App) -> APIRouter:
         record = sy.state.history.get(message_id)
         if record is None:
             raise HTTPException(404, "no such job (unknown, or past its history retention)")
-        return Job(**shown({**record, "id": record.get("id", message_id)}))
+        return Job(**shown({**record, "id": record.get("id", message_id),
+                            "batch": progress_of_batch(sy, record)}))
 
     @routes.get("/api/queues/{queue}/jobs", response_model=JobsPage,
                 responses={404: {"description": "Unknown queue", "model": Detail}})

@@ -12,6 +12,10 @@ their gates like any job. The worker that counts the last member sends the callb
 (`middleware.batches`). With a `batch_id` of the caller's (a job that fans out, run again
 after a crash), sending again is safe: the batch is opened once, and the members keep
 their message ids and idempotency keys, so each runs and is counted once.
+
+A job that sends a batch gets the batch's id in its history record (`batch_id`): its
+progress is then the batch's (`batch_progress`: members ended of all), shown by `switchyard
+jobs show`, the jobs API and the job's page.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel
 
 from middleware.batches import BATCH
+from state.history import RUNNING
 from switchyard.base.errors import InvalidOptions, UnknownJob
 from switchyard.runtime.jobs import dump
 
@@ -66,12 +72,32 @@ def send_batch(app: App, jobs: Sequence[tuple[str, BaseModel | dict[str, Any]]],
     from middleware.batches import callback_message
     from switchyard.brokers.bulk import send_many
 
+    _follow(app, batch_id)
     if messages:
         send_many(app.broker, messages)
     if fired is not None:  # nothing to wait for: the callback goes now
         app.broker.enqueue(callback_message(fired))
         app.state.batches.published(batch_id)
     return BatchSent(batch_id, [m.message_id for m in messages], callback_id)
+
+
+def _follow(app: App, batch_id: str) -> None:
+    """A job sending a batch: its record names the batch, for its progress."""
+    message = CurrentMessage.get_current_message()
+    if message is not None:
+        seq = message.options.get("deliveries", 1) * 4 + RUNNING
+        app.state.history.record(message, seq, {"batch_id": batch_id})
+
+
+def batch_progress(app: App, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The progress of the batch a job's record names (`_follow`): its counts, and the
+    share of its members that ended; None when it names none, or the batch expired."""
+    batch_id = (record or {}).get("batch_id")
+    batch = app.state.batches.get(str(batch_id)) if batch_id else None
+    if batch is None:
+        return None
+    ended = batch["done"] + batch["failed"]
+    return {**batch, "progress": round(ended / batch["total"], 4) if batch["total"] else 1.0}
 
 
 def _job(app: App, name: str) -> Any:

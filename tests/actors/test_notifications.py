@@ -158,6 +158,13 @@ def test_a_batch_counts_permanent_failures_and_marks_dead_tokens(world):
     assert callback["status"] == "done", callback
     assert (callback["result"]["successCount"], callback["result"]["failureCount"]) == (2, 2)
     assert callback["result"]["parentId"] == message.message_id
+    # and the sending job's progress is its batch's: every member ended
+    from switchyard.runtime.batches import batch_progress
+
+    world.sy.state.buffer.flush()
+    batch = batch_progress(world.sy, world.sy.state.history.get(message.message_id))
+    assert batch is not None and batch["id"] == job["result"]["batchId"]
+    assert (batch["total"], batch["done"], batch["failed"], batch["progress"]) == (4, 2, 2, 1.0)
     assert pushed_to(world, live) == 1 and pushed_to(world, other) == 1
     rows = deliveries(world, batch_id=f"send_batch_notifications:{message.message_id}")
     assert sorted(r.status for r in rows) == ["failed", "sent", "sent", "skipped"]

@@ -175,3 +175,38 @@ def test_a_member_is_counted_before_its_key_is_marked_done(build_switchyard, sta
     # member whose redelivery, skipped as done, has nothing left to count (a refusal
     # counted as a success was the failure this guards against)
     assert sorted(seen) == [(0, 1), (1, 1)], seen
+
+
+class Fanout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    members: int
+
+
+def test_a_job_that_sends_a_batch_shows_the_batchs_progress(build_switchyard, start_worker,
+                                                            queue):
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    token = "tok-0123456789abcdef0123456789"
+    sy = build_switchyard(api_token=token)
+    callbacks, _ = declare(sy, queue)
+
+    @job(Fanout, actor_name="batch_parent", queue_name=queue)
+    def batch_parent(ctx: Context, payload: Fanout) -> str:
+        return send_batch(ctx.app, [("batch_member", {"n": n, "outcome": "dead" if n == 0
+                                                      else "ok"})
+                                    for n in range(payload.members)],
+                          callback=("batch_callback", {})).batch_id
+
+    sy.declare([batch_parent])
+    start_worker(sy)
+    parent = batch_parent.send(members=4)
+    wait_for(lambda: callbacks, what="the callback")
+    wait_for(lambda: finished(sy, parent.message_id), what="the parent's record")
+    client = TestClient(create_app(sy), headers={"Authorization": f"Bearer {token}"})
+    shown = client.get(f"/api/jobs/{parent.message_id}").json()
+    assert shown["batch_id"] == callbacks[0]["batchId"]
+    batch = shown["batch"]
+    assert (batch["total"], batch["done"], batch["failed"], batch["pending"]) == (4, 3, 1, 0)
+    assert batch["progress"] == 1.0

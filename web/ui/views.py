@@ -17,6 +17,7 @@ from state.history import FINAL, STATES
 from switchyard.base.redaction import secrets_masked
 from switchyard.clock import Clock
 from switchyard.runtime.app import App
+from switchyard.runtime.batches import batch_progress
 from switchyard.runtime.queues import Survey
 from web.ui.charts import actor_charts, charts
 
@@ -124,6 +125,7 @@ def job(sy: App, message_id: str) -> dict[str, Any] | None:
         "worker": record.get("worker"),
         "cancelled_by": record.get("cancelled_by") or record.get("cancel_requested_by"),
         "cancel_reason": record.get("cancel_reason"),
+        "batch": batch_progress(sy, record),
     }
 
 
