@@ -192,3 +192,29 @@ def test_cancellations_racing_the_fetch_never_let_a_cancelled_job_run(
     assert set(uncancelled) <= ran
     assert {s for i, s in statuses.items() if i not in answers} == {"done"}
     assert "cancelled" in answers.values()  # the race was run, not only lost
+
+
+def test_a_running_job_cancelled_then_killed_with_its_worker_never_runs_again(
+        build_switchyard, worker_processes, queue, state, prefix):
+    from tests.support.jobs import send
+
+    # given a job running in a worker process, asked to stop (it does not look)
+    sy = build_switchyard()
+    victim = worker_processes.start()
+    message = send(sy, queue, "effect", name="cancelled-then-killed", sleep=30)
+    wait_for(lambda: status(sy, message.message_id) == "running", what="it runs")
+    answer = sy.state.cancels.cancel(message.message_id, by="ops", reason="wrong audience")
+    assert answer[0] == "stopping"
+
+    # when its worker is killed mid-run, and another takes the redelivered message
+    worker_processes.kill(victim)
+    worker_processes.start()
+
+    # then the redelivery meets the cancellation: it ends cancelled and never runs
+    assert wait_for(lambda: ended(sy, message.message_id), timeout=30) == {
+        message.message_id: "cancelled"}
+    time.sleep(1.5)
+    assert not state.exists(f"{prefix}:runs:cancelled-then-killed")
+    record = sy.state.history.get(message.message_id)
+    assert record is not None and record["status"] == "cancelled"
+    assert record.get("cancel_reason") == "wrong audience"
