@@ -9,6 +9,7 @@
   var FALLBACK_MS = 30000;
   var page = document.body.dataset.page;
   var pending = false;
+  var again = false;  // a change came while a refresh was under way: one more after it
   var last = 0;
 
   function stamp(text) {
@@ -43,11 +44,15 @@
   function refresh() {
     (page === "overview" ? overview() : busy())
       .catch(function () { stamp("not updating (retrying)"); })
-      .then(function () { pending = false; last = Date.now(); });
+      .then(function () {
+        pending = false;
+        last = Date.now();
+        if (again) { again = false; soon(); }
+      });
   }
 
   function soon() {
-    if (pending) { return; }
+    if (pending) { again = true; return; }
     pending = true;
     setTimeout(refresh, Math.max(0, last + QUIET_MS - Date.now()));
   }
