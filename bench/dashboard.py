@@ -186,9 +186,9 @@ def event_lag(app: Any, port: int, rate: int, seconds: float) -> tuple[float, fl
     started = time.perf_counter()
     n = 0
     while time.perf_counter() - started < seconds:
-        due = started + n / rate
-        if due > time.perf_counter():
-            time.sleep(due - time.perf_counter())
+        wait = started + n / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
         message_id = enqueue(app, "bench_tick", {"n": n}, flush=False).message_id
         sent[message_id] = time.perf_counter()
         n += 1

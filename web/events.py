@@ -44,11 +44,16 @@ def stream(events: Events, after: str, *, queue: str | None, job: str | None,
         except redis.RedisError:
             found = []
             time.sleep(1.0)
+        # One chunk per read: each chunk is a hop to and from the server's thread pool,
+        # which at thousands of events a second, one per chunk, is what a client waits for.
+        chunk = []
         for event in found:
             after = event.id
             if (queue is None or event.queue == queue) and (job is None or event.job == job):
-                quiet_since = time.monotonic()
-                yield f"id: {event.id}\nevent: job\ndata: {json.dumps(event.data())}\n\n"
+                chunk.append(f"id: {event.id}\nevent: job\ndata: {json.dumps(event.data())}\n\n")
+        if chunk:
+            quiet_since = time.monotonic()
+            yield "".join(chunk)
         if time.monotonic() - quiet_since >= heartbeat_s:
             quiet_since = time.monotonic()
             yield ": keep-alive\n\n"

@@ -279,9 +279,10 @@ class Settings(BaseSettings):
         "producer's enqueue (HTTP API, CLI, bridges, Python) refuses a larger one, naming "
         "this limit. A dead letter whose payload is larger (only a producer writing to the "
         "broker directly can make one) is kept without it, so it cannot be replayed."))
-    flush_interval_ms: int = Field(100, ge=5, description=(
+    flush_interval_ms: int = Field(50, ge=5, description=(
         "How often (ms) each process writes its buffered state-store writes (history, "
-        "metrics, done marks) to Redis; also on shutdown."))
+        "metrics, done marks) to Redis; also on shutdown, and in a worker before each "
+        "batch of acks. A job's change reaches the event stream within it."))
     worker_heartbeat_ms: int = Field(5_000, ge=100, description=(
         "How often (ms) each worker records that it is alive; one silent for three beats "
         "counts as gone (`switchyard health`, the dashboard)."))

@@ -55,7 +55,7 @@ def test_only_a_setting_that_can_be_unset_says_what_unset_means(name: str) -> No
 @pytest.mark.parametrize("name, shown", [
     ("IDEMPOTENCY_TTL_MS", "`86400000` (1 day)"),
     ("DEFER_MS", "`1000` (1 s)"),
-    ("FLUSH_INTERVAL_MS", "`100`"),
+    ("FLUSH_INTERVAL_MS", "`50`"),
     ("MEDIA_MAX_BYTES", "`209715200` (200 MiB)"),
     ("REDIS_TLS_VERIFY", "`true`"),
     ("VAR_DIR", "`var`"),
