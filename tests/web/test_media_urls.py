@@ -118,3 +118,14 @@ def test_s3_urls_are_presigned_with_the_ttl_and_objects_are_private(moto, tmp_pa
 
 def test_without_a_signature_nothing_is_served_even_for_a_real_key(media_web):
     assert media_web.anonymous.get("/media/" + KEY).status_code == 403
+
+
+def test_storage_left_unconfigured_is_a_503_naming_the_setting(make_web):
+    web = make_web(storage_backend="s3", s3_bucket=None)
+    upgrade(web.sy.settings.db_url)
+    with web.sy.database.session() as session:
+        session.add(Message(id="m2", user_id="u1", media_url=KEY, media_status="done"))
+    answer = web.client.get("/api/media/m2")
+    assert answer.status_code == 503 and "S3_BUCKET is not set" in answer.json()["detail"]
+    served = web.anonymous.get(f"/media/{KEY}?expires=1&signature=x")
+    assert served.status_code == 503
