@@ -1,9 +1,12 @@
 """Sentry: one event per dead letter, none per retried attempt, no secrets, no payloads.
 
-Dramatiq's Sentry integration stays on for its scopes and breadcrumbs, but the events
-it sends for every failed attempt are dropped in `before_send`; the dead-letter
-middleware sends the one event that matters. Message arguments and frame locals are kept
-out of every event, since payloads hold personal data.
+sentry-sdk's Dramatiq integration is not used: it started a transaction for every
+message and put trace headers in every message enqueued, on every job's path, for the
+events of failed attempts that Switchyard does not send. Each run gets its own scope
+(`middleware.sentry_scope`, so a dead letter's event carries that job's breadcrumbs), and
+the dead-letter middleware sends the one event that matters; `before_send` still drops
+an event of a failed attempt and any message data, should one come. Frame locals are
+kept out of every event, since payloads hold personal data.
 
 Every event and breadcrumb then goes through `switchyard.base.redaction.scrub`: values under
 secret or body keys (authorization, token, password, body, text, phone, email, ...) are
@@ -19,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 import sentry_sdk
-from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.integrations.redis import RedisIntegration
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
@@ -53,7 +55,6 @@ def init(settings: Settings) -> bool:
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_environment or settings.switchyard_env,
         release=settings.release,
-        integrations=[DramatiqIntegration()],
         # Enabled by default, it records (and `before_breadcrumb` scrubs) a breadcrumb for
         # every Redis command: the broker's and the state store's own traffic, a dozen per
         # job, which halved a worker's rate and tells an error's reader nothing.

@@ -41,6 +41,7 @@ from middleware.rate_limit import RateLimits
 from middleware.results import Results
 from middleware.retry_policy import RetryPolicy
 from middleware.run_now import RunNow
+from middleware.sentry_scope import SentryScope
 from middleware.tracing import Tracing
 from state import State, open_state
 from switchyard import tracing
@@ -65,6 +66,8 @@ def pipeline(settings: Settings, state: State) -> list[dramatiq.Middleware]:
         ConsumingQueue(), AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(),
         Pipelines(),
         CurrentMessage(),
+        # With Sentry on: each run's breadcrumbs in a scope of its own.
+        *([SentryScope()] if settings.sentry_dsn is not None else []),
         # Its run span holds every later hook and the job; its after-hook, run after
         # theirs, sees what the retry policy, dead letter and history decided.
         Tracing(),

@@ -50,3 +50,38 @@ def test_one_event_per_dead_letter_none_per_retry(
     assert events[0]["tags"]["switchyard.dead_letter"] == "true"
     assert events[0]["tags"]["message_id"] == message.message_id
     assert not [e for e in sentry_server.envelopes if phone.encode() in e]
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_a_dead_letters_event_carries_its_own_jobs_breadcrumbs_only(
+    sentry_server, make_settings, build_switchyard, start_worker, queue
+):
+    import logging
+
+    from switchyard.base.errors import PermanentError
+
+    # given Sentry on, and on one worker thread a job that logs and succeeds, then one
+    # that logs and dies
+    assert sentry.init(make_settings(sentry_dsn=sentry_server.dsn))
+    sy = build_switchyard(sentry_dsn=sentry_server.dsn)
+    log = logging.getLogger("switchyard.test.crumbs")
+
+    @dramatiq.actor(broker=sy.broker, queue_name=queue, max_retries=0)
+    def crumbs(step: str, fail: bool) -> None:
+        log.warning("step %s", step)
+        if fail:
+            raise PermanentError("refused")
+
+    first = crumbs.send("before", False)
+    second = crumbs.send("dying", True)
+    # (nothing of Sentry's travels in the message)
+    assert "_sentry_headers" not in second.options
+    start_worker(sy, threads=1)
+    wait_for(lambda: finished(sy, first.message_id, second.message_id), what="both ended")
+    sentry_sdk.flush(timeout=5)
+
+    # then the dead letter's event has the dying job's log line, not the other job's
+    [event] = wait_for(sentry_server.events, what="the event")
+    lines = [c.get("message") for c in event.get("breadcrumbs", {}).get("values", [])]
+    assert "step dying" in lines and "step before" not in lines, lines
+    assert event["tags"]["message_id"] == second.message_id
