@@ -6,6 +6,8 @@ in place and only if it did not change meanwhile (compare and set), so it can ru
 while workers do:
 
 - dead letters (the state store, both brokers);
+- jobs waiting in their lanes (`state.lanes`: their bodies, kept until published) and
+  batches' callback payloads (`state.batches`);
 - the Redis broker's message bodies: waiting, delayed (`.DQ`) and its own `.XQ`;
 - results (Dramatiq's result backend) and the job history's results;
 - RabbitMQ: the messages ready in each job queue, its `.DQ` and `.XQ`, taken and
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pika
 from dramatiq.common import dq_name, xq_name
 
+from state.batches import CALLBACK_PURPOSE
 from switchyard.base.sealing import Sealer, Unsealable
 
 if TYPE_CHECKING:
@@ -57,6 +60,8 @@ class Resealed:
     messages: int = 0
     results: int = 0
     history: int = 0
+    lanes: int = 0
+    batches: int = 0
     unopenable: int = 0
 
 
@@ -75,6 +80,10 @@ def rotate(app: App) -> dict[str, Any]:
                                    lambda raw: _dead_letter(sealer, raw), done)
     done.history += _each_hash(client, hset, f"{prefix}:job:*", "result",
                                lambda raw: sealer.reseal_value(raw.decode()), done)
+    done.lanes += _hash(client, hset, f"{prefix}:lanes:jobs",
+                        lambda raw: _lane_record(sealer, raw), done)
+    done.batches += _each_hash(client, hset, f"{prefix}:batch:*", "callback",
+                               lambda raw: _callback(sealer, raw), done)
     done.results += _results(client, f"{prefix}:results:*", sealer, done)
     if app.settings.uses_rabbitmq:
         done.messages += _rabbitmq(app, sealer, done)
@@ -125,6 +134,20 @@ def _results(client: Any, pattern: str, sealer: Sealer, done: Resealed) -> int:
             if new is not None:
                 changed += int(lset(keys=[key], args=[index, raw, json.dumps(new)]))
     return changed
+
+
+def _lane_record(sealer: Sealer, raw: bytes) -> str | None:
+    """A lane's record of a waiting job, its body re-sealed."""
+    record = json.loads(raw)
+    body = _body(sealer, str(record.get("b", "")).encode())
+    return None if body is None else json.dumps({**record, "b": body.decode()})
+
+
+def _callback(sealer: Sealer, raw: bytes) -> str | None:
+    """A batch's callback, its payload re-sealed."""
+    callback = json.loads(raw)
+    payload = sealer.reseal_value(callback.get("payload"), CALLBACK_PURPOSE)
+    return None if payload is None else json.dumps({**callback, "payload": payload})
 
 
 def _dead_letter(sealer: Sealer, raw: bytes) -> str | None:

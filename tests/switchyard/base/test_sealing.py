@@ -228,13 +228,22 @@ def test_rotation_keeps_stored_jobs_runnable_once_the_old_key_is_gone(
     delayed = note.send_with_options(kwargs={"text": "later"}, delay=1_500)
     dead = note.message_with_options(kwargs={"text": "again"})
     old.state.dead_letters.add(dead, {"error": "Boom", "message": "boom", "attempts": 1})
+    # and a batch's callback payload, and a job waiting in its lane behind another
+    old.state.batches.open(f"{queue}-batch", 1, {"actor": "note", "queue": queue,
+                                                 "payload": {"text": "callback"},
+                                                 "message_id": f"{queue}-callback"})
+    gate = [(f"limit:{queue}", 1, "limit")]
+    first = note.message_with_options(kwargs={"text": "first"})
+    waiting = note.message_with_options(kwargs={"text": "waiting"})
+    old.state.lanes.admit(first.message_id, queue, first.encode(), gate)
+    assert not old.state.lanes.admit(waiting.message_id, queue, waiting.encode(), gate)[0]
 
     # when the new key goes first, what is stored is rotated, and the old key is removed
     both = build_switchyard(payload_keys=f"{NEW},{OLD}")
     declare_note(both, queue, [])
     counts = rotate(both)
     assert counts == {"dead_letters": 1, "messages": 1, "results": 1, "history": 1,
-                      "unopenable": 0, "key_id": "new"}
+                      "lanes": 1, "batches": 1, "unopenable": 0, "key_id": "new"}
     if broker_kind == "redis":
         assert all(b'"sy1.new.' in body for body in stored_bodies(both, queue))
     assert rotate(both)["messages"] == 0  # nothing left to re-seal
@@ -245,6 +254,10 @@ def test_rotation_keeps_stored_jobs_runnable_once_the_old_key_is_gone(
     # then the result and the history still open, and the delayed and replayed jobs run
     backend = new.broker.get_results_backend()
     assert backend.get_result(done) == {"echo": "done"}
+    fired = new.state.batches.finish(f"{queue}-batch", "member-0", ok=True)
+    assert fired is not None and fired.callback["payload"] == {"text": "callback"}
+    [admitted] = new.state.lanes.release(first.message_id, gate)
+    assert dramatiq.Message.decode(admitted.body).kwargs == {"text": "waiting"}
     assert new.state.history.get(done.message_id)["result"] == {"echo": "done"}
     start_worker(new)
     assert new.state.dead_letters.replay(new.broker, queue) == [dead.message_id]
@@ -260,7 +273,7 @@ def test_keys_rotate_on_the_command_line_reports_counts(test_env, queue):
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)
     assert counts == {"dead_letters": 0, "messages": 0, "results": 0, "history": 0,
-                      "unopenable": 0, "key_id": "new"}
+                      "lanes": 0, "batches": 0, "unopenable": 0, "key_id": "new"}
 
 
 def test_keys_generate_prints_an_entry_the_settings_accept(test_env):
