@@ -3,7 +3,7 @@
 The marks and the answer a cancellation gets are `state.cancels`'. Here, on both
 brokers: a fetched batch is looked up in one round trip (`after_fetch`), which also
 marks its jobs as held by a worker, and the cancellations of jobs held meanwhile are
-heard as they are made (`Cancellations.listen`); a cancelled one is acked without
+heard as they are made (`Cancellations.announcements`); a cancelled one is acked without
 running when its turn comes, and recorded `cancelled` (its gates, key and batch let
 go as for any job that ended). A message that reaches a worker thread without passing
 `after_fetch` (the batch lookup failed, or a consumer without the hook) is looked up as
@@ -50,12 +50,8 @@ class Cancel(Middleware):
         """Hear the cancellations of fetched jobs: one this worker holds unstarted is
         skipped when its turn comes."""
         self._stop.clear()
-        try:  # subscribed before the worker takes a job, when the state store answers
-            pubsub = self.store.subscribe()
-        except redis.RedisError:
-            pubsub = None  # the listener subscribes once it can
-        threading.Thread(target=self.store.listen, args=(self._heard, self._stop, pubsub),
-                         daemon=True, name="switchyard-cancels").start()
+        self.store.announcements.start(lambda data: self._heard(*self.store.heard(data)),
+                                       self._stop, "switchyard-cancels")
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self._stop.set()

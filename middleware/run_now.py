@@ -44,12 +44,8 @@ class RunNow(Middleware):
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._worker = worker
         self._stop.clear()
-        try:  # subscribed before the worker takes a job, when the state store answers
-            pubsub = self.store.subscribe()
-        except redis.RedisError:
-            pubsub = None  # the listener subscribes once it can
-        threading.Thread(target=self.store.listen, args=(self._heard, self._stop, pubsub),
-                         daemon=True, name="switchyard-run-now").start()
+        self.store.announcements.start(lambda data: self._heard(_text(data)), self._stop,
+                                       "switchyard-run-now")
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self._stop.set()
@@ -80,3 +76,7 @@ class RunNow(Middleware):
             timer = threading.Timer(LOOK_AGAIN_S, self._heard, args=(message_id, False))
             timer.daemon = True
             timer.start()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -7,11 +7,11 @@ decides the answer, atomically with the mark:
 - `fetch:<id>` exists while a worker holds the message (set for a fetched batch in one
   round trip, `fetched`; dropped, buffered, when the delivery ends, or at once when the
   worker gives the message back unstarted). The cancellation is announced to the
-  workers (`listen`): one that holds the job unstarted (prefetched) skips it, and says
-  so (`confirm`): the answer is then `cancelled`. Otherwise it is `stopping`: a running
-  job is asked to stop (`Context.cancelled`), and one
-  that does not look ends as it would have; its retries, and a redelivery after its
-  worker died, meet the mark and never run.
+  workers (`announcements`, a `state.announcements.Channel`): one that holds the job
+  unstarted (prefetched) skips it, and says so (`confirm`): the answer is then
+  `cancelled`. Otherwise it is `stopping`: a running job is asked to stop
+  (`Context.cancelled`), and one that does not look ends as it would have; its retries,
+  and a redelivery after its worker died, meet the mark and never run.
 - otherwise (waiting, scheduled, retrying) the answer is `cancelled`: the job's record
   says so at once, and when the message is fetched it is acked without running.
 
@@ -22,15 +22,14 @@ far longer than any run between two heartbeats of its worker.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 
+from state.announcements import Channel
 from state.buffer import Write, WriteBuffer
 from state.events import Events
 from switchyard.base.settings import MAX_DELAY_MS
@@ -118,6 +117,8 @@ class Cancellations:
         self.events = events if events is not None and events.keep else None
         #: A job scheduled as far ahead as a job may be still meets its cancellation.
         self.ttl = history_ttl + MAX_DELAY_MS
+        #: The workers hear each cancellation of a fetched job here.
+        self.announcements = Channel(client, f"{prefix}:cancels")
         self._cancel = client.register_script(_CANCEL)
         self._fetched = client.register_script(_FETCHED)
         self._ended: list[str] = []
@@ -125,46 +126,13 @@ class Cancellations:
 
     @property
     def channel(self) -> str:
-        """Where a cancellation of a fetched job is announced (`listen`)."""
-        return f"{self.prefix}:cancels"
+        """Where a cancellation of a fetched job is announced (`announcements`)."""
+        return self.announcements.name
 
-    def subscribe(self) -> Any:
-        """A subscription to the announcements, confirmed by the state store (what is
-        announced from now on is heard)."""
-        pubsub = self.client.pubsub()
-        try:
-            pubsub.subscribe(self.channel)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                said = pubsub.get_message(timeout=0.5)
-                if said is not None and said["type"] == "subscribe":
-                    return pubsub
-            raise redis.TimeoutError("the state store did not confirm the subscription")
-        except BaseException:
-            pubsub.close()
-            raise
-
-    def listen(self, heard: Callable[[str, dict[str, Any]], None], stop: threading.Event,
-               pubsub: Any = None) -> None:
-        """Call `heard(message id, cancellation)` for each cancellation of a fetched job
-        until `stop` is set (on `pubsub`, from `subscribe`, or a subscription of its
-        own), subscribed again after the state store was away (what is said meanwhile is
-        not heard: the job then runs, as its `stopping` answer said it might)."""
-        while not stop.is_set():
-            try:
-                pubsub = pubsub or self.subscribe()
-                while not stop.is_set():
-                    said = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if said is not None:
-                        cancellation = json.loads(said["data"])
-                        heard(str(cancellation.pop("id")), cancellation)
-            except (redis.RedisError, OSError, ValueError, KeyError):
-                stop.wait(1.0)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(redis.RedisError, OSError):
-                        pubsub.close()
-                pubsub = None
+    def heard(self, data: bytes | str) -> tuple[str, dict[str, Any]]:
+        """An announcement read: (message id, cancellation)."""
+        cancellation = json.loads(data)
+        return str(cancellation.pop("id")), cancellation
 
     def mark_key(self, message_id: str) -> str:
         return f"{self.prefix}:cancel:{message_id}"

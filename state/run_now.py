@@ -4,7 +4,7 @@ Dramatiq keeps a delayed message (a delayed send, a retry, a deferral) in the me
 the worker that fetched it off the broker's delay queue until it is due; before a
 worker takes it, it waits on that delay queue. So a request (`request`) leaves a mark
 `now:<id>` (who, when), checked atomically against the job's record (only a scheduled
-or retrying job can be hurried), and announces it (`listen`): the worker holding the
+or retrying job can be hurried), and announces it (`announcements`): the worker holding the
 message makes it due at once (`middleware.run_now`); a worker that fetches it later
 finds the mark (`take`). Whoever acts takes the mark away, so the job's later retries
 keep their own delays. Marks live as long as a cancellation's: a job scheduled as far
@@ -13,15 +13,14 @@ ahead as a job may be still meets its mark.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 
+from state.announcements import Channel
 from switchyard.base.settings import MAX_DELAY_MS
 
 #: What `request` answers.
@@ -52,11 +51,13 @@ class RunNow:
         self.client: Any = client  # redis-py's annotations mix sync and async results
         self.prefix = prefix
         self.ttl = history_ttl + MAX_DELAY_MS
+        #: The workers hear each request here (`middleware.run_now`).
+        self.announcements = Channel(client, f"{prefix}:now")
         self._request = client.register_script(_REQUEST)
 
     @property
     def channel(self) -> str:
-        return f"{self.prefix}:now"
+        return self.announcements.name
 
     def mark_key(self, message_id: str) -> str:
         return f"{self.prefix}:now:{message_id}"
@@ -85,41 +86,6 @@ class RunNow:
     def taken(self, message_id: str) -> None:
         """The worker holding `message_id` made it due: the mark has done its work."""
         self.client.delete(self.mark_key(message_id))
-
-    def subscribe(self) -> Any:
-        """A subscription to the announcements, confirmed by the state store."""
-        pubsub = self.client.pubsub()
-        try:
-            pubsub.subscribe(self.channel)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                said = pubsub.get_message(timeout=0.5)
-                if said is not None and said["type"] == "subscribe":
-                    return pubsub
-            raise redis.TimeoutError("the state store did not confirm the subscription")
-        except BaseException:
-            pubsub.close()
-            raise
-
-    def listen(self, heard: Callable[[str], None], stop: threading.Event,
-               pubsub: Any = None) -> None:
-        """Call `heard(message id)` for each request until `stop` is set, subscribed
-        again after the state store was away (a request made meanwhile is met by the
-        mark when the job is next fetched, or runs at its time)."""
-        while not stop.is_set():
-            try:
-                pubsub = pubsub or self.subscribe()
-                while not stop.is_set():
-                    said = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if said is not None:
-                        heard(_text(said["data"]))
-            except (redis.RedisError, OSError, ValueError):
-                stop.wait(1.0)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(redis.RedisError, OSError):
-                        pubsub.close()
-                pubsub = None
 
 
 def _text(value: Any) -> str:

@@ -123,27 +123,29 @@ class Timeline:
                now_ms: int | None = None) -> dict[str, Any]:
         """The buckets of `resolution` (minute: the last hour, hour: the last day), oldest
         first: per bucket its start, each charted outcome's count and the wait p50/p95."""
+        width, buckets = self._buckets(resolution, now_ms)
+        points = [self._point(start, raw, queue) for start, raw in buckets]
+        return {"resolution": resolution, "width_ms": width, "points": points}
+
+    def _buckets(self, resolution: str,
+                 now_ms: int | None) -> tuple[int, list[tuple[int, dict[bytes, bytes]]]]:
+        """The width of `resolution`'s buckets, and its buckets (start, fields) up to
+        now, oldest first, read in one round trip."""
         width, n = RESOLUTIONS[resolution]
         now = int(time.time() * 1000) if now_ms is None else now_ms
         starts = [now - now % width - width * i for i in range(n - 1, -1, -1)]
         pipe = self.client.pipeline(transaction=False)
         for start in starts:
             pipe.hgetall(self.key(resolution[0], start))
-        points = [self._point(start, raw, queue) for start, raw in zip(starts, pipe.execute(),
-                                                                       strict=True)]
-        return {"resolution": resolution, "width_ms": width, "points": points}
+        return width, list(zip(starts, pipe.execute(), strict=True))
 
     def actor_series(self, resolution: str, now_ms: int | None = None) -> dict[str, Any]:
         """Per actor, the buckets of `resolution` oldest first: its runs, failures
         (retried or dead), failure rate and run time p50/p95/p99; and its totals."""
-        width, n = RESOLUTIONS[resolution]
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        starts = [now - now % width - width * i for i in range(n - 1, -1, -1)]
-        pipe = self.client.pipeline(transaction=False)
-        for start in starts:
-            pipe.hgetall(self.key(resolution[0], start))
+        width, read = self._buckets(resolution, now_ms)
+        starts = [start for start, _ in read]
         per_actor: dict[str, list[tuple[Counter[str], Counter[str]]]] = {}
-        for i, raw in enumerate(pipe.execute()):
+        for i, (_, raw) in enumerate(read):
             for field, value in raw.items():
                 name, _, rest = field.decode().partition(SEP)
                 if not name.startswith("@"):

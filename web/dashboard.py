@@ -39,6 +39,7 @@ import html
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -383,51 +384,54 @@ def _queue_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
         return pages.render(request, "busy.html", title="Busy", page="busy",
                             rows=views.busy(sy))
 
-    @routes.post(QUEUES + "/{queue}/cancel", response_model=None)
-    async def cancel(queue: str, request: Request) -> RedirectResponse | HTMLResponse:
+
+@dataclass(frozen=True)
+class JobAction:
+    """A Queues-page action on the selected jobs, asked for a confirmation first."""
+
+    path: str  # under /dashboard/queues/<queue>/
+    name: str  # as in "Select the jobs to <name> first."
+    question: str  # with {n} jobs and {queue}
+    verb: str  # the confirmation's button
+    apply: Callable[[App, str, str], Any]  # (app, message id, who)
+
+
+JOB_ACTIONS = (
+    JobAction("cancel", "cancel", "Cancel {n} job(s) of {queue}? A waiting job never runs; "
+              "a running one is asked to stop.", "Cancel jobs",
+              lambda sy, job, by: sy.state.cancels.cancel(
+                  job, by=by, reason="cancelled from the dashboard")),
+    JobAction("run-now", "run now", "Run {n} scheduled or retrying job(s) of {queue} now, "
+              "without waiting for their time?", "Run now",
+              lambda sy, job, by: sy.state.run_now.request(job, by=by)),
+)
+
+
+def _job_action_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
+    for action in JOB_ACTIONS:
+        _job_action_route(routes, sy, pages, action)
+
+
+def _job_action_route(routes: APIRouter, sy: App, pages: Pages, action: JobAction) -> None:
+    @routes.post(f"{QUEUES}/{{queue}}/{action.path}", response_model=None)
+    async def act(queue: str, request: Request) -> RedirectResponse | HTMLResponse:
         form = await _checked_form(sy, pages, queue, request, QUEUES)
         if isinstance(form, HTMLResponse):
             return form
         back = _next(form, QUEUES)
         ids = [i for i in form.get("id", []) if views.MESSAGE_ID.fullmatch(i)][:MAX_CANCELS]
         if not ids:
-            return pages.message(request, 400, "Nothing selected", "Select the jobs to "
-                                 "cancel first.", back=back)
+            return pages.message(request, 400, "Nothing selected", f"Select the jobs to "
+                                 f"{action.name} first.", back=back)
         if (form.get("confirm") or [""])[0] != "yes":
-            question = (f"Cancel {len(ids)} job(s) of {queue}? A waiting job never runs; "
-                        "a running one is asked to stop.")
             return pages.render(request, "confirm.html", title="Confirm", page="",
-                                question=question, action=f"{QUEUES}/{queue}/cancel",
-                                back=back, verb="Cancel jobs",
+                                question=action.question.format(n=len(ids), queue=queue),
+                                action=f"{QUEUES}/{queue}/{action.path}", back=back,
+                                verb=action.verb,
                                 fields=[*(("id", i) for i in ids), ("next", back)])
+        by = f"dashboard:{getattr(request.state, 'operator', None) or 'operator'}"
         for message_id in ids:
-            await run_in_threadpool(sy.state.cancels.cancel, message_id,
-                                    by=f"dashboard:{sy.settings.web_username or 'operator'}",
-                                    reason="cancelled from the dashboard")
-        return RedirectResponse(back, status_code=303)
-
-
-def _run_now_routes(routes: APIRouter, sy: App, pages: Pages) -> None:
-    @routes.post(QUEUES + "/{queue}/run-now", response_model=None)
-    async def run_now(queue: str, request: Request) -> RedirectResponse | HTMLResponse:
-        form = await _checked_form(sy, pages, queue, request, QUEUES)
-        if isinstance(form, HTMLResponse):
-            return form
-        back = _next(form, QUEUES)
-        ids = [i for i in form.get("id", []) if views.MESSAGE_ID.fullmatch(i)][:MAX_CANCELS]
-        if not ids:
-            return pages.message(request, 400, "Nothing selected", "Select the jobs to "
-                                 "run now first.", back=back)
-        if (form.get("confirm") or [""])[0] != "yes":
-            question = (f"Run {len(ids)} scheduled or retrying job(s) of {queue} now, "
-                        "without waiting for their time?")
-            return pages.render(request, "confirm.html", title="Confirm", page="",
-                                question=question, action=f"{QUEUES}/{queue}/run-now",
-                                back=back, verb="Run now",
-                                fields=[*(("id", i) for i in ids), ("next", back)])
-        for message_id in ids:
-            await run_in_threadpool(sy.state.run_now.request, message_id,
-                                    by=f"dashboard:{sy.settings.web_username or 'operator'}")
+            await run_in_threadpool(action.apply, sy, message_id, by)
         return RedirectResponse(back, status_code=303)
 
 
@@ -436,7 +440,7 @@ def router(sy: App) -> APIRouter:
     pages = Pages(sy)
     _page_routes(routes, sy, pages)
     _queue_routes(routes, sy, pages)
-    _run_now_routes(routes, sy, pages)
+    _job_action_routes(routes, sy, pages)
     _job_routes(routes, sy, pages)
     _dead_letter_routes(routes, sy, pages)
     return routes
