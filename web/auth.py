@@ -21,7 +21,6 @@ import binascii
 import hmac
 import json
 import math
-import os
 import secrets
 import sys
 from collections import Counter
@@ -30,6 +29,7 @@ from pathlib import Path
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from switchyard.base.files import made_once
 from switchyard.base.settings import Settings, SettingsError
 
 #: The only paths open without credentials; everything else (/api, /metrics*,
@@ -145,22 +145,11 @@ def _read_dev_credentials(path: Path) -> dict[str, str]:
 
 
 def kept_dev_credentials(var_dir: Path) -> dict[str, str]:
-    """The development login and token under `var_dir`, made on first use and kept until
-    the file is deleted (readable by its owner only). Written to a temporary file, then
-    linked into place: two processes starting at once both end up with the first one."""
-    path = var_dir / DEV_CREDENTIALS_FILE
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        tmp = var_dir / f".{DEV_CREDENTIALS_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            json.dump(_new_dev_credentials(), file, indent=2)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+    """The development login and token under `var_dir`, made on first use (by one process
+    of several starting at once: `made_once`) and kept until the file is deleted
+    (readable by its owner only)."""
+    path = made_once(var_dir / DEV_CREDENTIALS_FILE,
+                     lambda: json.dumps(_new_dev_credentials(), indent=2))
     return _read_dev_credentials(path)
 
 

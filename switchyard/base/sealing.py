@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from dramatiq.encoder import Encoder, JSONEncoder, MessageData
 
 from switchyard.base.decoding import REFUSED_OPTION, SafeEncoder, stand_in
+from switchyard.base.files import made_once
 from switchyard.base.settings import KEY_ID, SettingsError, parse_payload_key
 
 if TYPE_CHECKING:
@@ -307,24 +308,9 @@ def generate_entry(key_id: str | None = None) -> str:
 
 
 def dev_keys(var_dir: Path) -> list[str]:
-    """The development key entries under `var_dir`, generated on first use.
-
-    Written to a temporary file, then linked into place: two processes starting at once
-    both end up with the one that was linked first.
-    """
-    path = var_dir / DEV_KEYS_FILE
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        tmp = var_dir / f".{DEV_KEYS_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(generate_entry("dev") + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+    """The development key entries under `var_dir`, generated on first use (by one
+    process of several starting at once: `made_once`)."""
+    path = made_once(var_dir / DEV_KEYS_FILE, lambda: generate_entry("dev") + "\n")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
