@@ -19,10 +19,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -62,6 +64,22 @@ def purge(url: str, pattern: str) -> int:
         client.delete(*keys[i:i + 500])
     client.close()
     return len(keys)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A loopback fake's request handler that does not log each request."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def loopback_server(handler: type[BaseHTTPRequestHandler], name: str) -> tuple[
+        ThreadingHTTPServer, int]:
+    """`handler` served on a free loopback port by a daemon thread: (server, port)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name=name).start()
+    return server, int(server.server_address[1])
 
 
 @contextmanager

@@ -43,7 +43,6 @@ import traceback
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +56,13 @@ from bench import tracing  # noqa: E402
 from bench.common import (  # noqa: E402
     Completions,
     Outcome,
+    QuietHandler,
     Run,
     check_amqp_loopback,
     check_loopback,
     child_env,
     cpus,
+    loopback_server,
     pin,
     private_redis,
     purge,
@@ -139,7 +140,7 @@ class Sink:
         self.envelopes = 0
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
@@ -151,14 +152,8 @@ class Sink:
                 self.end_headers()
                 self.wfile.write(b"{}")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.dsn = f"http://bench@127.0.0.1:{self.server.server_address[1]}/1"
-        threading.Thread(target=self.server.serve_forever, daemon=True,
-                         name="sentry-sink").start()
+        self.server, port = loopback_server(Handler, "sentry-sink")
+        self.dsn = f"http://bench@127.0.0.1:{port}/1"
 
     def close(self) -> None:
         self.server.shutdown()

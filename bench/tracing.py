@@ -43,7 +43,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
 from bench.common import (  # noqa: E402
     Completions,
     Outcome,
+    QuietHandler,
     Run,
     check_amqp_loopback,
     check_loopback,
@@ -63,6 +63,7 @@ from bench.common import (  # noqa: E402
     command,
     cpu_seconds,
     cpus,
+    loopback_server,
     outcome_of,
     pin,
     private_redis,
@@ -223,7 +224,7 @@ class Collector:
         self.last = time.monotonic()
         collector = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the exporter's session expects
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
@@ -235,14 +236,8 @@ class Collector:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True,
-                         name="otlp-collector").start()
+        self.server, port = loopback_server(Handler, "otlp-collector")
+        self.endpoint = f"http://127.0.0.1:{port}"
 
     def receive(self, body: bytes, encoding: str) -> bool:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (

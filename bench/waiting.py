@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +56,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.all import figures_of, goal_of  # noqa: E402
 from bench.common import (  # noqa: E402
+    QuietHandler,
     check_amqp_loopback,
     child_env,
     command,
     delete_queues,
+    loopback_server,
     private_redis,
     rabbitmq_answers,
 )
@@ -759,21 +760,15 @@ class FakeProvider:
         self.lock = threading.Lock()
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 code = provider.take()
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/send"
-        threading.Thread(target=self.server.serve_forever, daemon=True,
-                         name="fake-provider").start()
+        self.server, port = loopback_server(Handler, "fake-provider")
+        self.url = f"http://127.0.0.1:{port}/send"
 
     def take(self) -> int:
         with self.lock:
