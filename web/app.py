@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from integrations.providers import backends
-from switchyard.base.errors import RetryableError
+from switchyard.base.errors import NotConfigured, RetryableError
 from switchyard.base.settings import Settings, get
 from switchyard.health import check as check_services
 from switchyard.runtime.app import App
@@ -76,6 +76,14 @@ async def unavailable(request: Request, error: Exception) -> JSONResponse:
     which = "state store" if isinstance(error, redis.RedisError) else "broker"
     logger.error("%s %s: %s unavailable: %s", request.method, request.url.path, which, error)
     return JSONResponse({"detail": f"the {which} is unavailable"}, status_code=503)
+
+
+async def not_configured(request: Request, error: Exception) -> JSONResponse:
+    """A provider whose setting is missing (storage with no bucket, a backend not named in
+    production) is a 503 naming the setting, not a 500."""
+    assert isinstance(error, NotConfigured)
+    logger.error("%s %s: %s", request.method, request.url.path, error.message)
+    return JSONResponse({"detail": f"not configured: {error.message}"}, status_code=503)
 
 
 async def not_ready(request: Request, error: Exception) -> JSONResponse:
@@ -137,6 +145,7 @@ def create_app(sy: App | None = None, settings: Settings | None = None) -> FastA
     app.add_exception_handler(redis.RedisError, unavailable)
     app.add_exception_handler(dramatiq.errors.BrokerConnectionError, unavailable)
     app.add_exception_handler(RetryableError, not_ready)
+    app.add_exception_handler(NotConfigured, not_configured)
     app.add_middleware(auth.RequireAuth, credentials=auth.Credentials(settings))
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)  # the outermost: 401s, 403s, 413s carry them too

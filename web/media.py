@@ -18,7 +18,6 @@ from pydantic import BaseModel
 
 from integrations.storage import MEDIA_PATH, InvalidKey, ObjectNotFound
 from store.models import Message
-from switchyard.base.errors import NotConfigured
 from switchyard.runtime.app import App
 from web.validation import CheckedRoute
 
@@ -42,7 +41,7 @@ def router(sy: App) -> APIRouter:
             keys = (message.media_url, message.thumbnail_url) if message else (None, None)
         if keys[0] is None:
             raise HTTPException(404, "no processed media for this message")
-        storage = _storage(sy)
+        storage = sy.providers.storage()
         ttl = sy.settings.storage_url_ttl_ms
         url, thumbnail = (_url(storage, key, ttl) for key in keys)
         return MediaUrls(message_id=message_id, url=url, thumbnail_url=thumbnail,
@@ -51,7 +50,7 @@ def router(sy: App) -> APIRouter:
     @routes.get(MEDIA_PATH + "{key:path}", include_in_schema=False)
     def signed_object(key: str, expires: str = Query(""),
                       signature: str = Query("")) -> FileResponse:
-        storage: Any = _storage(sy)
+        storage: Any = sy.providers.storage()
         if not hasattr(storage, "open_signed"):
             raise HTTPException(404, "objects are served by S3 (presigned URLs)")
         try:
@@ -64,14 +63,6 @@ def router(sy: App) -> APIRouter:
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "private"})
 
     return routes
-
-
-def _storage(sy: App) -> Any:
-    """The storage backend, or 503 naming the setting it lacks (never a 500)."""
-    try:
-        return sy.providers.storage()
-    except NotConfigured as error:
-        raise HTTPException(503, f"media storage is not configured: {error.message}") from None
 
 
 def _url(storage: Any, key: str | None, ttl: int) -> str | None:
