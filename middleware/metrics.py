@@ -49,12 +49,11 @@ class Metrics(Middleware):
         self.store.finish(message.actor_name, queue, outcome.status,
                           outcome.elapsed_ms if ran else None)
         if self.timeline is not None:
-            self.timeline.count(queue, outcome.status)
-            self.timeline.ran(message.actor_name, outcome.status,
-                              outcome.elapsed_ms if ran else None)
+            self.timeline.ended(queue, message.actor_name, outcome.status,
+                                outcome.elapsed_ms if ran else None)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         status = current(message).status
         self.store.count(message.actor_name, q_name(message.queue_name), status)
         if self.timeline is not None:
-            self.timeline.count(q_name(message.queue_name), status)
+            self.timeline.ended(q_name(message.queue_name), message.actor_name, status, None)

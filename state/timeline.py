@@ -84,18 +84,16 @@ class Timeline:
             self._counts[now - now % MINUTE_MS, field] += 1
         self.buffer.wake_soon()
 
-    def count(self, queue: str, outcome: str) -> None:
-        self._add(f"{queue}{SEP}{outcome}")
-
     def wait(self, queue: str, wait_ms: float) -> None:
         self._add(f"{queue}{SEP}wait{SEP}{_bound(wait_ms)}")
 
-    def ran(self, actor: str, outcome: str, run_ms: float | None) -> None:
-        """A delivery of `actor` ended `outcome`, after running `run_ms` (None: it did
-        not run: skipped, deferred)."""
+    def ended(self, queue: str, actor: str, outcome: str, run_ms: float | None) -> None:
+        """A delivery of `actor` on `queue` ended `outcome`, after running `run_ms` (None:
+        it did not run: skipped, deferred); counted for the queue and for the actor."""
         now = int(time.time() * 1000)
         minute = now - now % MINUTE_MS
         with self._lock:
+            self._counts[minute, f"{queue}{SEP}{outcome}"] += 1
             self._counts[minute, f"@{actor}{SEP}{outcome}"] += 1
             if run_ms is not None:
                 self._counts[minute, f"@{actor}{SEP}run{SEP}{_bound(run_ms)}"] += 1
