@@ -206,6 +206,7 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         self.adopt_script = self.client.register_script(_ADOPT)
         self.prioritise_script = self.client.register_script(_PRIORITISE)
         self.prioritise_loaded = False
+        self.waiting_lists: dict[str, list[str]] = {}
         #: Set on delay-queue consumer threads (see `enqueue`).
         self.delay_thread = threading.local()
         self.ack_buffers: dict[str, AckBuffer] = {}
@@ -303,9 +304,14 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
 
     def waiting_keys(self, queue_name: str) -> list[str]:
         """The lists of `queue_name`'s waiting messages: its own (priority 0, and what
-        a fetch moved to its head), then one per priority, 1 to MAX_PRIORITY."""
-        base = f"{self.namespace}:{queue_name}"
-        return [base, *(f"{base}.p{n}" for n in range(1, MAX_PRIORITY + 1))]
+        a fetch moved to its head), then one per priority, 1 to MAX_PRIORITY (named once
+        per queue: every fetch passes them)."""
+        keys = self.waiting_lists.get(queue_name)
+        if keys is None:
+            base = f"{self.namespace}:{queue_name}"
+            keys = [base, *(f"{base}.p{n}" for n in range(1, MAX_PRIORITY + 1))]
+            self.waiting_lists[queue_name] = keys
+        return keys
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes,
                    priority: int = 0) -> None:
