@@ -15,8 +15,11 @@ concurrency gate is let go (the retry is admitted again when it is due); a job p
 only to wait (a rate limit, a duplicate still running) keeps it, and its group gate is
 let go only when the job ends (done, dead, skipped): the next job of the group, or of
 a one-at-a-time queue, never overtakes it. What a
-release admits is published at once by the releasing worker; a background sweep
-publishes what a lapsed hold freed, or what a publisher that died left behind.
+release admits is published at once: by the lane's own script when the broker's queues
+are in the state store's Redis (`state.lanes.BrokerQueues`), else by the releasing
+worker; a background sweep publishes what a lapsed hold freed, or what a publisher that
+died left behind. A job that ended writes its buffered records (its done mark) and lets
+go in one round trip.
 
 Before a job runs it claims its gates again (one script call), unless its holds surely
 outlast its run (`surely_held`: admitted at enqueue less than LANE_HOLD_MS minus its
@@ -43,7 +46,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage, TimeLimit
 
 from middleware.base import Middleware
-from state.lanes import GROUP, LIMIT, Admitted, Gate, Lanes
+from state.lanes import GROUP, LIMIT, THROUGH, WAITING, Admitted, Gate, Lanes
 from switchyard.base.durable import until_written
 from switchyard.base.outcome import (
     CANCELLED,
@@ -69,17 +72,21 @@ ADMITTED_AT = "admitted_at"
 CLOCK_SKEW_MS = 60_000
 #: How often (ms) each worker process sweeps the lanes (lapsed holds, stale publishes).
 DEFAULT_SWEEP_MS = 1_000
+#: The state store's flush with the caller's own commands after its writes, in one round
+#: trip, returning their replies (`state.buffer.WriteBuffer.flush_or_raise`).
+Flush = Callable[[Callable[[Any], None]], list[Any]]
 
 
 class Admission(Middleware):
     """Gates at enqueue, claims at start, releases at the end (see the module doc)."""
 
-    def __init__(self, lanes: Lanes, *, flush: Callable[[], None] = lambda: None,
+    def __init__(self, lanes: Lanes, *, flush: Flush | None = None,
                  sweep_ms: int = DEFAULT_SWEEP_MS) -> None:
         self.lanes = lanes
         #: Writes the state store's buffered records (the job's done mark) before a job
-        #: that ended lets the next one in: if its worker dies before the ack, the
-        #: redelivered copy is skipped as done, never run again behind its successor.
+        #: that ended lets the next one in, in the round trip of the release: if its
+        #: worker dies before the ack, the redelivered copy is skipped as done, never run
+        #: again behind its successor.
         self.flush = flush
         self.sweep_ms = sweep_ms
         self._gates: dict[str, list[Gate]] = {}  # message id -> gates, while it runs
@@ -100,12 +107,13 @@ class Admission(Middleware):
         queue = q_name(message.queue_name)
         # Every hold taken from here on lasts past this plus its hold (see surely_held).
         message.options[ADMITTED_AT] = int(time.time() * 1000)
-        admitted, freed = self.lanes.admit(message.message_id, queue, message.encode(), gates,
-                                           hold_ms=self.hold_ms(broker, message))
+        through, freed = self.lanes.admit(message.message_id, queue, message.encode(), gates,
+                                          hold_ms=self.hold_ms(broker, message))
         self.publish(broker, freed)
-        if not admitted:
+        if through == WAITING:
             logger.debug("Held %s (%s) in its lane.", message.message_id, message.actor_name)
-        return not admitted
+        # Published by the lane itself (PUBLISHED) is not the broker's to publish either.
+        return through != THROUGH
 
     # Around a run.
 
@@ -160,10 +168,14 @@ class Admission(Middleware):
             until_written(lambda: self.lanes.extend(
                 message.message_id, kept, wait + self.hold_ms(broker, message)),
                 what=f"keep the group of {message.message_id}")
-        if ended:
-            until_written(self.flush, what=f"record the end of {message.message_id}")
-        freed = until_written(lambda: self.lanes.release(message.message_id, released),
-                              what=f"release the gates of {message.message_id}")
+        if ended and self.flush is not None:
+            flush = self.flush
+            freed = until_written(lambda: self.lanes.admitted(flush(
+                lambda pipe: self.lanes.queue_release(pipe, message.message_id, released))[0]),
+                what=f"record the end of {message.message_id} and release its gates")
+        else:
+            freed = until_written(lambda: self.lanes.release(message.message_id, released),
+                                  what=f"release the gates of {message.message_id}")
         self.publish(broker, freed)
 
     # Publishing what lanes let through.

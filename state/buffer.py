@@ -70,32 +70,40 @@ class WriteBuffer:
         with self._flushing:
             self._flush()
 
-    def flush_or_raise(self) -> None:
+    def flush_or_raise(self, then: Write | None = None) -> list[Any]:
         """`flush`, raising Redis's error when it fails (the writes are kept): for a
-        caller that must not go on until they are written."""
+        caller that must not go on until they are written. `then` adds the caller's own
+        commands after the writes, in the same round trip (run only once the writes are,
+        and again with them if this is called again after a failure): their replies are
+        returned."""
         with self._flushing:
-            self._flush(strict=True)
+            return self._flush(strict=True, then=then)
 
-    def _flush(self, *, strict: bool = False) -> None:
+    def _flush(self, *, strict: bool = False, then: Write | None = None) -> list[Any]:
         with self._lock:
             pending, self._pending = self._pending, []
         for source in self._sources:
             write = source()
             if write is not None:
                 pending.append(write)
-        if not pending:
-            return
+        if not pending and then is None:
+            return []
         try:
             pipe = self.client.pipeline(transaction=False)
             for write in pending:
                 write(pipe)
-            execute_loading(pipe)
+            own = len(pipe.command_stack)
+            if then is not None:
+                then(pipe)
+            return execute_loading(pipe)[own:]
         except redis.RedisError as error:
-            logger.warning("Could not flush %d state writes: %s", len(pending), error)
-            with self._lock:
-                self._pending[:0] = pending
+            if pending:
+                logger.warning("Could not flush %d state writes: %s", len(pending), error)
+                with self._lock:
+                    self._pending[:0] = pending
             if strict:
                 raise
+            return []
 
     def close(self) -> None:
         self._closed = True

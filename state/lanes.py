@@ -7,9 +7,10 @@ A job passes a gate when the lane has room and nobody waits there; else it waits
 the tail of the lane's list, its encoded body kept here (`jobs`), and costs nothing
 until a holder lets go. A release takes the holder out and admits the heads of the
 list while there is room: each admitted head passes its next gates or waits at the
-next one, and those through all of them are returned to be published (they sit in
-`moving` until the publisher confirms, so one that dies mid-way loses nothing: a
-`sweep` hands them out again).
+next one, and those through all of them are published: by the script itself when
+the broker's queues are in this Redis (`BrokerQueues`, atomically with the admission),
+else returned to the caller to publish (they sit in `moving` until the publisher
+confirms, so one that dies mid-way loses nothing: a `sweep` hands them out again).
 
 Kinds of gate (what a release means is the caller's: see `middleware.admission`):
 - `group` (capacity 1): held from admission until the job ends (done, dead, skipped),
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+
+from switchyard.base.redis_client import queue_script
 
 #: A gate: (lane name, capacity, kind).
 Gate = tuple[str, int, str]
@@ -82,8 +85,43 @@ local function tidy(lane)
     redis.call('hdel', caps, lane)
   end
 end
--- Admit the heads of `lane` while it has room; those through every gate are appended
--- to `out` (id, queue, body) and kept in `moving` until published.
+-- Where the broker's queues live in this Redis (ARGV[3], see `Lanes.publish_to`), a job
+-- through its gates goes onto its queue here, as the broker's enqueue puts it (its body
+-- under its Redis id, the id on its queue's list or its priority's, the doorbell rung):
+-- true. Else (another server, or a body without a Redis id) false: the caller publishes.
+local direct = nil
+if ARGV[3] ~= '' then direct = cjson.decode(ARGV[3]) end
+local function publish_here(id, rec)
+  if not direct then return false end
+  local options = cjson.decode(rec['b'])['options']
+  local rid = type(options) == 'table' and options['redis_message_id']
+  if type(rid) ~= 'string' then return false end
+  local base = direct['ns'] .. ':' .. rec['q']
+  local list, priority = base, options['priority']
+  if type(priority) == 'number' and priority >= 1 and priority == math.floor(priority) then
+    list = base .. '.p' .. math.min(priority, direct['top'])
+  end
+  if redis.call('hsetnx', base .. '.msgs', rid, rec['b']) == 1 then
+    redis.call('rpush', list, rid)
+  end
+  local bell = direct['ns'] .. ':__doorbell__.' .. rec['q']
+  redis.call('lpush', bell, 1)
+  redis.call('ltrim', bell, 0, direct['cap'] - 1)
+  redis.call('pexpire', bell, direct['ttl'])
+  redis.call('zrem', moving, id)
+  redis.call('hdel', jobs, id)
+  return true
+end
+-- A waiting job through every gate: published here, or appended to `out` (id, queue,
+-- body) and kept in `moving` until the caller confirms it published it.
+local function hand_out(id, rec, out)
+  if publish_here(id, rec) then return end
+  redis.call('zadd', moving, now, id)
+  table.insert(out, id)
+  table.insert(out, rec['q'])
+  table.insert(out, rec['b'])
+end
+-- Admit the heads of `lane` while it has room; those through every gate are handed out.
 local function promote(lane, cap, out)
   while has_room(lane, cap) do
     local id = redis.call('lpop', wait_key(lane))
@@ -92,21 +130,17 @@ local function promote(lane, cap, out)
     if raw then
       local rec = cjson.decode(raw)
       hold_in(lane, id, now + hold)
-      if pass(id, rec, rec['i'] + 1) == 1 then
-        redis.call('zadd', moving, now, id)
-        table.insert(out, id)
-        table.insert(out, rec['q'])
-        table.insert(out, rec['b'])
-      end
+      if pass(id, rec, rec['i'] + 1) == 1 then hand_out(id, rec, out) end
     end
   end
 end
 """
 
-# ARGV: prefix, hold, id, record (JSON: q queue, b body, g gates). Returns
-# {admitted 0/1, id, queue, body, ...}: the job itself, and heads a lapsed hold freed.
+# ARGV: prefix, hold, direct, id, record (JSON: q queue, b body, g gates). Returns
+# {0 waiting, 1 through, 2 through and published here; then id, queue, body, ...}: the
+# job itself, and heads a lapsed hold freed.
 _ADMIT = _COMMON + """
-local id = ARGV[3]
+local id = ARGV[4]
 if redis.call('zscore', moving, id) then
   -- admitted by a release whose publish is not confirmed (its publisher may have died),
   -- and a copy of it is enqueued now (published, deferred, come due): this copy is the
@@ -116,22 +150,23 @@ if redis.call('zscore', moving, id) then
 elseif redis.call('hexists', jobs, id) == 1 then
   return {0}  -- already waiting in a lane: a resend stays one job
 end
-local rec = cjson.decode(ARGV[4])
+local rec = cjson.decode(ARGV[5])
 local out = {0}
 for _, gate in ipairs(rec['g']) do
   local lane = gate[1]
   if redis.call('llen', wait_key(lane)) > 0 then promote(lane, tonumber(gate[2]), out) end
 end
 out[1] = pass(id, rec, 1)
+if out[1] == 1 and publish_here(id, rec) then out[1] = 2 end
 return out
 """
 
-# ARGV: prefix, hold, id, then lane, capacity pairs to release. Returns the admitted
+# ARGV: prefix, hold, direct, id, then lane, capacity pairs to release. Returns the admitted
 # heads: id, queue, body, ...
 _RELEASE = _COMMON + """
-local id = ARGV[3]
+local id = ARGV[4]
 local out = {}
-for k = 4, #ARGV, 2 do
+for k = 5, #ARGV, 2 do
   redis.call('zrem', held_key(ARGV[k]), id)
   promote(ARGV[k], tonumber(ARGV[k + 1]), out)
   tidy(ARGV[k])
@@ -140,26 +175,26 @@ return out
 """
 
 # A job about to run claims its gates again: kept (its hold refreshed), or taken again
-# if its hold lapsed and there is room. ARGV: prefix, hold, id, then lane, capacity
+# if its hold lapsed and there is room. ARGV: prefix, hold, direct, id, then lane, capacity
 # pairs. Returns 1, or 0 (and changes nothing) when a lane it lost is full.
 _CLAIM = _COMMON + """
-local id = ARGV[3]
-for k = 4, #ARGV, 2 do
+local id = ARGV[4]
+for k = 5, #ARGV, 2 do
   local lane = ARGV[k]
   if not redis.call('zscore', held_key(lane), id) and not has_room(lane, tonumber(ARGV[k + 1])) then
     return 0
   end
 end
-for k = 4, #ARGV, 2 do hold_in(ARGV[k], id, now + hold) end
+for k = 5, #ARGV, 2 do hold_in(ARGV[k], id, now + hold) end
 return 1
 """
 
 # A job whose claim failed goes back to the head of the first full lane it lost (with
 # its record), keeping the gates before it; or, if there is room by now, takes it and
-# may run after all (1). ARGV: prefix, hold, id, record.
+# may run after all (1). ARGV: prefix, hold, direct, id, record.
 _HOLD_BACK = _COMMON + """
-local id = ARGV[3]
-local rec = cjson.decode(ARGV[4])
+local id = ARGV[4]
+local rec = cjson.decode(ARGV[5])
 for j, gate in ipairs(rec['g']) do
   local lane, cap = gate[1], tonumber(gate[2])
   if not redis.call('zscore', held_key(lane), id) and not has_room(lane, cap) then
@@ -173,19 +208,19 @@ end
 return 1
 """
 
-# Holds kept for longer (a retry's wait): ARGV: prefix, hold, id, lanes...
+# Holds kept for longer (a retry's wait): ARGV: prefix, hold, direct, id, lanes...
 _EXTEND = _COMMON + """
-for k = 4, #ARGV do
-  if redis.call('zscore', held_key(ARGV[k]), ARGV[3]) then hold_in(ARGV[k], ARGV[3], now + hold) end
+for k = 5, #ARGV do
+  if redis.call('zscore', held_key(ARGV[k]), ARGV[4]) then hold_in(ARGV[k], ARGV[4], now + hold) end
 end
 return 1
 """
 
 # Lanes whose holds lapsed admit their next jobs; admitted jobs not confirmed published
-# within ARGV[3] ms are handed out again. ARGV: prefix, hold, stale, limit.
+# within ARGV[4] ms are handed out again. ARGV: prefix, hold, direct, stale, limit.
 _SWEEP = _COMMON + """
 local out = {}
-local lanes = redis.call('zrangebyscore', expiring, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+local lanes = redis.call('zrangebyscore', expiring, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, lane in ipairs(lanes) do
   local cap = tonumber(redis.call('hget', caps, lane) or '1')
   promote(lane, cap, out)
@@ -197,16 +232,12 @@ for _, lane in ipairs(lanes) do
     if redis.call('llen', wait_key(lane)) == 0 then redis.call('hdel', caps, lane) end
   end
 end
-local stale = redis.call('zrangebyscore', moving, '-inf', now - tonumber(ARGV[3]),
-                         'LIMIT', 0, tonumber(ARGV[4]))
+local stale = redis.call('zrangebyscore', moving, '-inf', now - tonumber(ARGV[4]),
+                         'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(stale) do
   local raw = redis.call('hget', jobs, id)
   if raw then
-    local rec = cjson.decode(raw)
-    redis.call('zadd', moving, now, id)
-    table.insert(out, id)
-    table.insert(out, rec['q'])
-    table.insert(out, rec['b'])
+    hand_out(id, cjson.decode(raw), out)
   else
     redis.call('zrem', moving, id)
   end
@@ -218,6 +249,29 @@ return out
 SWEEP_LIMIT = 100
 #: An admitted job not confirmed published after this long is handed out again (ms).
 DEFAULT_STALE_MS = 30_000
+#: What `admit` says of the job: it waits in a lane; it is through (publish it); it is
+#: through and already on its queue (`Lanes.publish_to`).
+WAITING, THROUGH, PUBLISHED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class BrokerQueues:
+    """The Redis broker's queues, when they live in the lanes' own Redis (same server,
+    same database): the lanes' scripts then publish what they admit themselves, in the
+    round trip that admits it, as the broker's enqueue would (`switchyard.brokers.
+    redis_broker`: a body under its Redis id, the id on its queue's list or on its
+    priority's, the queue's doorbell rung, trimmed to `doorbell_cap` tokens and kept
+    `doorbell_ttl` ms)."""
+
+    namespace: str
+    doorbell_cap: int
+    doorbell_ttl: int
+    #: The highest priority (a priority's own list above 0).
+    top_priority: int
+
+    def spec(self) -> str:
+        return json.dumps({"ns": self.namespace, "cap": self.doorbell_cap,
+                           "ttl": self.doorbell_ttl, "top": self.top_priority})
 
 
 @dataclass(frozen=True)
@@ -251,6 +305,9 @@ class Lanes:
         self.prefix = prefix
         self.hold_ms = hold_ms
         self.stale_ms = stale_ms
+        #: The broker's queues the scripts publish to themselves ('' : none; the caller
+        #: publishes what they return, then confirms with `published`).
+        self.direct = ""
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
         self._claim = client.register_script(_CLAIM)
@@ -258,22 +315,31 @@ class Lanes:
         self._extend = client.register_script(_EXTEND)
         self._sweep = client.register_script(_SWEEP)
 
+    def publish_to(self, queues: BrokerQueues | None) -> None:
+        """Publish admitted jobs onto `queues` from the scripts themselves (the broker's
+        queues are in this Redis), or not (None)."""
+        self.direct = queues.spec() if queues is not None else ""
+
+    def _args(self, hold_ms: int | None, *rest: Any) -> list[Any]:
+        return [self.prefix, hold_ms or self.hold_ms, self.direct, *rest]
+
     def _record(self, queue: str, body: bytes, gates: Sequence[Gate]) -> str:
         return json.dumps({"q": queue, "b": body.decode(), "g": [list(g) for g in gates],
                            "i": 0})
 
     def admit(self, message_id: str, queue: str, body: bytes, gates: Sequence[Gate], *,
-              hold_ms: int | None = None) -> tuple[bool, list[Admitted]]:
-        """Pass the job through its gates: (through all?, other jobs this admitted)."""
-        reply = self._admit(args=[self.prefix, hold_ms or self.hold_ms, message_id,
-                                  self._record(queue, body, gates)])
-        return bool(int(reply[0])), _admitted(reply[1:])
+              hold_ms: int | None = None) -> tuple[int, list[Admitted]]:
+        """Pass the job through its gates: (WAITING, THROUGH or PUBLISHED, other jobs
+        this admitted that the caller publishes)."""
+        reply = self._admit(args=self._args(hold_ms, message_id,
+                                            self._record(queue, body, gates)))
+        return int(reply[0]), _admitted(reply[1:])
 
     def claim(self, message_id: str, gates: Sequence[Gate], *,
               hold_ms: int | None = None) -> bool:
         """A job about to run keeps its gates (False: a lane it lost is full; see
         `hold_back`)."""
-        args: list[Any] = [self.prefix, hold_ms or self.hold_ms, message_id]
+        args = self._args(hold_ms, message_id)
         for lane, capacity, _ in gates:
             args += [lane, capacity]
         return bool(int(self._claim(args=args)))
@@ -282,22 +348,35 @@ class Lanes:
                   hold_ms: int | None = None) -> bool:
         """A job that failed its claim waits at the head of the lane it lost; True if
         there was room by now after all (it holds its gates and may run)."""
-        return bool(int(self._hold_back(args=[self.prefix, hold_ms or self.hold_ms,
-                                              message_id, self._record(queue, body, gates)])))
+        return bool(int(self._hold_back(args=self._args(
+            hold_ms, message_id, self._record(queue, body, gates)))))
 
     def release(self, message_id: str, gates: Sequence[Gate]) -> list[Admitted]:
-        """Let go of `gates`; the jobs that admitted (publish them, then `published`)."""
+        """Let go of `gates`; the jobs that admitted and the caller publishes (then
+        `published`)."""
         if not gates:
             return []
-        args: list[Any] = [self.prefix, self.hold_ms, message_id]
+        return _admitted(self._release(args=self._release_args(message_id, gates)))
+
+    def queue_release(self, pipe: Any, message_id: str, gates: Sequence[Gate]) -> None:
+        """`release` queued on `pipe` (run with `execute_loading`); its reply, given to
+        `admitted`, says what to publish."""
+        queue_script(pipe, self._release, [], self._release_args(message_id, gates))
+
+    def _release_args(self, message_id: str, gates: Sequence[Gate]) -> list[Any]:
+        args = self._args(None, message_id)
         for lane, capacity, _ in gates:
             args += [lane, capacity]
-        return _admitted(self._release(args=args))
+        return args
+
+    @staticmethod
+    def admitted(reply: Sequence[Any]) -> list[Admitted]:
+        return _admitted(reply)
 
     def extend(self, message_id: str, lanes: Sequence[str], hold_ms: int) -> None:
         """Keep the holds on `lanes` for `hold_ms` from now (a retry waiting its turn)."""
         if lanes:
-            self._extend(args=[self.prefix, hold_ms, message_id, *lanes])
+            self._extend(args=self._args(hold_ms, message_id, *lanes))
 
     def published(self, message_ids: Sequence[str]) -> None:
         """The admitted jobs are on their broker queues: forget their bodies."""
@@ -310,8 +389,7 @@ class Lanes:
     def sweep(self) -> list[Admitted]:
         """Admit what lapsed holds freed, and hand out again admitted jobs whose
         publisher did not confirm in time; cost: the lanes due, not the jobs waiting."""
-        return _admitted(self._sweep(args=[self.prefix, self.hold_ms, self.stale_ms,
-                                           SWEEP_LIMIT]))
+        return _admitted(self._sweep(args=self._args(None, self.stale_ms, SWEEP_LIMIT)))
 
     # Reading, for people: the API, the CLI, the UI.
 

@@ -44,8 +44,10 @@ from middleware.run_now import RunNow
 from middleware.sentry_scope import SentryScope
 from middleware.tracing import Tracing
 from state import State, open_state
+from state.lanes import BrokerQueues
 from switchyard import tracing
 from switchyard.base import logs
+from switchyard.base.priority import MAX_PRIORITY
 from switchyard.base.sealing import ResultEncoder, install_encoder, sealer_for
 from switchyard.base.settings import Settings
 from switchyard.base.settings import get as get_settings
@@ -115,9 +117,24 @@ def build(settings: Settings, families: Iterable[ModuleType] = ()) -> App:
     broker = make_broker(settings, middleware, before_acks=[state.buffer.flush],
                          gatekeeper=next(m for m in middleware if isinstance(m, Admission)),
                          pauses=next(m for m in middleware if isinstance(m, Pause)))
+    state.lanes.publish_to(queues_in_state_store(settings, broker))
     app = App(settings, broker, state, Providers(settings, state.client))
     app.declare(families)
     return app
+
+
+def queues_in_state_store(settings: Settings, broker: dramatiq.Broker) -> BrokerQueues | None:
+    """The Redis broker's queues when they are in the state store's Redis (one URL, the
+    default): the lanes then publish what they admit in the round trip that admits it
+    (`state.lanes.BrokerQueues`). Not when an enqueue waits for replicas: that wait is
+    the broker's."""
+    if settings.uses_rabbitmq or settings.queue_url != settings.state_url \
+            or settings.redis_enqueue_replicas:
+        return None
+    return BrokerQueues(namespace=broker.namespace,  # type: ignore[attr-defined]
+                        doorbell_cap=broker.doorbell_cap,  # type: ignore[attr-defined]
+                        doorbell_ttl=broker.doorbell_ttl,  # type: ignore[attr-defined]
+                        top_priority=MAX_PRIORITY)
 
 
 _booted: App | None = None

@@ -3,12 +3,14 @@ publisher dies before confirming."""
 
 from __future__ import annotations
 
+import json
 import time
 
+import dramatiq
 import pytest
 import redis
 
-from state.lanes import GROUP, LIMIT, Lanes
+from state.lanes import GROUP, LIMIT, THROUGH, WAITING, Lanes
 
 
 @pytest.fixture
@@ -22,9 +24,9 @@ def body(n: int) -> bytes:
 
 def test_a_full_lane_keeps_jobs_in_order_and_lets_them_through_one_per_release(lanes: Lanes):
     gate = [("limit:ops", 1, LIMIT)]
-    assert lanes.admit("m1", "q", body(1), gate) == (True, [])
+    assert lanes.admit("m1", "q", body(1), gate) == (THROUGH, [])
     for n in (2, 3, 4):
-        assert lanes.admit(f"m{n}", "q", body(n), gate) == (False, [])
+        assert lanes.admit(f"m{n}", "q", body(n), gate) == (WAITING, [])
     assert lanes.waiting("limit:ops") == ["m2", "m3", "m4"]
 
     admitted = lanes.release("m1", gate)
@@ -37,19 +39,19 @@ def test_a_full_lane_keeps_jobs_in_order_and_lets_them_through_one_per_release(l
 def test_a_limit_of_n_admits_n_and_a_new_job_queues_behind_those_waiting(lanes: Lanes):
     gate = [("limit:k", 2, LIMIT)]
     assert [lanes.admit(f"m{n}", "q", body(n), gate)[0] for n in range(4)] == [
-        True, True, False, False]
+        THROUGH, THROUGH, WAITING, WAITING]
     assert [a.message_id for a in lanes.release("m0", gate)] == ["m2"]
     # a newcomer does not overtake m3, even with room briefly free after m1 ends
     assert [a.message_id for a in lanes.release("m1", gate)] == ["m3"]
-    assert lanes.admit("m4", "q", body(4), gate) == (False, [])
+    assert lanes.admit("m4", "q", body(4), gate) == (WAITING, [])
 
 
 def test_a_group_then_a_limit_admit_in_turn(lanes: Lanes):
     # two subscriptions' groups behind one queue-wide limit of 1
     a, b, limit = ("group:q:a", 1, GROUP), ("group:q:b", 1, GROUP), ("limit:q", 1, LIMIT)
-    assert lanes.admit("a1", "q", body(1), [a, limit])[0] is True
-    assert lanes.admit("a2", "q", body(2), [a, limit])[0] is False  # waits for its group
-    assert lanes.admit("b1", "q", body(3), [b, limit])[0] is False  # waits for the limit
+    assert lanes.admit("a1", "q", body(1), [a, limit])[0] == THROUGH
+    assert lanes.admit("a2", "q", body(2), [a, limit])[0] == WAITING  # waits for its group
+    assert lanes.admit("b1", "q", body(3), [b, limit])[0] == WAITING  # waits for the limit
     # a1's run ends but it retries: it lets go of the limit only, and b1 goes through
     assert [x.message_id for x in lanes.release("a1", [limit])] == ["b1"]
     assert lanes.waiting("group:q:a") == ["a2"]
@@ -63,7 +65,7 @@ def test_a_claim_keeps_a_hold_and_a_lost_place_goes_back_to_the_head(lanes: Lane
     gate = [("limit:k", 1, LIMIT)]
     assert lanes.admit("m1", "q", body(1), gate)[0]
     assert lanes.claim("m1", gate) is True
-    assert lanes.admit("m2", "q", body(2), gate)[0] is False
+    assert lanes.admit("m2", "q", body(2), gate)[0] == WAITING
     # m3 lost its hold (lapsed) while m1 holds the only slot: it must not run, and waits
     # ahead of the jobs that came after it
     assert lanes.claim("m3", gate) is False
@@ -75,7 +77,7 @@ def test_a_lapsed_hold_lets_the_next_job_through_at_the_next_sweep(state, prefix
     lanes = Lanes(state, prefix=prefix, hold_ms=300)
     gate = [("group:q:g", 1, GROUP)]
     assert lanes.admit("lost", "q", body(1), gate)[0]  # its message is deleted by hand
-    assert lanes.admit("next", "q", body(2), gate)[0] is False
+    assert lanes.admit("next", "q", body(2), gate)[0] == WAITING
     assert lanes.sweep() == []  # not lapsed yet
     time.sleep(0.4)
     assert [a.message_id for a in lanes.sweep()] == ["next"]
@@ -103,7 +105,7 @@ def test_a_copy_of_an_admitted_job_enqueued_before_its_publish_was_confirmed_goe
     lanes.admit("m1", "q", body(1), gate)
     lanes.admit("m2", "q", body(2), gate)
     assert [a.message_id for a in lanes.release("m1", gate)] == ["m2"]
-    assert lanes.admit("m2", "q", body(2), gate) == (True, [])
+    assert lanes.admit("m2", "q", body(2), gate) == (THROUGH, [])
     # and the copy is the one that runs: the sweep does not hand out another
     time.sleep(0.3)
     assert lanes.sweep() == []
@@ -113,8 +115,8 @@ def test_a_copy_of_an_admitted_job_enqueued_before_its_publish_was_confirmed_goe
 def test_a_resend_of_a_job_waiting_in_its_lane_stays_one_job(lanes: Lanes):
     gate = [("limit:k", 1, LIMIT)]
     lanes.admit("m1", "q", body(1), gate)
-    assert lanes.admit("m2", "q", body(2), gate) == (False, [])
-    assert lanes.admit("m2", "q", body(2), gate) == (False, [])
+    assert lanes.admit("m2", "q", body(2), gate) == (WAITING, [])
+    assert lanes.admit("m2", "q", body(2), gate) == (WAITING, [])
     assert lanes.waiting("limit:k") == ["m2"]
 
 
@@ -126,3 +128,51 @@ def test_nothing_is_left_once_every_job_ended(lanes: Lanes, state, prefix):
         admitted = lanes.release(f"m{n}", gate)
         lanes.published([a.message_id for a in admitted])
     assert list(state.scan_iter(f"{prefix}:lanes:*")) == []
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_with_the_queues_in_its_redis_a_lane_publishes_what_it_admits_itself(
+        build_switchyard, queue):
+    # given the default deployment: the Redis broker's queues in the state store's Redis
+    sy = build_switchyard()
+    broker, lanes = sy.broker, sy.state.lanes
+    assert lanes.direct, "the lanes were not told the broker's queues are theirs"
+
+    @dramatiq.actor(broker=broker, queue_name=queue, concurrency=1)
+    def limited(n: int) -> None:
+        pass
+
+    # when three jobs are sent through a limit of one, the last with a priority
+    first = limited.send(1)
+    second = limited.send(2)
+    third = limited.send_with_options(args=(3,), priority=4)
+    base = f"{broker.namespace}:{queue}"
+    assert broker.client.lrange(base, 0, -1) == [first.options["redis_message_id"].encode()]
+    assert lanes.waiting(f"limit:{limited.actor_name}") == [second.message_id,
+                                                            third.message_id]
+    bell = broker.doorbell_key(queue)
+    broker.client.delete(bell)
+
+    # then each release puts the next job on its queue itself (the caller has nothing
+    # to publish), its body under its Redis id, a priority on its priority's list, the
+    # doorbell rung; and nothing is left for the sweep to hand out again
+    gates = [(f"limit:{limited.actor_name}", 1, LIMIT)]
+    assert lanes.release(first.message_id, gates) == []
+    second_id = json.loads(broker.client.hget(f"{base}.msgs", second_id_of(broker, base))
+                           )["message_id"]
+    assert second_id == second.message_id
+    assert broker.client.llen(bell) == 1
+    assert lanes.release(second.message_id, gates) == []
+    [listed] = broker.client.lrange(f"{base}.p4", 0, -1)
+    assert json.loads(broker.client.hget(f"{base}.msgs", listed))["message_id"] == \
+        third.message_id
+    assert broker.client.zcard(f"{lanes.prefix}:lanes:moving") == 0
+    assert broker.client.hlen(f"{lanes.prefix}:lanes:jobs") == 0
+    # and a consumer fetches them: the priority first
+    fetched = broker.fetch(queue, 10, maintain=False)
+    assert [json.loads(b)["message_id"] for b in fetched] == [
+        third.message_id, first.message_id, second.message_id]
+
+
+def second_id_of(broker, base: str) -> bytes:
+    return broker.client.lrange(base, 0, -1)[-1]
