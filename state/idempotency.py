@@ -7,10 +7,12 @@ that is the message id itself). A key reserved at
 enqueue time (`claim`) also has a `:queued` marker naming the message that holds it,
 from enqueue until the TTL after it would be done.
 
-Marking `done` can be buffered (`finish(..., buffered=True)`): for a key that is only
-the message id, the only possible duplicate is a redelivery of this very message, which
-cannot happen once it is acked, and until the buffered write lands the lock (a lease)
-already turns it away.
+Marking `done` is buffered (`finish(..., buffered=True)`): it lands with the state
+store's next flush, which is before the job's ack and, for a job with gates, in the
+round trip that lets the next one in (`middleware.admission`). Until it lands the lock
+(a lease) already turns a duplicate away: a redelivery of this very message (for a key
+that is only the message id), or another job with the same key, which is deferred and
+finds the key done when it comes back.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ else
 end
 return 1
 """
-# The buffered `done` marks of one flush (id-only keys: the key names the message, so
-# the mark is a bare `done`). KEYS: keys. ARGV: ttl, then a token per key.
+# The buffered `done` marks of one flush, for one TTL. KEYS: keys. ARGV: ttl, then per
+# key its token and its mark (`done:<message id>`, or a bare `done` for an id-only key:
+# the key names the message).
 _FINISH_MANY = """
 for i, key in ipairs(KEYS) do
-  if redis.call('get', key) == 'run:' .. ARGV[i + 1] then
-    redis.call('set', key, 'done', 'PX', ARGV[1])
+  if redis.call('get', key) == 'run:' .. ARGV[2 * i] then
+    redis.call('set', key, ARGV[2 * i + 1], 'PX', ARGV[1])
   end
 end
 return 1
@@ -87,7 +90,8 @@ class IdempotencyKeys:
         self._finish_many = client.register_script(_FINISH_MANY)
         self._renew = client.register_script(_RENEW)
         self._take_many = client.register_script(_TAKE_MANY)
-        self._done: dict[int, list[tuple[str, str]]] = {}  # ttl -> [(redis key, token)]
+        # ttl -> [(redis key, token, mark)]
+        self._done: dict[int, list[tuple[str, str, str]]] = {}
         self._lock = threading.Lock()
         buffer.add_source(self._drain_done)
 
@@ -163,8 +167,9 @@ class IdempotencyKeys:
         self.leases.drop(token)
         name = self.redis_key(key)
         if ttl and buffered:
+            mark = f"done:{token.split('/')[0]}" if key.given else "done"
             with self._lock:
-                self._done.setdefault(int(ttl), []).append((name, token))
+                self._done.setdefault(int(ttl), []).append((name, token, mark))
             self.buffer.wake_soon()
             return True
         return bool(self._finish(keys=[name], args=[token, ttl, token.split("/")[0]]))
@@ -177,8 +182,8 @@ class IdempotencyKeys:
 
         def write(pipe: Any) -> None:
             for ttl, marks in done.items():
-                queue_script(pipe, self._finish_many, [k for k, _ in marks],
-                             [ttl, *(t for _, t in marks)])
+                queue_script(pipe, self._finish_many, [k for k, _, _ in marks],
+                             [ttl, *(v for _, token, mark in marks for v in (token, mark))])
 
         return write
 

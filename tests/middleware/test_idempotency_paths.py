@@ -65,7 +65,10 @@ class Hooks:
         self.middleware.before_process_message(self.sy.broker, message)
 
     def succeed(self, message: MessageProxy) -> None:
+        """The job's run ends well, and its ack is about to be sent: the done mark is
+        buffered, and the buffer is flushed before any ack."""
         self.middleware.after_process_message(self.sy.broker, message, result=None)
+        self.sy.state.buffer.flush()
 
     def fail(self, message: MessageProxy) -> None:
         self.middleware.after_process_message(self.sy.broker, message,
