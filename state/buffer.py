@@ -79,13 +79,40 @@ class WriteBuffer:
         with self._flushing:
             return self._flush(strict=True, then=then)
 
-    def _flush(self, *, strict: bool = False, then: Write | None = None) -> list[Any]:
+    def flush_with(self, then: Write) -> list[Any]:
+        """Everything pending, then the caller's own commands (`then`), in one round
+        trip; the replies of the caller's commands, errors among them as values. A write
+        Redis refused is logged, not kept (it ran with the others: again would apply them
+        twice); when Redis does not answer the writes are kept and its error raised."""
+        with self._flushing:
+            pending = self._take()
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for write in pending:
+                    write(pipe)
+                own = len(pipe.command_stack)
+                then(pipe)
+                replies = execute_loading(pipe, raise_on_error=False)
+            except redis.RedisError:
+                with self._lock:
+                    self._pending[:0] = pending
+                raise
+            failed = [r for r in replies[:own] if isinstance(r, Exception)]
+            if failed:
+                logger.warning("%d state writes failed: %s", len(failed), failed[0])
+            return replies[own:]
+
+    def _take(self) -> list[Write]:
         with self._lock:
             pending, self._pending = self._pending, []
         for source in self._sources:
             write = source()
             if write is not None:
                 pending.append(write)
+        return pending
+
+    def _flush(self, *, strict: bool = False, then: Write | None = None) -> list[Any]:
+        pending = self._take()
         if not pending and then is None:
             return []
         try:

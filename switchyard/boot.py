@@ -115,6 +115,8 @@ def build(settings: Settings, families: Iterable[ModuleType] = ()) -> App:
     # a worker killed after acking a job cannot take them with it. Jobs whose group or
     # concurrency limit is busy wait in their lanes, not on their queues.
     broker = make_broker(settings, middleware, before_acks=[state.buffer.flush],
+                         writes_with=(state.buffer.flush_with
+                                      if shares_state_store(settings) else None),
                          gatekeeper=next(m for m in middleware if isinstance(m, Admission)),
                          pauses=next(m for m in middleware if isinstance(m, Pause)))
     state.lanes.publish_to(queues_in_state_store(settings, broker))
@@ -123,13 +125,19 @@ def build(settings: Settings, families: Iterable[ModuleType] = ()) -> App:
     return app
 
 
+def shares_state_store(settings: Settings) -> bool:
+    """Whether the broker is the Redis broker on the state store's Redis (one URL, the
+    default): writes to both then travel together (acks with the records they need
+    first; what a lane admits with its admission)."""
+    return not settings.uses_rabbitmq and settings.queue_url == settings.state_url
+
+
 def queues_in_state_store(settings: Settings, broker: dramatiq.Broker) -> BrokerQueues | None:
     """The Redis broker's queues when they are in the state store's Redis (one URL, the
     default): the lanes then publish what they admit in the round trip that admits it
     (`state.lanes.BrokerQueues`). Not when an enqueue waits for replicas: that wait is
     the broker's."""
-    if settings.uses_rabbitmq or settings.queue_url != settings.state_url \
-            or settings.redis_enqueue_replicas:
+    if not shares_state_store(settings) or settings.redis_enqueue_replicas:
         return None
     return BrokerQueues(namespace=broker.namespace,  # type: ignore[attr-defined]
                         doorbell_cap=broker.doorbell_cap,  # type: ignore[attr-defined]

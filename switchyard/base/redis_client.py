@@ -99,20 +99,24 @@ def queue_script(pipe: Any, script: Any, keys: list[Any], args: list[Any]) -> No
     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
-def execute_loading(pipe: Any) -> list[Any]:
+def execute_loading(pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
     """Execute `pipe`; a script Redis does not know (first use, a restart, SCRIPT FLUSH,
     a new primary) is loaded and that command alone run again, so nothing else in the
     pipeline is applied twice. Raises the first other error, once all ran (as
-    `execute()` does)."""
+    `execute()` does), unless `raise_on_error` is False (errors are then replies)."""
     scripts: dict[int, tuple[Any, list[Any], list[Any]]] = pipe.__dict__.pop(
         "switchyard_scripts", {})
     results: list[Any] = pipe.execute(raise_on_error=False)
     for index, (script, keys, args) in scripts.items():
         if isinstance(results[index], redis.exceptions.NoScriptError):
-            results[index] = script(keys=keys, args=args)  # loads it, then runs it
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
+            try:
+                results[index] = script(keys=keys, args=args)  # loads it, then runs it
+            except redis.exceptions.ResponseError as error:
+                results[index] = error
+    if raise_on_error:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
     return results
 
 

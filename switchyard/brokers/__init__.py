@@ -10,6 +10,7 @@ with a stand-in (`undeliverable`). `make_broker` picks one from the settings.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import dramatiq
 
@@ -23,14 +24,17 @@ BeforeAcks = Sequence[Callable[[], None]]
 
 def make_broker(settings: Settings, middleware: list[dramatiq.Middleware], *,
                 before_acks: BeforeAcks = (),
+                writes_with: Callable[[Callable[[Any], None]], list[Any]] | None = None,
                 gatekeeper: Gatekeeper | None = None,
                 pauses: PauseGate | None = None) -> dramatiq.Broker:
     """A RabbitMQ broker for amqp:// URLs, else a Redis broker; neither waits for ever
     on a service that stopped answering (REDIS_TIMEOUT_MS, RABBITMQ_CONNECT_TIMEOUT_MS).
     Only the chosen broker's modules are imported. `before_acks` run before any ack
-    leaves the process; the `gatekeeper` keeps jobs that may not run yet off their
-    queues (`switchyard.brokers.admitting`); `pauses` says which queues consumers leave
-    alone (`switchyard.brokers.pausing`)."""
+    leaves the process (on Redis, `writes_with`, when given, sends the state store's
+    writes with the acks instead: the state store is the broker's Redis); the
+    `gatekeeper` keeps jobs that may not run yet off their queues
+    (`switchyard.brokers.admitting`); `pauses` says which queues consumers leave alone
+    (`switchyard.brokers.pausing`)."""
     if settings.uses_rabbitmq:
         from switchyard.brokers.rabbitmq_broker import RabbitmqJobBroker
 
@@ -53,6 +57,7 @@ def make_broker(settings: Settings, middleware: list[dramatiq.Middleware], *,
         enqueue_replicas=settings.redis_enqueue_replicas,
         enqueue_wait=settings.redis_enqueue_wait_ms,
         before_acks=before_acks,
+        writes_with=writes_with,
         gatekeeper=gatekeeper,
         pauses=pauses,
     )

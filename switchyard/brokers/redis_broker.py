@@ -168,6 +168,11 @@ return #taken
 """
 
 
+#: The state store's flush with the caller's commands after its writes, in one round
+#: trip; returns the caller's replies (`state.buffer.WriteBuffer.flush_with`).
+WritesWith = Callable[[Callable[[Any], None]], list[Any]]
+
+
 class NotReplicated(dramatiq.errors.BrokerConnectionError):
     """Fewer replicas than REDIS_ENQUEUE_REPLICAS confirmed an enqueue in time."""
 
@@ -178,8 +183,10 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
 
     Parameters are `RedisBroker`'s, plus `doorbell_cap` (tokens kept per queue),
     `doorbell_ttl` (ms a doorbell outlives its last token), `enqueue_replicas`
-    with `enqueue_wait` (ms): the replicas an enqueue waits for (0: none), and
-    `before_acks`: called before any ack is sent.
+    with `enqueue_wait` (ms): the replicas an enqueue waits for (0: none),
+    `before_acks`: called before any ack is sent, and `writes_with`: when the state store
+    is on this Redis, its flush with the caller's commands after its writes, used
+    instead of `before_acks` so the writes travel with the acks.
     """
 
     def __init__(self, *, doorbell_cap: int = DEFAULT_DOORBELL_CAP,
@@ -187,6 +194,7 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
                  maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
                  enqueue_replicas: int = 0, enqueue_wait: int = 1_000,
                  before_acks: Sequence[Callable[[], None]] = (),
+                 writes_with: WritesWith | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if doorbell_cap < 1 or doorbell_ttl < 1:
@@ -215,6 +223,9 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         #: `switchyard.boot.build`), so an acked job's records are never lost with its
         #: worker.
         self.before_acks = tuple(before_acks)
+        #: When the state store is this Redis: its buffered writes with a fetch's acks, in
+        #: the fetch's round trip, the writes first (instead of `before_acks`).
+        self.writes_with = writes_with
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -234,26 +245,33 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         wait minutes for it after a worker is killed; each consumer runs it on its own
         queue every `maintenance_interval` instead (a zero `count` only beats the heart).
         """
-        if acks:
-            self.prepare_acks()
         # Jobs with a priority are moved to the queue's head first (see _PRIORITISE);
         # the script is loaded before the first such fetch, and again after Redis lost it.
         prioritised = bool(count) and not queue_name.endswith(".DQ")
         if prioritised and not self.prioritise_loaded:
             self.client.script_load(self.prioritise_script.script)
             self.prioritise_loaded = True
+
+        def queue_fetch(pipe: Any) -> None:
+            if prioritised:
+                queue_script(pipe, self.prioritise_script, self.waiting_keys(queue_name),
+                             [count])
+            with self.dispatch_script.diverted_to(pipe):
+                for redis_id in acks:
+                    redis_dispatch(self, "ack")(queue_name, redis_id)
+                redis_dispatch(self, "fetch")(queue_name, count)
+
         for attempt in (1, 2):
             self.maintenance_due.now = maintain
             try:
-                with self.client.pipeline(transaction=False) as pipe:
-                    if prioritised:
-                        queue_script(pipe, self.prioritise_script,
-                                     self.waiting_keys(queue_name), [count])
-                    with self.dispatch_script.diverted_to(pipe):
-                        for redis_id in acks:
-                            redis_dispatch(self, "ack")(queue_name, redis_id)
-                        redis_dispatch(self, "fetch")(queue_name, count)
-                    replies = pipe.execute(raise_on_error=False)
+                if acks and self.writes_with is not None:
+                    replies = self.writes_with(queue_fetch)
+                else:
+                    if acks:
+                        self.prepare_acks()
+                    with self.client.pipeline(transaction=False) as pipe:
+                        queue_fetch(pipe)
+                        replies = pipe.execute(raise_on_error=False)
             finally:
                 self.maintenance_due.now = False
             if prioritised:
@@ -451,8 +469,7 @@ class _DivertableScript(Script):
         pipe = getattr(self.local, "pipe", None)
         if pipe is None:
             return super().__call__(keys, args, client)
-        keys = list(keys or ())
-        pipe.evalsha(self.sha, len(keys), *keys, *(args or ()))
+        queue_script(pipe, self, list(keys or ()), list(args or ()))
         return None
 
 
@@ -488,9 +505,8 @@ class AckBuffer:
                     if self.waiter is not None:
                         self.waiter.set()
                 return
-        try:
-            self.broker.prepare_acks()
-            redis_dispatch(self.broker, "ack")(self.queue_name, redis_id)
+        try:  # the state store's writes first, in the same round trip when they can
+            self.broker.fetch(self.queue_name, 0, maintain=False, acks=[redis_id])
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise ConnectionClosed(e) from None
 
