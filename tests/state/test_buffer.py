@@ -36,3 +36,29 @@ def test_a_flush_after_redis_forgot_its_scripts_writes_each_record_once(
     sy.broker.declare_queue(queue)
     sy.broker.enqueue(message)
     assert sy.broker.client.llen(f"{sy.broker.namespace}:{queue}") == 1
+
+
+@REDIS_ONLY
+def test_acks_travel_after_the_writes_and_a_refused_write_is_not_applied_twice(
+        build_switchyard: Any, queue: str, caplog: pytest.LogCaptureFixture) -> None:
+    # given buffered records, one of which Redis refuses (its key holds another type),
+    # and a Redis that has forgotten every script
+    sy = build_switchyard()
+    client = sy.state.client
+    bad = f"{sy.settings.key_prefix}:not-a-counter"
+    client.set(bad, "text")
+    sy.state.buffer.add(lambda pipe: pipe.hincrby(bad, "n", 1))
+    sy.state.metrics.count("a", queue, "done")
+    client.script_flush()
+
+    # when the caller's commands go with the flush (as a fetch's acks do)
+    replies = sy.state.buffer.flush_with(lambda pipe: (pipe.incr(f"{bad}:after"),
+                                                       pipe.get(f"{bad}:after")))
+
+    # then they ran after the writes, and their replies are the caller's
+    assert [int(r) for r in replies] == [1, 1]
+    assert sy.state.metrics.counters()[("a", queue, "done")] == 1
+    # and the refused write is reported, not kept to be sent again with the good one
+    assert "state writes failed" in caplog.text
+    sy.state.buffer.flush_or_raise()
+    assert sy.state.metrics.counters()[("a", queue, "done")] == 1
