@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisConsumerState", "REDIS_CONSUMER_ATTRIBUTES", "RabbitmqConsumer",
            "MaintenanceHook", "QueueDeclarationHooks", "delivery_tag", "forget_delivery",
-           "stop_consuming", "start_consuming", "worker_threads",
+           "stop_consuming", "start_consuming", "worker_threads", "amqp_socket",
            "buffered_deliveries", "unflushed_channel", "flush_output", "resolved",
            "MESSAGE_FIELDS", "ACTOR_ARGUMENTS_LINE", "WORKER_FAILURE_LINES",
            "MAINTENANCE_HOOK", "RABBITMQ_QUEUE_HOOKS", "redis_dispatch", "dispatch_script",
@@ -176,6 +176,14 @@ def worker_threads(worker: Any) -> list[Any]:
     """A Dramatiq worker's consumer threads (one per queue and delay queue) and worker
     threads: the threads that must live for it to work."""
     return [*worker.consumers.values(), *worker.workers]
+
+
+def amqp_socket(connection: Any) -> Any:
+    """The socket under pika's blocking connection (pika has no accessor for it), so a
+    caller can wait on two connections at once; None when pika's internals moved."""
+    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
+    sock = getattr(transport, "_sock", None)
+    return sock if sock is not None and hasattr(sock, "fileno") else None
 
 
 def buffered_deliveries(channel: Any) -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import select
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ import pika.exceptions
 import redis
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from switchyard.base import tracecontext
+from switchyard.base import compat, tracecontext
 from switchyard.base.decoding import BadJson, parse_json
 from switchyard.base.errors import PermanentError
 from switchyard.base.priority import MAX_PRIORITY
@@ -343,8 +344,10 @@ class Bridge:
         dead = lanes.connection.channel()
         dead.confirm_delivery()
         while not self.stopping:
-            idle = not (self.pending or self.urgent)
-            lanes.fast.process_data_events(time_limit=IDLE_WAIT_S if idle else 0)
+            if self.pending or self.urgent:
+                lanes.fast.process_data_events(time_limit=0)
+            else:
+                lanes.wait(IDLE_WAIT_S)
             self.receive(lanes.connection)
             if self.urgent:
                 self.drain(lanes, lanes.urgent, self.urgent, deadline=None)
@@ -449,6 +452,17 @@ class Lanes:
 
     def of(self, queue: str) -> BlockingChannel:
         return self.urgent if queue in URGENT_QUEUES else self.bulk
+
+    def wait(self, seconds: float) -> None:
+        """Until either connection has something to read, or `seconds`; what arrived on
+        `fast` is buffered (the caller reads the other). Waiting on one connection alone
+        would leave a delivery on the other waiting the whole time."""
+        sockets = [compat.amqp_socket(self.fast), compat.amqp_socket(self.connection)]
+        if None in sockets:  # pika's internals moved (test_compat says so): poll `fast`
+            self.fast.process_data_events(time_limit=seconds)
+            return
+        select.select(sockets, [], [], seconds)
+        self.fast.process_data_events(time_limit=0)
 
     def sleep(self, seconds: float) -> None:
         """Wait, serving both connections' heartbeats (and buffering what arrives)."""

@@ -208,6 +208,35 @@ def test_pikas_consume_keeps_the_deliveries_it_read_ahead() -> None:
         connection.close()
 
 
+def test_a_pika_connection_gives_its_socket_to_wait_on() -> None:
+    import select
+
+    import pika
+
+    from tests.support.services import RABBITMQ_URL, answers, missing
+
+    if not answers(RABBITMQ_URL):
+        missing("RabbitMQ")
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        sock = compat.amqp_socket(connection)
+        assert sock is not None, CHANGED.format(
+            "pika's BlockingConnection._impl._transport._sock")
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        got: list[bytes] = []
+        channel.basic_consume(queue, lambda ch, method, props, body: got.append(body),
+                              auto_ack=True)
+        assert select.select([sock], [], [], 0.2)[0] == []  # nothing to read yet
+        channel.basic_publish("", queue, b"hello")
+        # the delivery makes the socket readable, and pika reads it from there
+        assert select.select([sock], [], [], 5)[0] == [sock]
+        connection.process_data_events(time_limit=0)
+        assert got == [b"hello"]
+    finally:
+        connection.close()
+
+
 def test_a_proxy_reads_its_messages_fields() -> None:
     message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name="q", actor_name="a", args=(1,), kwargs={"k": 2}, options={"o": 3})
