@@ -461,7 +461,10 @@ class Lanes:
         if None in sockets:  # pika's internals moved (test_compat says so): poll `fast`
             self.fast.process_data_events(time_limit=seconds)
             return
-        select.select(sockets, [], [], seconds)
+        poller = select.poll()  # not select(): no limit on descriptor numbers
+        for sock in sockets:
+            poller.register(sock, select.POLLIN)
+        poller.poll(seconds * 1000)
         self.fast.process_data_events(time_limit=0)
 
     def sleep(self, seconds: float) -> None:
