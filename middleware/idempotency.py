@@ -4,8 +4,9 @@
 - a duplicate while the first runs is deferred (re-enqueued after `defer`), not dropped;
 - a failed run releases the key, so its retry (or a replay) can run.
 
-Marking `done` is synchronous when the key came from the producer (a duplicate may be
-sent at any time), buffered when it is the message id (see `state.idempotency`).
+Marking `done` is buffered: it is written before the job's ack (and, for a job with
+gates, with its release), and until then the key's lease turns a duplicate away: it is
+deferred, then skipped (see `state.idempotency`).
 
 On the Redis broker, the keys of a whole fetched batch are taken in one round trip as
 the batch arrives (`after_fetch`, see `switchyard.brokers.redis_broker`), instead of one per job
