@@ -170,9 +170,16 @@ class Admission(Middleware):
                 what=f"keep the group of {message.message_id}")
         if ended and self.flush is not None:
             flush = self.flush
-            freed = until_written(lambda: self.lanes.admitted(flush(
-                lambda pipe: self.lanes.queue_release(pipe, message.message_id, released))[0]),
-                what=f"record the end of {message.message_id} and release its gates")
+
+            def record_and_release() -> list[Admitted]:
+                [reply] = flush(lambda pipe: self.lanes.queue_release(
+                    pipe, message.message_id, released))
+                if isinstance(reply, Exception):
+                    raise reply
+                return self.lanes.admitted(reply)
+
+            freed = until_written(record_and_release, what=f"record the end of "
+                                  f"{message.message_id} and release its gates")
         else:
             freed = until_written(lambda: self.lanes.release(message.message_id, released),
                                   what=f"release the gates of {message.message_id}")

@@ -71,36 +71,12 @@ class WriteBuffer:
             self._flush()
 
     def flush_or_raise(self, then: Write | None = None) -> list[Any]:
-        """`flush`, raising Redis's error when it fails (the writes are kept): for a
-        caller that must not go on until they are written. `then` adds the caller's own
-        commands after the writes, in the same round trip (run only once the writes are,
-        and again with them if this is called again after a failure): their replies are
-        returned."""
+        """`flush`, raising Redis's error when it does not answer (the writes are kept):
+        for a caller that must not go on until they are written. `then` adds the
+        caller's own commands after the writes, in the same round trip (a fetch's acks,
+        a release): their replies are returned, errors among them as values."""
         with self._flushing:
             return self._flush(strict=True, then=then)
-
-    def flush_with(self, then: Write) -> list[Any]:
-        """Everything pending, then the caller's own commands (`then`), in one round
-        trip; the replies of the caller's commands, errors among them as values. A write
-        Redis refused is logged, not kept (it ran with the others: again would apply them
-        twice); when Redis does not answer the writes are kept and its error raised."""
-        with self._flushing:
-            pending = self._take()
-            try:
-                pipe = self.client.pipeline(transaction=False)
-                for write in pending:
-                    write(pipe)
-                own = len(pipe.command_stack)
-                then(pipe)
-                replies = execute_loading(pipe, raise_on_error=False)
-            except redis.RedisError:
-                with self._lock:
-                    self._pending[:0] = pending
-                raise
-            failed = [r for r in replies[:own] if isinstance(r, Exception)]
-            if failed:
-                logger.warning("%d state writes failed: %s", len(failed), failed[0])
-            return replies[own:]
 
     def _take(self) -> list[Write]:
         with self._lock:
@@ -122,8 +98,8 @@ class WriteBuffer:
             own = len(pipe.command_stack)
             if then is not None:
                 then(pipe)
-            return execute_loading(pipe)[own:]
-        except redis.RedisError as error:
+            replies = execute_loading(pipe, raise_on_error=False)
+        except redis.RedisError as error:  # Redis did not answer: keep them for the next
             if pending:
                 logger.warning("Could not flush %d state writes: %s", len(pending), error)
                 with self._lock:
@@ -131,6 +107,12 @@ class WriteBuffer:
             if strict:
                 raise
             return []
+        # A write Redis refused is reported, not kept: it ran with the others, and
+        # sending them again would apply those twice.
+        failed = [r for r in replies[:own] if isinstance(r, Exception)]
+        if failed:
+            logger.warning("%d state writes failed: %s", len(failed), failed[0])
+        return replies[own:]
 
     def close(self) -> None:
         self._closed = True

@@ -115,7 +115,7 @@ def build(settings: Settings, families: Iterable[ModuleType] = ()) -> App:
     # a worker killed after acking a job cannot take them with it. Jobs whose group or
     # concurrency limit is busy wait in their lanes, not on their queues.
     broker = make_broker(settings, middleware, before_acks=[state.buffer.flush],
-                         writes_with=(state.buffer.flush_with
+                         writes_with=(state.buffer.flush_or_raise
                                       if shares_state_store(settings) else None),
                          gatekeeper=next(m for m in middleware if isinstance(m, Admission)),
                          pauses=next(m for m in middleware if isinstance(m, Pause)))

@@ -169,7 +169,7 @@ return #taken
 
 
 #: The state store's flush with the caller's commands after its writes, in one round
-#: trip; returns the caller's replies (`state.buffer.WriteBuffer.flush_with`).
+#: trip; returns the caller's replies (`state.buffer.WriteBuffer.flush_or_raise`).
 WritesWith = Callable[[Callable[[Any], None]], list[Any]]
 
 

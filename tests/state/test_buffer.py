@@ -52,7 +52,7 @@ def test_acks_travel_after_the_writes_and_a_refused_write_is_not_applied_twice(
     client.script_flush()
 
     # when the caller's commands go with the flush (as a fetch's acks do)
-    replies = sy.state.buffer.flush_with(lambda pipe: (pipe.incr(f"{bad}:after"),
+    replies = sy.state.buffer.flush_or_raise(lambda pipe: (pipe.incr(f"{bad}:after"),
                                                        pipe.get(f"{bad}:after")))
 
     # then they ran after the writes, and their replies are the caller's
@@ -62,3 +62,10 @@ def test_acks_travel_after_the_writes_and_a_refused_write_is_not_applied_twice(
     assert "state writes failed" in caplog.text
     sy.state.buffer.flush_or_raise()
     assert sy.state.metrics.counters()[("a", queue, "done")] == 1
+
+    # and so does the flushing thread's own flush
+    sy.state.buffer.add(lambda pipe: pipe.hincrby(bad, "n", 1))
+    sy.state.metrics.count("a", queue, "done")
+    sy.state.buffer.flush()
+    sy.state.buffer.flush()
+    assert sy.state.metrics.counters()[("a", queue, "done")] == 2
