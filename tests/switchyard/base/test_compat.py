@@ -193,7 +193,9 @@ def test_pikas_consume_keeps_the_deliveries_it_read_ahead() -> None:
         channel.basic_qos(prefetch_count=10)
         deliveries = channel.consume(queue, inactivity_timeout=1)
         assert next(deliveries)[2] == b"0"
-        connection.process_data_events(time_limit=0.5)  # the rest arrive, unyielded
+        deadline = time.monotonic() + 10  # the rest arrive, unyielded (a loaded CI is slow)
+        while compat.buffered_deliveries(channel) < 4 and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.1)
         assert compat.buffered_deliveries(channel) == 4, CHANGED.format(
             "pika's BlockingChannel._queue_consumer_generator.pending_events")
         # acks queued on the channel underneath are written by the next blocking call
