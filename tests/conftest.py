@@ -75,6 +75,12 @@ def tier_of(item: pytest.Item) -> tuple[str | None, str]:
     return tier, ""
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tests.support.services import fresh_rabbitmq_vhost
+
+    fresh_rabbitmq_vhost()
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers added here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     wrong = []

@@ -22,7 +22,16 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: The suite's own Redis database (keys are prefixed per test and removed after it).
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+_SHARED_RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL",
+                                      "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: Under pytest-xdist each worker has a RabbitMQ vhost of its own (made fresh by
+#: `fresh_rabbitmq_vhost` when the session starts): the product's queues have fixed
+#: names ("default", "notification"), and one worker's teardown deleting them must
+#: not pull them from under another worker's consumers.
+RABBITMQ_VHOST = (f"switchyard-test-{os.environ['PYTEST_XDIST_WORKER']}"
+                  if os.environ.get("PYTEST_XDIST_WORKER") else None)
+RABBITMQ_URL = (f"{_SHARED_RABBITMQ_URL.rsplit('/', 1)[0]}/{RABBITMQ_VHOST}"
+                if RABBITMQ_VHOST else _SHARED_RABBITMQ_URL)
 #: A PostgreSQL database the suite may create its own databases from.
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -40,6 +49,20 @@ def missing(what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is not answering (required in CI)")
     pytest.skip(f"{what} is not answering")
+
+
+def fresh_rabbitmq_vhost() -> None:
+    """Make this worker's vhost (`RABBITMQ_VHOST`) afresh, its user allowed everything;
+    nothing to do without xdist or without a RabbitMQ (its tests then say so)."""
+    if RABBITMQ_VHOST is None or not answers(RABBITMQ_URL) or not shutil.which("rabbitmqctl"):
+        return
+    user = urlparse(RABBITMQ_URL).username or "guest"
+    for args in (["delete_vhost", RABBITMQ_VHOST], ["add_vhost", RABBITMQ_VHOST],
+                 ["set_permissions", "-p", RABBITMQ_VHOST, user, ".*", ".*", ".*"]):
+        done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode != 0 and args[0] != "delete_vhost":  # absent: nothing to delete
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip()}")
 
 
 def free_port() -> int:
