@@ -35,7 +35,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -114,6 +114,26 @@ class Admission(Middleware):
             logger.debug("Held %s (%s) in its lane.", message.message_id, message.actor_name)
         # Published by the lane itself (PUBLISHED) is not the broker's to publish either.
         return through != THROUGH
+
+    def hold_many(self, broker: Broker, messages: Sequence[Message[Any]]) -> list[bool]:
+        """`hold` for each of `messages`, in order, the gated ones in one round trip."""
+        gated: list[int] = []
+        jobs: list[tuple[str, str, bytes, Sequence[Gate], int | None]] = []
+        now = int(time.time() * 1000)
+        for index, message in enumerate(messages):
+            gates = gates_of(broker, message)
+            if gates:
+                message.options[ADMITTED_AT] = now
+                gated.append(index)
+                jobs.append((message.message_id, q_name(message.queue_name),
+                             message.encode(), gates, self.hold_ms(broker, message)))
+        held = [False] * len(messages)
+        freed: list[Admitted] = []
+        for index, (through, admitted) in zip(gated, self.lanes.admit_many(jobs), strict=True):
+            held[index] = through != THROUGH
+            freed += admitted
+        self.publish(broker, freed)
+        return held
 
     # Around a run.
 

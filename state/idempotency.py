@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -199,16 +199,38 @@ class IdempotencyKeys:
             return None
         return self.holder(key) or ""
 
+    def claim_many(self, claims: Sequence[tuple[JobKey, str, int]]) -> list[str | None]:
+        """`claim` for each (key, message id, ttl), in two round trips at most."""
+        if not claims:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, message_id, ttl in claims:
+                pipe.set(f"{self.redis_key(key)}:queued", message_id, nx=True, px=ttl)
+            won = pipe.execute()
+        lost = [key for (key, _, _), first in zip(claims, won, strict=True) if not first]
+        firsts = iter(self.holders(lost))
+        return [None if first else (next(firsts) or "") for first in won]
+
     def holder(self, key: JobKey) -> str | None:
         """The message id of the job that has `key` (queued, running or done), if any."""
-        name = self.redis_key(key)
-        marker, value = self.client.mget(f"{name}:queued", name)
-        if marker:
-            return str(marker.decode())
-        if value:
-            held = value.decode().partition(":")[2]
-            return held.split("/")[0]
-        return None
+        return self.holders([key])[0]
+
+    def holders(self, keys: Sequence[JobKey]) -> list[str | None]:
+        """`holder` of each key, in one round trip."""
+        if not keys:
+            return []
+        names = [self.redis_key(key) for key in keys]
+        values = self.client.mget([part for name in names for part in (f"{name}:queued", name)])
+        return [_held_by(values[2 * n], values[2 * n + 1]) for n in range(len(keys))]
+
+
+def _held_by(marker: bytes | None, value: bytes | None) -> str | None:
+    if marker:
+        return str(marker.decode())
+    if value:
+        held = value.decode().partition(":")[2]
+        return held.split("/")[0]
+    return None
 
 
 #: A hashed key value (`IdempotencyKeys.redis_key`).

@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from switchyard.base.redis_client import queue_script
+from switchyard.base.redis_client import execute_loading, queue_script
 
 #: A gate: (lane name, capacity, kind).
 Gate = tuple[str, int, str]
@@ -334,6 +334,19 @@ class Lanes:
         reply = self._admit(args=self._args(hold_ms, message_id,
                                             self._record(queue, body, gates)))
         return int(reply[0]), _admitted(reply[1:])
+
+    def admit_many(self, jobs: Sequence[tuple[str, str, bytes, Sequence[Gate], int | None]]
+                   ) -> list[tuple[int, list[Admitted]]]:
+        """`admit` for each (message id, queue, body, gates, hold ms), in order, in one
+        round trip."""
+        if not jobs:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for message_id, queue, body, gates, hold_ms in jobs:
+                queue_script(pipe, self._admit, [], self._args(
+                    hold_ms, message_id, self._record(queue, body, gates)))
+            replies = execute_loading(pipe)
+        return [(int(reply[0]), _admitted(reply[1:])) for reply in replies]
 
     def claim(self, message_id: str, gates: Sequence[Gate], *,
               hold_ms: int | None = None) -> bool:

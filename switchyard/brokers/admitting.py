@@ -24,6 +24,10 @@ class Gatekeeper(Protocol):
         """Admit `message` through its gates (False: publish it now), or keep it waiting
         in its lane (True: it is stored there, body and all, and must not be published)."""
 
+    def hold_many(self, broker: dramatiq.Broker,
+                  messages: Sequence[dramatiq.Message[Any]]) -> list[bool]:
+        """`hold` for each of `messages`, in order (in one round trip)."""
+
 
 class Admitting:
     """Broker mixin: enqueue publishes only what the gatekeeper admits (see above)."""
@@ -41,6 +45,20 @@ class Admitting:
                 or q_name(message.queue_name) != message.queue_name:
             return False
         return self.gatekeeper.hold(self, message)  # type: ignore[arg-type]
+
+    def held_many(self, messages: Sequence[dramatiq.Message[Any]],
+                  delay: int | None) -> list[bool]:
+        """`held` for each of `messages` (prepared), asked of the gatekeeper together."""
+        asked = [i for i, message in enumerate(messages)
+                 if delay is None and self.gatekeeper is not None
+                 and q_name(message.queue_name) == message.queue_name]
+        held = [False] * len(messages)
+        if asked:
+            assert self.gatekeeper is not None
+            answers = self.gatekeeper.hold_many(self, [messages[i] for i in asked])  # type: ignore[arg-type]
+            for index, answer in zip(asked, answers, strict=True):
+                held[index] = answer
+        return held
 
     def prepare_held(self, message: dramatiq.Message[Any]) -> dramatiq.Message[Any]:
         """`message` as this broker stores it (the Redis broker's own id in its options)."""

@@ -5,8 +5,10 @@ before the next one (pika's BlockingChannel), so a producer sends about a thousa
 messages a second however many it has. `send_many` hands a batch to the broker's
 `enqueue_many` when it has one, else enqueues one by one (any broker).
 
-`BulkPublish.enqueue_many` (RabbitMQ) publishes on a confirm-mode channel of the
-thread's connection without waiting after each message: with `MAX_IN_FLIGHT` of them
+The Redis broker's `enqueue_many` (`switchyard.brokers.redis_broker`) admits the batch
+in one round trip and enqueues it in another. `BulkPublish.enqueue_many` (RabbitMQ)
+publishes on a confirm-mode channel of the thread's connection without waiting after
+each message: with `MAX_IN_FLIGHT` of them
 unconfirmed it reads RabbitMQ's confirms (acks with `multiple` included) until half are
 settled, and at the end until all are. A message counts as sent, and gets its
 `after_enqueue`, only once RabbitMQ acked it:

@@ -38,14 +38,15 @@ class RabbitmqJobBroker(SelectiveHooks, BatchConsume, AnswerEveryActor, Admittin
         """Bulk sends (`switchyard.brokers.bulk`), each job admitted like `enqueue`'s."""
         if delay is not None or self.gatekeeper is None:
             return super().enqueue_many(messages, delay=delay)
-        admitted: list[dramatiq.Message[Any]] = []
-        held: list[dramatiq.Message[Any]] = []
-        for message in messages:
-            (held if self.held(message, delay) else admitted).append(message)
-        for message in held:
-            self.emit_before("enqueue", message, None)
-            self.emit_after("enqueue", message, None)
-        return [*super().enqueue_many(admitted), *held]
+        held = self.held_many(messages, delay)
+        for message, kept in zip(messages, held, strict=True):
+            if kept:
+                self.emit_before("enqueue", message, None)
+                self.emit_after("enqueue", message, None)
+        sent = iter(super().enqueue_many(
+            [message for message, kept in zip(messages, held, strict=True) if not kept]))
+        return [message if kept else next(sent)
+                for message, kept in zip(messages, held, strict=True)]
 
     def publish_admitted(self, bodies: Sequence[tuple[str, bytes]]) -> None:
         self.publish_bodies(bodies)

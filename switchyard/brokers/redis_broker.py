@@ -86,7 +86,7 @@ from switchyard.base.compat import (
 from switchyard.base.decoding import UNDECODABLE
 from switchyard.base.durable import until_written
 from switchyard.base.priority import MAX_PRIORITY, priority_of
-from switchyard.base.redis_client import connection_settings, queue_script
+from switchyard.base.redis_client import connection_settings, execute_loading, queue_script
 from switchyard.brokers.admitting import Admitting
 from switchyard.brokers.dispatch import SelectiveHooks
 from switchyard.brokers.pausing import Pausing
@@ -381,6 +381,56 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
             return until_written(lambda: self.enqueue_now(message, delay),
                                  what=f"enqueue the due message {message.message_id}")
         return self.enqueue_now(message, delay)
+
+    def enqueue_many(self, messages: Sequence[Message[Any]], *,
+                     delay: int | None = None) -> list[Message[Any]]:
+        """`enqueue` for each of `messages`, in order, in a round trip for their admission
+        and one for the rest (enqueue scripts, one doorbell ring per queue, the WAIT); the
+        messages as enqueued. Raises as `enqueue` does; a failure may leave some queued."""
+        prepared = [m.copy(options={"redis_message_id": str(uuid.uuid4())}) for m in messages]
+        held = self.held_many(prepared, delay)
+        out: list[Message[Any]] = []
+        for message, kept in zip(prepared, held, strict=True):
+            if delay is not None and not kept:
+                message = message.copy(queue_name=dq_name(message.queue_name),
+                                       options={"eta": current_millis() + delay})
+            self.emit_before("enqueue", message, None if kept else delay)
+            out.append(message)
+        publish = [message for message, kept in zip(out, held, strict=True) if not kept]
+        if publish:
+            self.send_enqueues(publish)
+        for message, kept in zip(out, held, strict=True):
+            self.emit_after("enqueue", message, None if kept else delay)
+        return out
+
+    def send_enqueues(self, messages: Sequence[Message[Any]]) -> None:
+        """The enqueue scripts of `messages`, a doorbell ring per queue, and the WAIT when
+        replicas are asked for, in one pipeline."""
+        rung: dict[str, int] = {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for message in messages:
+                queue_name = message.queue_name
+                priority = 0 if queue_name.endswith(".DQ") else priority_of(message.options)
+                base = f"{self.namespace}:{queue_name}"
+                listed = f"{base}.p{priority}" if priority else base
+                queue_script(pipe, self.enqueue_script, [listed, f"{base}.msgs"],
+                             [message.options["redis_message_id"], message.encode()])
+                rung[queue_name] = rung.get(queue_name, 0) + 1
+            for queue_name, count in rung.items():
+                key = self.doorbell_key(queue_name)
+                pipe.lpush(key, *([1] * min(count, self.doorbell_cap)))
+                pipe.ltrim(key, 0, self.doorbell_cap - 1)
+                pipe.pexpire(key, self.doorbell_ttl)
+            if self.enqueue_replicas:
+                pipe.execute_command("WAIT", self.enqueue_replicas, self.enqueue_wait)
+            replies = execute_loading(pipe, raise_on_error=False)
+        failed = next((r for r in replies[:len(messages)] if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
+        if self.enqueue_replicas:
+            self.check_replicated(replies.pop())
+        for queue_name in rung:
+            self.check_rung(queue_name, replies[len(messages):])
 
     def enqueue_now(self, message: Message[Any], delay: int | None) -> Message[Any]:
         if self.held(message, delay):  # waits in its lane (switchyard.brokers.admitting)

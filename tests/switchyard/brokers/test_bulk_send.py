@@ -19,6 +19,7 @@ from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 
 from switchyard.base.errors import InvalidPayload
+from switchyard.base.priority import PRIORITY
 from switchyard.brokers import bulk
 from switchyard.brokers.bulk import BulkConnectionClosed, NotConfirmed, send_many
 from switchyard.runtime.app import App
@@ -344,13 +345,24 @@ def test_every_payload_is_validated_before_any_is_sent(
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"])
-def test_other_brokers_enqueue_one_by_one(
+def test_a_redis_bulk_send_queues_each_as_enqueue_would(
     build_switchyard: Any, start_worker: Any, queue: str, broker_kind: str
 ) -> None:
-    sy = build_switchyard()
+    sy = build_switchyard(history_keep_done=5000)
     count, runs = tally(sy, queue)
+    # a due batch, one with priorities, and a delayed one, each sent at once
     sent = count.send_many({"n": n} for n in range(100))
+    assert count.actor is not None
+    urgent = send_many(sy.broker, [count.actor.message_with_options(kwargs={"n": n}).copy(
+        options={PRIORITY: 5}) for n in range(100, 110)])
+    later = send_many(sy.broker, [count.actor.message_with_options(kwargs={"n": n})
+                                  for n in range(110, 120)], delay=60_000)
+    # then each is where its enqueue would have put it, under a Redis id of its own
+    client, base = sy.state.client, f"{sy.broker.namespace}:{queue}"
+    assert (client.llen(base), client.llen(f"{base}.p5")) == (100, 10)
+    assert sy.queues.counts(queue).delayed == 10
+    assert len({m.options["redis_message_id"] for m in [*sent, *urgent, *later]}) == 120
     start_worker(sy)
-    wait_for(lambda: finished(sy, *(m.message_id for m in sent)), timeout=60,
+    wait_for(lambda: finished(sy, *(m.message_id for m in [*sent, *urgent])), timeout=60,
              what="the jobs to finish")
-    assert runs == {n: 1 for n in range(100)} and enqueued(sy, count.name, queue) == 100
+    assert runs == {n: 1 for n in range(110)} and enqueued(sy, count.name, queue) == 120
