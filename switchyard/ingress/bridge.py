@@ -2,13 +2,15 @@
 
 It declares `sup_exchange` and Switchyard's queues on it, consumes them and seed 004's
 queues (`switchyard.ingress.routes` has the table and the id rule), and turns each delivery
-into a job through the one way in (`enqueue`, duplicate rule `existing`, so a message
+into a job through the one way in (`enqueue_many` for a batch of deliveries, or
+`enqueue` for one in its trace's span; duplicate rule `existing`, so a message
 published twice with one id finds the job it already made). A delivery is acked only
 after its job is enqueued (the Redis broker's enqueue is durable when it returns; the
 RabbitMQ broker's waits for the publisher confirm) or its dead letter written.
 
 A delivery RabbitMQ marks redelivered (its bridge died, or lost its connection, before
-the ack) is enqueued with the rule `skip` instead: the dead bridge may have reserved
+the ack), or one of a batch whose enqueue failed midway, is enqueued with the rule `skip`
+instead: the dead bridge may have reserved
 the key for a message it never queued, which `existing` would answer with forever. If
 the first one was queued after all, the copy is skipped when it runs (same key), so
 the effect happens once either way.
@@ -33,11 +35,13 @@ are in the producer's trace.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 import select
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +62,7 @@ from switchyard.brokers.rabbitmq_queues import (
     queue_arguments,
 )
 from switchyard.ingress import dead_copies, routes
-from switchyard.runtime.enqueue import OnDuplicate, enqueue
+from switchyard.runtime.enqueue import OnDuplicate, Request, enqueue, enqueue_many
 
 if TYPE_CHECKING:
     from switchyard.base.settings import Settings
@@ -106,6 +110,8 @@ class Delivery:
     trace: dict[str, str] = field(default_factory=dict)
     #: Its AMQP `priority` property (seeds 003 and 004 set one), None when unset.
     priority: int | None = None
+    #: What became of it ('enqueued', 'duplicate' or 'dead') once handled; acked then.
+    outcome: str | None = None
 
 
 @dataclass
@@ -139,8 +145,7 @@ def handle(app: App, delivery: Delivery) -> str:
     route, declared = routes.route(app, delivery.routing_key, delivery.queue)
     key = routes.idempotency_key(delivery.message_id, data)
     if rejected is None and not declared:
-        rejected = Rejected("NoActorYet", "no_actor_yet", f"no actor yet for routing key "
-                            f"{delivery.routing_key!r} (queue {delivery.queue})")
+        rejected = no_actor_yet(delivery)
     try:
         if rejected is None:
             try:
@@ -159,6 +164,86 @@ def handle(app: App, delivery: Delivery) -> str:
         raise Unavailable(str(error) or type(error).__name__) from error
 
 
+def handle_many(app: App, deliveries: Sequence[Delivery]) -> None:
+    """`handle` each delivery not handled yet, their jobs enqueued together
+    (`enqueue_many`: a few round trips for the lot), setting each one's `outcome`.
+
+    Raises `Unavailable` when Redis or the broker did not answer: the deliveries whose
+    jobs were being enqueued are then `uncertain` (enqueued again under `skip`), and the
+    outcome of each not finished stays unset."""
+    asked: list[tuple[Delivery, routes.Route, dict[str, Any], str | None]] = []
+    dead: list[tuple[Delivery, routes.Route, Any, str | None, Rejected]] = []
+    for delivery in deliveries:
+        if delivery.outcome is not None:
+            continue
+        data, rejected = decode(delivery.body)
+        route, declared = routes.route(app, delivery.routing_key, delivery.queue)
+        key = routes.idempotency_key(delivery.message_id, data)
+        if rejected is None and not declared:
+            rejected = no_actor_yet(delivery)
+        if rejected is None:
+            asked.append((delivery, route, data, key))
+        else:
+            dead.append((delivery, route, data, key, rejected))
+    try:
+        if asked:
+            enqueue_asked(app, asked)
+        for delivery, route, data, key, rejected in dead:
+            dead_letter(app, delivery, route, data, key, rejected)
+            delivery.outcome = "dead"
+    except UNAVAILABLE as error:
+        raise Unavailable(str(error) or type(error).__name__) from error
+
+
+def enqueue_asked(app: App, asked: Sequence[tuple[Delivery, routes.Route, dict[str, Any],
+                                                 str | None]]) -> None:
+    """The jobs of `asked` (decoded and routed deliveries), enqueued together; an invalid
+    one dead-lettered. Should the batch fail for a reason that is not Redis or the broker
+    (a poison message), its deliveries are handled one by one."""
+    requests = [Request(route.actor, data, key=key, on_duplicate=duplicate_rule(delivery),
+                        options=origin(delivery),
+                        priority=carried_priority(app, delivery.priority))
+                for delivery, route, data, key in asked]
+    try:
+        results = enqueue_many(app, requests)
+    except UNAVAILABLE:
+        for delivery, *_ in asked:
+            delivery.uncertain = True
+        raise
+    except Exception:  # one of them is poison: `handle` finds it and dead-letters it
+        for delivery, *_ in asked:
+            delivery.uncertain = True
+        for delivery, *_ in asked:
+            delivery.outcome = handle(app, delivery)
+        return
+    for (delivery, route, data, key), result in zip(asked, results, strict=True):
+        if isinstance(result, PermanentError):
+            dead_letter(app, delivery, routes.Route(route.actor, app.jobs[route.actor].queue_name),
+                        data, key, Rejected(type(result).__name__,
+                                            str(result.code or "invalid"), result.message))
+            delivery.outcome = "dead"
+        else:
+            delivery.outcome = "duplicate" if result.duplicate else "enqueued"
+
+
+def no_actor_yet(delivery: Delivery) -> Rejected:
+    return Rejected("NoActorYet", "no_actor_yet", f"no actor yet for routing key "
+                    f"{delivery.routing_key!r} (queue {delivery.queue})")
+
+
+def duplicate_rule(delivery: Delivery) -> OnDuplicate:
+    """`existing`, or `skip` for a delivery a try may have left half done: that try may
+    have reserved the key for a message never queued; if the first did get queued, the
+    copy is skipped when it runs, by the key."""
+    return "skip" if delivery.redelivered or delivery.uncertain else "existing"
+
+
+def origin(delivery: Delivery) -> dict[str, str]:
+    """Where it came from, for seed 003's `<family>.dead` copies
+    (switchyard.ingress.dead_copies)."""
+    return {"ingress_queue": delivery.queue, "ingress_routing_key": delivery.routing_key}
+
+
 def traced(app: App, delivery: Delivery) -> str:
     """`handle`, in a span that continues the trace the AMQP producer started, if any."""
     with tracecontext.span(f"bridge {delivery.queue}", kind="consumer", parent=delivery.trace,
@@ -174,15 +259,10 @@ def traced(app: App, delivery: Delivery) -> str:
 def enqueue_job(app: App, delivery: Delivery, actor: str, data: dict[str, Any],
                 key: str | None) -> str:
     """Enqueue through the one way in; an invalid payload becomes a dead letter."""
-    # A try that died midway may have reserved the key for a message never queued:
-    # then queue anyway (`skip`); if the first did get queued, the copy is skipped when
-    # it runs, by the key.
-    rule: OnDuplicate = "skip" if delivery.redelivered or delivery.uncertain else "existing"
-    # Where it came from, for seed 003's `<family>.dead` copies (switchyard.ingress.dead_copies).
-    origin = {"ingress_queue": delivery.queue, "ingress_routing_key": delivery.routing_key}
     try:
-        done = enqueue(app, actor, data, key=key, on_duplicate=rule, flush=False,
-                       options=origin, priority=carried_priority(app, delivery.priority))
+        done = enqueue(app, actor, data, key=key, on_duplicate=duplicate_rule(delivery),
+                       flush=False, options=origin(delivery),
+                       priority=carried_priority(app, delivery.priority))
     except PermanentError as error:
         rejected = Rejected(type(error).__name__, str(error.code or "invalid"), error.message)
         dead_letter(app, delivery, routes.Route(actor, app.jobs[actor].queue_name), data, key,
@@ -422,17 +502,21 @@ class Bridge:
             lanes.sleep(self.backoff.seconds())
 
     def handle_some(self, pending: list[Delivery]) -> list[Delivery]:
-        """The leading deliveries handled until the first that Redis did not take."""
-        handled = []
-        for delivery in pending:
-            try:
-                traced(self.app, delivery)
-            except Unavailable as error:
-                logger.warning("Redis or the broker is not answering (%s); delivery %s "
-                               "stays unacked", error, delivery.message_id or delivery.tag)
-                break
-            handled.append(delivery)
-        return handled
+        """Handle `pending` (together; one by one, each in its span, with tracing on);
+        the leading deliveries handled, up to the first that Redis did not take."""
+        try:
+            if tracecontext.active():
+                for delivery in pending:
+                    if delivery.outcome is None:
+                        delivery.outcome = traced(self.app, delivery)
+            else:
+                handle_many(self.app, pending)
+        except Unavailable as error:
+            waiting = sum(delivery.outcome is None for delivery in pending)
+            logger.warning("Redis or the broker is not answering (%s); %d deliveries stay "
+                           "unacked", error, waiting)
+        return list(itertools.takewhile(lambda delivery: delivery.outcome is not None,
+                                        pending))
 
     def flush_history(self) -> None:
         with contextlib.suppress(redis.RedisError):  # kept for the next flush

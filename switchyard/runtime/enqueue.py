@@ -14,19 +14,30 @@
    - `existing`: the same, but that job's id is returned as if it had been queued;
 3. queues it (after `delay` ms) and returns its message id.
 
+`enqueue_many(app, requests)` does the same for a batch, each request answered alone,
+with the key lookups, admission, enqueues and key claims each done once for the batch.
+
 With tracing on (docs/operations.md, "Tracing") steps 2 and 3 are an `enqueue <actor>`
 span, whose context the message carries in its `traceparent` option to the job's runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import dramatiq
 from pydantic import BaseModel
 
 from switchyard.base import tracecontext
-from switchyard.base.errors import DuplicateJob, InvalidOptions, PayloadTooLarge, UnknownJob
+from switchyard.base.errors import (
+    DuplicateJob,
+    InvalidOptions,
+    PayloadTooLarge,
+    PermanentError,
+    UnknownJob,
+)
 from switchyard.base.keys import JobKey
 from switchyard.base.priority import MAX_PRIORITY, PRIORITY
 from switchyard.base.sealing import payload_bytes
@@ -59,15 +70,8 @@ def enqueue(
     record visible at once (one more round trip); `options` are message options the
     producer adds (the bridge: where the job came from); `priority` (0 to 9): among its
     queue's waiting jobs, higher runs first (`switchyard.base.priority`)."""
-    job = app.jobs.get(name)
-    if job is None:
-        raise UnknownJob(name, list(app.jobs))
-    check_options(key, delay)
-    if priority:
-        check_priority(app, priority)
-        options = {**(options or {}), PRIORITY: priority}
-    kwargs = dump(job.model, payload)
-    check_size(kwargs, app.settings.max_payload_bytes)
+    job, kwargs, options = checked(app, name, payload, key=key, delay=delay,
+                                   options=options, priority=priority)
     # Traced: the span's context goes with the message, so the job's runs join its trace.
     with tracecontext.enqueuing(f"enqueue {name}", {
             "switchyard.actor": name, "messaging.destination.name": job.queue_name,
@@ -77,6 +81,97 @@ def enqueue(
         span.set("messaging.message.id", done.message_id)
         span.set("switchyard.duplicate", done.duplicate or None)
     return done
+
+
+def checked(app: App, name: str, payload: BaseModel | dict[str, Any], *, key: str | None,
+            delay: int | None, options: dict[str, Any] | None,
+            priority: int) -> tuple[Job[Any], dict[str, Any], dict[str, Any] | None]:
+    """The job type, validated payload and options of a request; raises the
+    `PermanentError` that refuses it (the module docstring, step 1)."""
+    job = app.jobs.get(name)
+    if job is None:
+        raise UnknownJob(name, list(app.jobs))
+    check_options(key, delay)
+    if priority:
+        check_priority(app, priority)
+        options = {**(options or {}), PRIORITY: priority}
+    kwargs = dump(job.model, payload)
+    check_size(kwargs, app.settings.max_payload_bytes)
+    return job, kwargs, options
+
+
+@dataclass(frozen=True)
+class Request:
+    """One job for `enqueue_many`: `enqueue`'s arguments (no delay)."""
+
+    name: str
+    payload: BaseModel | dict[str, Any]
+    key: str | None = None
+    on_duplicate: OnDuplicate = "skip"
+    options: dict[str, Any] | None = None
+    priority: int = 0
+
+
+def enqueue_many(app: App, requests: Sequence[Request]) -> list[Enqueued | PermanentError]:
+    """`enqueue` for each request, in order, with the history left buffered (`flush`
+    False), in a few round trips for them all: the keys' holders, the admission, the
+    enqueues, the keys' claims, each once. Each result is the job's `Enqueued`, or the
+    `PermanentError` that refused that request alone (invalid, or `DuplicateJob` under
+    `refuse`); a key that two requests share is the first's, as if sent one by one.
+
+    Raises what Redis or the broker raised: then any of them may be queued or not (a key
+    may be claimed for a job that is), so a producer sends them again under `skip`.
+    With tracing on, the jobs are sent in one `enqueue_many` span."""
+    from switchyard.brokers.bulk import send_many  # pika's: loaded by bulk senders only
+
+    results: list[Enqueued | PermanentError | None] = [None] * len(requests)
+    todo: list[tuple[int, Job[Any], dramatiq.Message[Any], JobKey | None]] = []
+    for index, request in enumerate(requests):
+        try:
+            job, kwargs, options = checked(
+                app, request.name, request.payload, key=request.key, delay=None,
+                options=request.options, priority=request.priority)
+        except PermanentError as error:
+            results[index] = error
+            continue
+        assert job.actor is not None  # declared with the app
+        extra: dict[str, Any] = dict(options or {})
+        if request.key is not None:
+            extra["idempotency_key"] = request.key
+        job_key = JobKey(job.name, request.key) \
+            if request.key is not None and request.on_duplicate != "skip" else None
+        todo.append((index, job, job.actor.message_with_options(kwargs=kwargs, **extra),
+                     job_key))
+    keyed = list(dict.fromkeys(job_key for *_, job_key in todo if job_key is not None))
+    holder = dict(zip(keyed, app.state.keys.holders(keyed), strict=True))
+    send: list[tuple[int, Job[Any], dramatiq.Message[Any], JobKey | None]] = []
+    for index, job, message, job_key in todo:
+        if job_key is not None:
+            existing = holder.get(job_key)
+            if existing is not None:
+                results[index] = refused_or_existing(existing, requests[index].on_duplicate)
+                continue
+            holder[job_key] = message.message_id  # a later request with it: its duplicate
+        send.append((index, job, message, job_key))
+    sent = send_many(app.broker, [message for _, _, message, _ in send])
+    claims = [(job_key, message.message_id, int(job.options.get(
+                  "idempotency_ttl", app.state.keys.ttl)))
+              for (_, job, _, job_key), message in zip(send, sent, strict=True)
+              if job_key is not None]
+    firsts = iter(app.state.keys.claim_many(claims))
+    for (index, _, _, job_key), message in zip(send, sent, strict=True):
+        first = next(firsts) if job_key is not None else None
+        results[index] = Enqueued(message.message_id) if first is None \
+            else refused_or_existing(first, requests[index].on_duplicate)
+    return [result for result in results if result is not None]
+
+
+def refused_or_existing(existing: str, on_duplicate: OnDuplicate) -> Enqueued | PermanentError:
+    """`duplicate`'s answer, the refusal returned instead of raised."""
+    try:
+        return duplicate(existing, on_duplicate)
+    except DuplicateJob as error:
+        return error
 
 
 def queue(app: App, job: Job[Any], kwargs: dict[str, Any], *, key: str | None,

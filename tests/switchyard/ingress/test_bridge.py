@@ -27,6 +27,7 @@ from switchyard import boot as runtime
 from switchyard.base import settings
 from switchyard.base.keys import JobKey
 from switchyard.ingress import routes as ingress
+from switchyard.ingress.bridge import Delivery, handle_many
 from tests.actors.conftest import World, unique, world  # noqa: F401  (the shared world)
 from tests.support.processes import ROOT, outlive, stop
 from tests.support.services import RABBITMQ_URL, answers, missing
@@ -301,6 +302,46 @@ def test_a_replayed_dead_letter_runs_its_actor_with_the_body(
     job = world.finished(record["message_id"])
     assert job["actor"] == "send_sms" and job["status"] == "failed"
     assert job["error"]["error"] == "InvalidPayload"
+
+
+def test_a_batch_of_deliveries_makes_each_its_job_or_its_dead_letter_once(
+    world: World,  # noqa: F811
+) -> None:
+    # given one batch, as the bridge handles it, mixing good, bad and twice-sent deliveries
+    token, marker = unique("tok"), unique("tok")
+    twice, bad, not_json = unique("b-"), unique("b-"), unique("b-")
+
+    def delivery(tag: int, routing_key: str, message_id: str, body: Any) -> Delivery:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return Delivery(tag, "switchyard.ingress.notification", routing_key, message_id, data)
+
+    batch = [delivery(1, "notification.push", twice, {**PUSH, "fcmToken": token}),
+             delivery(2, "notification.sms", bad, {**SMS, "phoneNumber": 1234567890}),
+             delivery(3, "notification.push", twice, {**PUSH, "fcmToken": token}),
+             delivery(4, "notification.push", not_json, b"{not json"),
+             delivery(5, "notification.push", unique("b-"), {**PUSH, "fcmToken": marker})]
+    # when a bridge's app (the product's families declared) handles it
+    app = runtime.build(world.sy.settings, actors.families())
+    try:
+        handle_many(app, batch)
+        app.state.buffer.flush()
+        # then each got its own outcome, the copy found the first's job, each ran once
+        assert [d.outcome for d in batch] == ["enqueued", "dead", "duplicate", "dead",
+                                              "enqueued"]
+        job = app.state.keys.holder(JobKey("send_push", twice))
+        assert job is not None
+        wait_for(lambda: pushes(world, marker) and pushes(world, token), timeout=30,
+                 what="both pushes")
+        assert world.finished(job)["status"] == "done" and pushes(world, token) == 1
+        assert summary(dead_letter(world, "notification", "notification.sms", bad),
+                       detail=True)["code"] == "invalid"
+        assert summary(dead_letter(world, "notification", "notification.push", not_json),
+                       detail=True)["code"] == "not_json"
+        # and handling the batch again (as after an outage) does nothing more
+        handle_many(app, batch)
+        assert app.queues.counts("notification").depth == 0
+    finally:
+        app.close()
 
 
 def test_a_bridge_killed_while_messages_flow_loses_none_and_doubles_none(

@@ -8,7 +8,8 @@ import pytest
 from pydantic import Field
 
 from switchyard.base.errors import DuplicateJob, InvalidOptions, InvalidPayload, UnknownJob
-from switchyard.runtime.enqueue import enqueue
+from switchyard.base.keys import JobKey
+from switchyard.runtime.enqueue import Enqueued, Request, enqueue, enqueue_many
 from switchyard.runtime.jobs import Context, Payload, job
 from tests.support.jobs import status
 from tests.support.waiting import wait_for
@@ -121,3 +122,47 @@ def test_a_producer_dying_after_its_enqueue_leaves_no_phantom_job(
     wait_for(lambda: {status(charges, i) for i in ids} <= {"done", "skipped"}
              and None not in {status(charges, i) for i in ids}, what="both finished")
     assert len(charges.runs) == 1
+
+
+def test_enqueue_many_answers_each_request_as_enqueue_would(
+    charges: Any, start_worker: Any
+) -> None:
+    sy, job_name = charges, name(charges)
+    held = enqueue(sy, job_name, {"orderId": "o-7", "amount": 5}, key="order-7")
+    sy.state.keys.claim(JobKey(job_name, "order-7"), held.message_id, 60_000)
+    results = enqueue_many(sy, [
+        Request(job_name, {"orderId": "o-8", "amount": 1}, key="order-8",
+                on_duplicate="existing"),
+        Request(job_name, {"orderId": "o-9", "amount": "lots-of-money"}),
+        Request(job_name, {"orderId": "o-8", "amount": 1}, key="order-8",
+                on_duplicate="existing"),  # the first's key, within the batch
+        Request(job_name, {"orderId": "o-7", "amount": 5}, key="order-7",
+                on_duplicate="refuse"),  # held before the batch
+        Request("no_such_job", {}),
+        Request(job_name, {"orderId": "o-10", "amount": 2}),
+    ])
+    first, invalid, again, refused, unknown, last = results
+    assert isinstance(first, Enqueued) and not first.duplicate
+    assert isinstance(invalid, InvalidPayload) and "lots-of-money" not in invalid.message
+    assert again == Enqueued(first.message_id, duplicate=True)
+    assert isinstance(refused, DuplicateJob) and refused.existing == held.message_id
+    assert isinstance(unknown, UnknownJob)
+    assert isinstance(last, Enqueued) and not last.duplicate
+    # the first is now the key's holder, as a one-by-one enqueue would have left it, and
+    # only the three accepted jobs were queued
+    assert sy.state.keys.holder(JobKey(job_name, "order-8")) == first.message_id
+    assert sy.queues.depth(sy.jobs[job_name].queue_name) == 3
+    start_worker(sy)
+    ids = [held.message_id, first.message_id, last.message_id]
+    wait_for(lambda: all(status(sy, i) == "done" for i in ids), what="three done")
+    assert sorted(payload["orderId"] for payload, _ in sy.runs) == ["o-10", "o-7", "o-8"]
+
+
+def test_enqueue_many_keeps_the_batch_in_order(charges: Any, start_worker: Any) -> None:
+    job_name = name(charges)
+    sent = enqueue_many(charges, [Request(job_name, {"orderId": f"o-{n}", "amount": 1})
+                                  for n in range(30)])
+    assert all(isinstance(result, Enqueued) for result in sent)
+    start_worker(charges, threads=1)
+    wait_for(lambda: len(charges.runs) == 30, what="all run")
+    assert [payload["orderId"] for payload, _ in charges.runs] == [f"o-{n}" for n in range(30)]
