@@ -108,7 +108,8 @@ class Admission(Middleware):
         # Every hold taken from here on lasts past this plus its hold (see surely_held).
         message.options[ADMITTED_AT] = int(time.time() * 1000)
         through, freed = self.lanes.admit(message.message_id, queue, message.encode(), gates,
-                                          hold_ms=self.hold_ms(broker, message))
+                                          hold_ms=self.hold_ms(broker, message),
+                                          options=message.options)
         self.publish(broker, freed)
         if through == WAITING:
             logger.debug("Held %s (%s) in its lane.", message.message_id, message.actor_name)
@@ -118,7 +119,7 @@ class Admission(Middleware):
     def hold_many(self, broker: Broker, messages: Sequence[Message[Any]]) -> list[bool]:
         """`hold` for each of `messages`, in order, the gated ones in one round trip."""
         gated: list[int] = []
-        jobs: list[tuple[str, str, bytes, Sequence[Gate], int | None]] = []
+        jobs: list[tuple[str, str, bytes, Sequence[Gate], int | None, Any]] = []
         now = int(time.time() * 1000)
         for index, message in enumerate(messages):
             gates = gates_of(broker, message)
@@ -126,7 +127,8 @@ class Admission(Middleware):
                 message.options[ADMITTED_AT] = now
                 gated.append(index)
                 jobs.append((message.message_id, q_name(message.queue_name),
-                             message.encode(), gates, self.hold_ms(broker, message)))
+                             message.encode(), gates, self.hold_ms(broker, message),
+                             message.options))
         held = [False] * len(messages)
         freed: list[Admitted] = []
         for index, (through, admitted) in zip(gated, self.lanes.admit_many(jobs), strict=True):
@@ -149,8 +151,7 @@ class Admission(Middleware):
             return
         try:
             kept = self.lanes.claim(message.message_id, gates, hold_ms=hold_ms) or \
-                self.lanes.hold_back(message.message_id, q_name(message.queue_name),
-                                     not_run(broker, message).encode(), gates, hold_ms=hold_ms)
+                self.hold_back(broker, message, gates, hold_ms)
         except redis.RedisError as error:
             raise StateStoreUnavailable(f"admission check failed: {error}") from error
         if not kept:
@@ -160,6 +161,13 @@ class Admission(Middleware):
             raise SkipMessage("held back in its lane")
         with self._lock:
             self._gates[message.message_id] = gates
+
+    def hold_back(self, broker: Broker, message: MessageProxy, gates: list[Gate],
+                  hold_ms: int) -> bool:
+        back = not_run(broker, message)
+        return self.lanes.hold_back(message.message_id, q_name(message.queue_name),
+                                    back.encode(), gates, hold_ms=hold_ms,
+                                    options=back.options)
 
     def after_process_message(self, broker: Broker, message: MessageProxy, *,
                               result: Any = None, exception: BaseException | None = None) -> None:

@@ -27,12 +27,13 @@ one index of lanes, and the lists and sets of the lanes it names.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from switchyard.base.priority import PRIORITY, priority_of
 from switchyard.base.redis_client import execute_loading, queue_script
 
 #: A gate: (lane name, capacity, kind).
@@ -93,11 +94,17 @@ local direct = nil
 if ARGV[3] ~= '' then direct = cjson.decode(ARGV[3]) end
 local function publish_here(id, rec)
   if not direct then return false end
-  local options = cjson.decode(rec['b'])['options']
-  local rid = type(options) == 'table' and options['redis_message_id']
+  -- its Redis id and priority, kept in the record at admission (`Lanes._record`); a
+  -- record without them (an older release's) has them in the body's options
+  local rid, priority = rec['r'], rec['p']
+  if rid == nil then
+    local options = cjson.decode(rec['b'])['options']
+    if type(options) ~= 'table' then return false end
+    rid, priority = options['redis_message_id'], options[direct['pk']]
+  end
   if type(rid) ~= 'string' then return false end
   local base = direct['ns'] .. ':' .. rec['q']
-  local list, priority = base, options['priority']
+  local list = base
   if type(priority) == 'number' and priority >= 1 and priority == math.floor(priority) then
     list = base .. '.p' .. math.min(priority, direct['top'])
   end
@@ -271,7 +278,8 @@ class BrokerQueues:
 
     def spec(self) -> str:
         return json.dumps({"ns": self.namespace, "cap": self.doorbell_cap,
-                           "ttl": self.doorbell_ttl, "top": self.top_priority})
+                           "ttl": self.doorbell_ttl, "top": self.top_priority,
+                           "pk": PRIORITY})
 
 
 @dataclass(frozen=True)
@@ -323,28 +331,39 @@ class Lanes:
     def _args(self, hold_ms: int | None, *rest: Any) -> list[Any]:
         return [self.prefix, hold_ms or self.hold_ms, self.direct, *rest]
 
-    def _record(self, queue: str, body: bytes, gates: Sequence[Gate]) -> str:
-        return json.dumps({"q": queue, "b": body.decode(), "g": [list(g) for g in gates],
-                           "i": 0})
+    def _record(self, queue: str, body: bytes, gates: Sequence[Gate],
+                options: Mapping[str, Any] | None) -> str:
+        """A waiting job's record: its queue, body and gates, and, from its `options`,
+        the broker's id for it and its priority, which a script publishing it here
+        reads without decoding the body."""
+        record: dict[str, Any] = {"q": queue, "b": body.decode(),
+                                  "g": [list(g) for g in gates], "i": 0}
+        if options is not None:
+            redis_id = options.get("redis_message_id")
+            if isinstance(redis_id, str):
+                record["r"], record["p"] = redis_id, priority_of(options)
+        return json.dumps(record)
 
     def admit(self, message_id: str, queue: str, body: bytes, gates: Sequence[Gate], *,
-              hold_ms: int | None = None) -> tuple[int, list[Admitted]]:
+              hold_ms: int | None = None, options: Mapping[str, Any] | None = None
+              ) -> tuple[int, list[Admitted]]:
         """Pass the job through its gates: (WAITING, THROUGH or PUBLISHED, other jobs
-        this admitted that the caller publishes)."""
+        this admitted that the caller publishes); `options`: its message's."""
         reply = self._admit(args=self._args(hold_ms, message_id,
-                                            self._record(queue, body, gates)))
+                                            self._record(queue, body, gates, options)))
         return int(reply[0]), _admitted(reply[1:])
 
-    def admit_many(self, jobs: Sequence[tuple[str, str, bytes, Sequence[Gate], int | None]]
+    def admit_many(self, jobs: Sequence[tuple[str, str, bytes, Sequence[Gate], int | None,
+                                              Mapping[str, Any] | None]]
                    ) -> list[tuple[int, list[Admitted]]]:
-        """`admit` for each (message id, queue, body, gates, hold ms), in order, in one
-        round trip."""
+        """`admit` for each (message id, queue, body, gates, hold ms, options), in order,
+        in one round trip."""
         if not jobs:
             return []
         with self.client.pipeline(transaction=False) as pipe:
-            for message_id, queue, body, gates, hold_ms in jobs:
+            for message_id, queue, body, gates, hold_ms, options in jobs:
                 queue_script(pipe, self._admit, [], self._args(
-                    hold_ms, message_id, self._record(queue, body, gates)))
+                    hold_ms, message_id, self._record(queue, body, gates, options)))
             replies = execute_loading(pipe)
         return [(int(reply[0]), _admitted(reply[1:])) for reply in replies]
 
@@ -358,11 +377,11 @@ class Lanes:
         return bool(int(self._claim(args=args)))
 
     def hold_back(self, message_id: str, queue: str, body: bytes, gates: Sequence[Gate], *,
-                  hold_ms: int | None = None) -> bool:
+                  hold_ms: int | None = None, options: Mapping[str, Any] | None = None) -> bool:
         """A job that failed its claim waits at the head of the lane it lost; True if
         there was room by now after all (it holds its gates and may run)."""
         return bool(int(self._hold_back(args=self._args(
-            hold_ms, message_id, self._record(queue, body, gates)))))
+            hold_ms, message_id, self._record(queue, body, gates, options)))))
 
     def release(self, message_id: str, gates: Sequence[Gate]) -> list[Admitted]:
         """Let go of `gates`; the jobs that admitted and the caller publishes (then

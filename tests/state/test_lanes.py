@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from state.lanes import GROUP, LIMIT, THROUGH, WAITING, Lanes
+from switchyard.base.priority import PRIORITY
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_with_the_queues_in_its_redis_a_lane_publishes_what_it_admits_itself(
     # when three jobs are sent through a limit of one, the last with a priority
     first = limited.send(1)
     second = limited.send(2)
-    third = limited.send_with_options(args=(3,), priority=4)
+    third = limited.send_with_options(args=(3,), **{PRIORITY: 4})
     base = f"{broker.namespace}:{queue}"
     assert broker.client.lrange(base, 0, -1) == [first.options["redis_message_id"].encode()]
     assert lanes.waiting(f"limit:{limited.actor_name}") == [second.message_id,
@@ -176,3 +177,29 @@ def test_with_the_queues_in_its_redis_a_lane_publishes_what_it_admits_itself(
 
 def second_id_of(broker, base: str) -> bytes:
     return broker.client.lrange(base, 0, -1)[-1]
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_a_record_an_older_release_left_in_a_lane_is_published_with_its_priority(
+        build_switchyard, queue):
+    # given a job waiting in a lane under an older release's record (no Redis id or
+    # priority beside its body)
+    sy = build_switchyard()
+    broker, lanes = sy.broker, sy.state.lanes
+
+    @dramatiq.actor(broker=broker, queue_name=queue, concurrency=1)
+    def limited(n: int) -> None:
+        pass
+
+    first = limited.send(1)
+    waiting = limited.send_with_options(args=(2,), **{PRIORITY: 6})
+    jobs = f"{lanes.prefix}:lanes:jobs"
+    record = json.loads(broker.client.hget(jobs, waiting.message_id))
+    assert (record["r"], record["p"]) == (waiting.options["redis_message_id"], 6)
+    del record["r"], record["p"]
+    broker.client.hset(jobs, waiting.message_id, json.dumps(record))
+    # when the job ahead of it ends, it is published here all the same, on its priority
+    assert lanes.release(first.message_id, [(f"limit:{limited.actor_name}", 1, LIMIT)]) == []
+    base = f"{broker.namespace}:{queue}"
+    assert broker.client.lrange(f"{base}.p6", 0, -1) == [
+        waiting.options["redis_message_id"].encode()]

@@ -29,6 +29,8 @@ from tests.support.services import RABBITMQ_URL, free_port
 from tests.support.waiting import wait_for
 
 SECRET = "ann@example.com +15550001111"
+#: The suite's vhost, in URL form (`tests.support.services.RABBITMQ_URL`).
+VHOST = RABBITMQ_URL.rsplit("/", 1)[1]
 
 
 class Item(Payload):
@@ -297,7 +299,7 @@ def ids_held(channel: Any, queue: str) -> list[str]:
 def test_a_connection_lost_mid_batch_is_resumed_on_a_new_one(
     proxy: Proxy, build_switchyard: Any, queue: str, rabbit: Any
 ) -> None:
-    sy = build_switchyard(broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F")
+    sy = build_switchyard(broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/{VHOST}")
     sy.broker.declare_queue(queue)
     sy.broker.add_middleware(CutAt(proxy, 1500, listening=True))
     batch = messages(queue, 3000)
@@ -310,7 +312,7 @@ def test_a_connection_that_stays_lost_names_what_may_not_be_queued(
     proxy: Proxy, build_switchyard: Any, queue: str, rabbit: Any
 ) -> None:
     # given a connection that drops mid-batch and cannot be opened again
-    sy = build_switchyard(broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F")
+    sy = build_switchyard(broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/{VHOST}")
     sy.broker.declare_queue(queue, ensure=True)
     confirmed = Confirmed()
     sy.broker.add_middleware(confirmed)
