@@ -146,7 +146,7 @@ def test_with_the_queues_in_its_redis_a_lane_publishes_what_it_admits_itself(
     # when three jobs are sent through a limit of one, the last with a priority
     first = limited.send(1)
     second = limited.send(2)
-    third = limited.send_with_options(args=(3,), **{PRIORITY: 4})
+    third = limited.send_with_options(args=(3,), **{PRIORITY: 4})  # type: ignore[arg-type]
     base = f"{broker.namespace}:{queue}"
     assert broker.client.lrange(base, 0, -1) == [first.options["redis_message_id"].encode()]
     assert lanes.waiting(f"limit:{limited.actor_name}") == [second.message_id,
@@ -192,7 +192,7 @@ def test_a_record_an_older_release_left_in_a_lane_is_published_with_its_priority
         pass
 
     first = limited.send(1)
-    waiting = limited.send_with_options(args=(2,), **{PRIORITY: 6})
+    waiting = limited.send_with_options(args=(2,), **{PRIORITY: 6})  # type: ignore[arg-type]
     jobs = f"{lanes.prefix}:lanes:jobs"
     record = json.loads(broker.client.hget(jobs, waiting.message_id))
     assert (record["r"], record["p"]) == (waiting.options["redis_message_id"], 6)
