@@ -12,7 +12,8 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -30,6 +31,27 @@ Source = Callable[[], Write | None]
 DEFAULT_MAX_PENDING = 100_000
 
 
+@dataclass
+class _Ticket:
+    """A caller of `flush_or_raise`: its staged commands, then its replies or error."""
+
+    staged: Any
+    replies: list[Any] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
+
+
+def _append(pipe: Any, staged: Any) -> None:
+    """`staged`'s commands (and its scripts, for `execute_loading`) onto `pipe`."""
+    offset = len(pipe.command_stack)
+    scripts = staged.__dict__.get("switchyard_scripts")
+    if scripts:
+        mine = pipe.__dict__.setdefault("switchyard_scripts", {})
+        for index, script in scripts.items():
+            mine[offset + index] = script
+    pipe.command_stack.extend(staged.command_stack)
+
+
 class WriteBuffer:
     """Collects pipeline writes and flushes them from one thread per process."""
 
@@ -40,6 +62,8 @@ class WriteBuffer:
         self.interval = interval_ms / 1000
         self.max_pending = max_pending
         self._pending: list[Write] = []
+        #: Callers of `flush_or_raise` waiting for the next flush (group commit).
+        self._tickets: list[_Ticket] = []
         self._sources: list[Source] = []
         self._lock = threading.Lock()
         # One flush at a time: two threads flushing at once (the flusher and a caller of
@@ -74,9 +98,38 @@ class WriteBuffer:
         """`flush`, raising Redis's error when it does not answer (the writes are kept):
         for a caller that must not go on until they are written. `then` adds the
         caller's own commands after the writes, in the same round trip (a fetch's acks,
-        a release): their replies are returned, errors among them as values."""
+        a release): their replies are returned, errors among them as values.
+
+        Group commit: callers that come while a flush is on the wire are served
+        together by the next one, each one's commands (queued by `then` in its own
+        thread) after the writes, so N threads finishing at once cost one round trip
+        more, not N."""
+        staged = None
+        if then is not None:
+            staged = self.client.pipeline(transaction=False)
+            then(staged)  # in the caller's thread: its thread-locals apply
+        ticket = _Ticket(staged)
+        with self._lock:
+            self._tickets.append(ticket)
         with self._flushing:
-            return self._flush(strict=True, then=then)
+            if not ticket.done:
+                with self._lock:
+                    tickets, self._tickets = self._tickets, []
+                self._serve(tickets)
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.replies
+
+    def _serve(self, tickets: list[_Ticket]) -> None:
+        """One flush for `tickets`, each given its replies or the error."""
+        try:
+            replies = self._flush(strict=True, staged=[t.staged for t in tickets])
+        except Exception as error:
+            for ticket in tickets:
+                ticket.error, ticket.done = error, True
+            return
+        for ticket, own in zip(tickets, replies, strict=True):
+            ticket.replies, ticket.done = own, True
 
     def _take(self) -> list[Write]:
         with self._lock:
@@ -87,17 +140,24 @@ class WriteBuffer:
                 pending.append(write)
         return pending
 
-    def _flush(self, *, strict: bool = False, then: Write | None = None) -> list[Any]:
+    def _flush(self, *, strict: bool = False,
+               staged: Sequence[Any | None] = ()) -> list[list[Any]]:
+        """Write what is pending, then each of `staged` (pipelines holding a caller's
+        commands), in one round trip; the replies of each of `staged`."""
         pending = self._take()
-        if not pending and then is None:
-            return []
+        if not pending and not any(s is not None and s.command_stack for s in staged):
+            return [[] for _ in staged]
+        bounds: list[tuple[int, int]] = []
         try:
             pipe = self.client.pipeline(transaction=False)
             for write in pending:
                 write(pipe)
             own = len(pipe.command_stack)
-            if then is not None:
-                then(pipe)
+            for commands in staged:
+                start = len(pipe.command_stack)
+                if commands is not None:
+                    _append(pipe, commands)
+                bounds.append((start, len(pipe.command_stack)))
             replies = execute_loading(pipe, raise_on_error=False)
         except redis.RedisError as error:  # Redis did not answer: keep them for the next
             if pending:
@@ -106,13 +166,13 @@ class WriteBuffer:
                     self._pending[:0] = pending
             if strict:
                 raise
-            return []
+            return [[] for _ in staged]
         # A write Redis refused is reported, not kept: it ran with the others, and
         # sending them again would apply those twice.
         failed = [r for r in replies[:own] if isinstance(r, Exception)]
         if failed:
             logger.warning("%d state writes failed: %s", len(failed), failed[0])
-        return replies[own:]
+        return [replies[start:end] for start, end in bounds]
 
     def close(self) -> None:
         self._closed = True

@@ -3,10 +3,14 @@ has forgotten the scripts the buffer runs (a restart, SCRIPT FLUSH, a new primar
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import dramatiq
 import pytest
+
+import state.buffer
+from tests.support.waiting import wait_for
 
 REDIS_ONLY = pytest.mark.parametrize("broker_kind", ["redis"])
 
@@ -69,3 +73,44 @@ def test_acks_travel_after_the_writes_and_a_refused_write_is_not_applied_twice(
     sy.state.buffer.flush()
     sy.state.buffer.flush()
     assert sy.state.metrics.counters()[("a", queue, "done")] == 2
+
+
+@REDIS_ONLY
+def test_callers_waiting_on_a_flush_are_served_together_each_with_its_replies(
+        build_switchyard: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given ten threads that each flush with commands of their own (a release, acks),
+    # all arriving while another flush is on the wire
+    sy = build_switchyard()
+    buffer, key = sy.state.buffer, f"{sy.settings.key_prefix}:group"
+    round_trips: list[int] = []
+    real = state.buffer.execute_loading
+
+    def counted(pipe: Any, **options: Any) -> list[Any]:
+        round_trips.append(len(pipe.command_stack))
+        return real(pipe, **options)
+
+    monkeypatch.setattr(state.buffer, "execute_loading", counted)
+    replies: dict[int, list[Any]] = {}
+
+    def finish(n: int) -> None:
+        buffer.add(lambda pipe: pipe.rpush(key, f"write-{n}"))  # its done mark
+        replies[n] = buffer.flush_or_raise(lambda pipe: (pipe.rpush(key, f"then-{n}"),
+                                                         pipe.set(f"{key}:{n}", n)))
+
+    threads = [threading.Thread(target=finish, args=(n,)) for n in range(10)]
+    with buffer._flushing:  # the flush on the wire
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(buffer._tickets) == 10, what="ten callers waiting")
+    for thread in threads:
+        thread.join(10)
+
+    # then one round trip served them all, every write before any caller's commands,
+    # and each caller got the replies of its own commands
+    assert len(round_trips) == 1
+    written = [item.decode() for item in sy.state.client.lrange(key, 0, -1)]
+    assert sorted(written[:10]) == sorted(f"write-{n}" for n in range(10))
+    assert sorted(written[10:]) == sorted(f"then-{n}" for n in range(10))
+    for n, own in replies.items():
+        assert own[1] is True and int(own[0]) == 10 + written[10:].index(f"then-{n}") + 1
+    assert len(replies) == 10
