@@ -67,15 +67,18 @@ class Cancel(Middleware):
 
     def after_fetch(self, broker: Broker, messages: list[MessageProxy]) -> None:
         due = [m.message_id for m in messages if m.options.get("eta") is None]
-        try:
-            found = self.store.fetched(due)
-        except redis.RedisError as error:
+
+        def looked_up(found: dict[str, dict[str, Any]]) -> None:
+            with self._lock:
+                for message_id in due:
+                    self._fetched[message_id] = found.get(message_id)
+
+        def failed(error: redis.RedisError) -> None:
             logger.debug("Could not look a batch up for cancellations (%s); each job "
                          "looks itself up as it starts.", error)
-            return
-        with self._lock:
-            for message_id in due:
-                self._fetched[message_id] = found.get(message_id)
+
+        # with the batch's other lookups, in one round trip (the consumer's one_round_trip)
+        self.store.fetched_later(due, looked_up, failed)
 
     def after_unfetch(self, broker: Broker, messages: list[MessageProxy]) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -32,6 +32,7 @@ import redis
 from state.announcements import Channel
 from state.buffer import Write, WriteBuffer
 from state.events import Events
+from switchyard.base.redis_client import later, queue_script
 from switchyard.base.settings import MAX_DELAY_MS
 
 #: How long a fetch mark outlives a worker that died holding it.
@@ -194,6 +195,25 @@ class Cancellations:
         found = self._fetched(keys=keys, args=[FETCHED_TTL_MS])
         return {message_id: json.loads(mark)
                 for message_id, mark in zip(message_ids, found, strict=True) if mark}
+
+    def fetched_later(self, message_ids: list[str],
+                      then: Callable[[dict[str, dict[str, Any]]], None],
+                      fail: Callable[[redis.RedisError], None]) -> None:
+        """`fetched`, its answer given to `then` (or Redis's error to `fail`): at once, or
+        with the others of a shared round trip
+        (`switchyard.base.redis_client.one_round_trip`)."""
+        if not message_ids:
+            then({})
+            return
+        keys = [key for message_id in message_ids
+                for key in (self.mark_key(message_id), self.fetch_key(message_id))]
+
+        def found(replies: list[Any]) -> None:
+            then({message_id: json.loads(mark)
+                  for message_id, mark in zip(message_ids, replies[0], strict=True) if mark})
+
+        later(self.client, lambda pipe: queue_script(pipe, self._fetched, keys,
+                                                     [FETCHED_TTL_MS]), found, fail)
 
     def unfetched(self, message_ids: Iterable[str]) -> None:
         """Messages given back unstarted: no worker holds them any more."""

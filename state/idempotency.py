@@ -29,7 +29,7 @@ from state.buffer import Write, WriteBuffer
 from state.leases import LeaseKeeper
 from switchyard.base.keys import JobKey
 from switchyard.base.perprocess import unique
-from switchyard.base.redis_client import queue_script
+from switchyard.base.redis_client import later, queue_script
 
 #: What `take` found.
 ACQUIRED, DONE, RUNNING = 1, 0, 2
@@ -130,21 +130,32 @@ class IdempotencyKeys:
     def _renewal(self, name: str, token: str) -> Callable[[Any], None]:
         return lambda pipe: queue_script(pipe, self._renew, [name], [token, self.lease])
 
-    def take_many(self, items: list[tuple[JobKey, str]]) -> list[str | None]:
-        """Try to hold each (key, message id) in one script call: per item, the token when
-        it was taken (held, and renewed, until `finish`), else None (its job takes the
-        key again when it starts, and learns then whether it is done or running)."""
+    def take_many(self, items: list[tuple[JobKey, str]],
+                  then: Callable[[list[str | None]], None],
+                  fail: Callable[[redis.RedisError], None]) -> None:
+        """Try to hold each (key, message id) in one script call, and give `then`, per
+        item, the token when it was taken (held, and renewed, until `finish`), else None
+        (its job takes the key again when it starts, and learns then whether it is done
+        or running); `fail` gets Redis's error instead. At once, or with the others of
+        a shared round trip (`switchyard.base.redis_client.one_round_trip`)."""
         tokens = [f"{message_id}/{unique()}" for _, message_id in items]
         names = [self.redis_key(key) for key, _ in items]
-        replies = self._take_many(keys=names, args=[self.lease, *(f"run:{t}" for t in tokens)])
-        taken: list[str | None] = []
-        for name, token, reply in zip(names, tokens, replies, strict=True):
-            if reply == 1:
-                self.leases.hold(token, self._renewal(name, token))
-                taken.append(token)
-            else:
-                taken.append(None)
-        return taken
+
+        def queue(pipe: Any) -> None:
+            queue_script(pipe, self._take_many, names,
+                         [self.lease, *(f"run:{t}" for t in tokens)])
+
+        def taken(replies: list[Any]) -> None:
+            out: list[str | None] = []
+            for name, token, reply in zip(names, tokens, replies[0], strict=True):
+                if reply == 1:
+                    self.leases.hold(token, self._renewal(name, token))
+                    out.append(token)
+                else:
+                    out.append(None)
+            then(out)
+
+        later(self.client, queue, taken, fail)
 
     def _take(self, name: str, token: str) -> int:
         # SET NX is the common case's only round trip; a taken key costs a second one.

@@ -18,7 +18,9 @@ Beyond one machine (docs/deployment.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +31,8 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from switchyard.base.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 #: Socket time (ms) a blocking command gets on top of its own wait before it gives up.
 BLOCKING_MARGIN = 2_000
@@ -97,6 +101,73 @@ def queue_script(pipe: Any, script: Any, keys: list[Any], args: list[Any]) -> No
         "switchyard_scripts", {})
     pending[len(pipe.command_stack)] = (script, keys, args)
     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+#: The round trip the commands of this thread's `later` calls share (`one_round_trip`).
+_shared = threading.local()
+
+
+@contextmanager
+def one_round_trip() -> Iterator[None]:
+    """Within it, this thread's `later` calls queue their commands instead of sending
+    them; on leaving, they are sent together, one pipeline per client, and each
+    caller's `then` gets its replies (or its `fail` the error). Used around a batch
+    hook whose middleware each need a lookup (`after_fetch`): one round trip, not one
+    each. Nested, the outermost one sends."""
+    if getattr(_shared, "calls", None) is not None:
+        yield
+        return
+    calls: list[tuple[Any, Any, Callable[[list[Any]], None],
+                      Callable[[redis.RedisError], None]]] = []
+    _shared.calls = calls
+    try:
+        yield
+    finally:
+        _shared.calls = None
+    by_client: dict[int, list[tuple[Any, Any, Callable[[list[Any]], None],
+                                    Callable[[redis.RedisError], None]]]] = {}
+    for call in calls:
+        by_client.setdefault(id(call[0]), []).append(call)
+    for group in by_client.values():
+        _send(group)
+
+
+def later(client: Any, queue: Callable[[Any], Any], then: Callable[[list[Any]], None],
+          fail: Callable[[redis.RedisError], None]) -> None:
+    """Queue commands on a pipeline of `client` (`queue`) and give their replies to
+    `then`, or the error to `fail` (Redis did not answer, or refused one of them): at
+    once, or, within `one_round_trip`, when it ends, with the others'."""
+    calls = getattr(_shared, "calls", None)
+    if calls is None:
+        _send([(client, queue, then, fail)])
+    else:
+        calls.append((client, queue, then, fail))
+
+
+def _send(calls: list[tuple[Any, Any, Callable[[list[Any]], None],
+                            Callable[[redis.RedisError], None]]]) -> None:
+    pipe = calls[0][0].pipeline(transaction=False)
+    bounds = []
+    for _, queue, _, _ in calls:
+        start = len(pipe.command_stack)
+        queue(pipe)
+        bounds.append((start, len(pipe.command_stack)))
+    try:
+        replies = execute_loading(pipe, raise_on_error=False)
+    except redis.RedisError as error:
+        for _, _, _, fail in calls:
+            fail(error)
+        return
+    for (_, _, then, fail), (start, end) in zip(calls, bounds, strict=True):
+        own = replies[start:end]
+        refused = next((r for r in own if isinstance(r, redis.RedisError)), None)
+        try:
+            if refused is not None:
+                fail(refused)
+            else:
+                then(own)
+        except Exception:  # one caller's bug must not keep the others' replies from them
+            logger.exception("A caller of a shared round trip failed on its replies.")
 
 
 def execute_loading(pipe: Any, *, raise_on_error: bool = True) -> list[Any]:

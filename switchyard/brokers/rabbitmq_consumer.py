@@ -35,6 +35,7 @@ from switchyard.base.compat import (
     stop_consuming,
     unflushed_channel,
 )
+from switchyard.base.redis_client import one_round_trip
 
 logger = logging.getLogger("switchyard.rabbitmq_consumer")
 
@@ -127,7 +128,8 @@ class BatchingConsumer(RabbitmqConsumer):
             if more is None:
                 break
             batch.append(resolved(more))
-        self.broker.emit_after("fetch", batch)
+        with one_round_trip():  # the middleware's lookups for the batch, together
+            self.broker.emit_after("fetch", batch)
         self.ready.extend(batch[1:])
         return batch[0]
 

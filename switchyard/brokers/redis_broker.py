@@ -86,7 +86,12 @@ from switchyard.base.compat import (
 from switchyard.base.decoding import UNDECODABLE
 from switchyard.base.durable import until_written
 from switchyard.base.priority import MAX_PRIORITY, priority_of
-from switchyard.base.redis_client import connection_settings, execute_loading, queue_script
+from switchyard.base.redis_client import (
+    connection_settings,
+    execute_loading,
+    one_round_trip,
+    queue_script,
+)
 from switchyard.brokers.admitting import Admitting
 from switchyard.brokers.dispatch import SelectiveHooks
 from switchyard.brokers.pausing import Pausing
@@ -790,7 +795,8 @@ class _DoorbellConsumer(RedisConsumerState):
                 self.adopt(message, data)
             messages.append(message)
         if self.prepare and messages:
-            self.broker.emit_after("fetch", list(messages))
+            with one_round_trip():  # the middleware's lookups for the batch, together
+                self.broker.emit_after("fetch", list(messages))
         return messages
 
     def fetch(self, count: int) -> list[bytes]:

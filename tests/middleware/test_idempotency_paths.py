@@ -215,8 +215,8 @@ def test_a_job_whose_key_cannot_be_made_is_left_out_of_its_batch(hooks):
 
 def test_a_batch_whose_keys_redis_refuses_leaves_each_job_to_take_its_own(hooks, monkeypatch):
     # given a state store that fails the batch's round trip
-    def unreachable(items: Any) -> Any:
-        raise redis.ConnectionError("connection refused")
+    def unreachable(items: Any, then: Any, fail: Any) -> None:
+        fail(redis.ConnectionError("connection refused"))
 
     monkeypatch.setattr(hooks.keys, "take_many", unreachable)
     message = hooks.message("u-1")
