@@ -28,7 +28,10 @@ class Middleware(dramatiq.Middleware):
         """A consumer fetched `messages` (in queue order) and will hand them to worker
         threads one at a time; none has started. On the consumer's thread, so it must
         not wait long: prepare per batch what would cost a round trip per job (the
-        idempotency keys of the batch are taken here in one). Whatever it takes for a
+        idempotency keys of the batch are taken here in one). The consumer sends it
+        within `one_round_trip`: a lookup made with `switchyard.base.redis_client.later`
+        travels with the other middleware's, its answer arriving once the hooks all ran
+        (and before any of `messages` starts). Whatever it takes for a
         message it must give back in `after_unfetch`, or when that message's own
         after-hooks run."""
 
