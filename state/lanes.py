@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from state.buffer import WriteBuffer
 from switchyard.base.priority import PRIORITY, priority_of
 from switchyard.base.redis_client import execute_loading, queue_script
 
@@ -225,6 +226,15 @@ return 1
 
 # Lanes whose holds lapsed admit their next jobs; admitted jobs not confirmed published
 # within ARGV[4] ms are handed out again. ARGV: prefix, hold, direct, stale, limit.
+# The admitted jobs are on their queues: forget those still moving (one that a copy's
+# admission took out of `moving` meanwhile may be waiting in a lane again, its record
+# under the same id: kept). KEYS: moving, jobs; ARGV: ids.
+_PUBLISHED = """
+for _, id in ipairs(ARGV) do
+  if redis.call('zrem', KEYS[1], id) == 1 then redis.call('hdel', KEYS[2], id) end
+end
+"""
+
 _SWEEP = _COMMON + """
 local out = {}
 local lanes = redis.call('zrangebyscore', expiring, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
@@ -308,8 +318,10 @@ class Lanes:
     """Admit, claim, release and sweep jobs through their gates (see the module doc)."""
 
     def __init__(self, client: redis.Redis, *, prefix: str, hold_ms: int,
-                 stale_ms: int = DEFAULT_STALE_MS) -> None:
+                 stale_ms: int = DEFAULT_STALE_MS, buffer: WriteBuffer | None = None) -> None:
         self.client: Any = client  # redis-py's annotations mix sync and async results
+        #: Where `published` confirmations go, written with the next flush (None: at once).
+        self.buffer = buffer
         self.prefix = prefix
         self.hold_ms = hold_ms
         self.stale_ms = stale_ms
@@ -322,6 +334,7 @@ class Lanes:
         self._hold_back = client.register_script(_HOLD_BACK)
         self._extend = client.register_script(_EXTEND)
         self._sweep = client.register_script(_SWEEP)
+        self._published = client.register_script(_PUBLISHED)
 
     def publish_to(self, queues: BrokerQueues | None) -> None:
         """Publish admitted jobs onto `queues` from the scripts themselves (the broker's
@@ -411,12 +424,22 @@ class Lanes:
             self._extend(args=self._args(hold_ms, message_id, *lanes))
 
     def published(self, message_ids: Sequence[str]) -> None:
-        """The admitted jobs are on their broker queues: forget their bodies."""
-        if message_ids:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zrem(f"{self.prefix}:lanes:moving", *message_ids)
-            pipe.hdel(f"{self.prefix}:lanes:jobs", *message_ids)
-            pipe.execute()
+        """The admitted jobs are on their broker queues: forget their bodies, with the
+        buffer's next flush (until then, well within `stale_ms`, the sweep leaves them)."""
+        if not message_ids:
+            return
+        keys = [f"{self.prefix}:lanes:moving", f"{self.prefix}:lanes:jobs"]
+        ids = list(message_ids)
+
+        def write(pipe: Any) -> None:
+            queue_script(pipe, self._published, keys, ids)
+
+        if self.buffer is not None:
+            self.buffer.add(write)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        write(pipe)
+        execute_loading(pipe)
 
     def sweep(self) -> list[Admitted]:
         """Admit what lapsed holds freed, and hand out again admitted jobs whose

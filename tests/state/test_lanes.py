@@ -10,6 +10,7 @@ import dramatiq
 import pytest
 import redis
 
+from state.buffer import WriteBuffer
 from state.lanes import GROUP, LIMIT, THROUGH, WAITING, Lanes
 from switchyard.base.priority import PRIORITY
 
@@ -35,6 +36,28 @@ def test_a_full_lane_keeps_jobs_in_order_and_lets_them_through_one_per_release(l
     lanes.published(["m2"])
     assert [a.message_id for a in lanes.release("m2", gate)] == ["m3"]
     assert lanes.waiting("limit:ops") == ["m4"] and lanes.holders("limit:ops") == ["m3"]
+
+
+def test_a_late_publish_confirmation_leaves_a_retry_waiting_under_the_same_id(
+        lanes: Lanes, state: redis.Redis, prefix: str):
+    # given a job let in by a release, whose publish confirmation is buffered, and which
+    # then ran and ended; its retry comes while another job holds the lane's one slot
+    gate = [("limit:late", 1, LIMIT)]
+    assert lanes.admit("m1", "q", body(1), gate)[0] == THROUGH
+    assert lanes.admit("m2", "q", body(2), gate)[0] == WAITING
+    assert [a.message_id for a in lanes.release("m1", gate)] == ["m2"]
+    lanes.release("m2", gate)
+    assert lanes.admit("m3", "q", body(3), gate)[0] == THROUGH
+    assert lanes.admit("m2", "q", body(20), gate)[0] == WAITING
+    # when the confirmation lands at last (the buffer's next flush)
+    buffered = Lanes(state, prefix=prefix, hold_ms=60_000, buffer=WriteBuffer(
+        state, interval_ms=60_000))
+    buffered.published(["m2"])
+    assert lanes.waiting("limit:late") == ["m2"]  # nothing written yet
+    assert buffered.buffer is not None
+    buffered.buffer.flush()
+    # then the retry still waits with its record, and the next release lets it in
+    assert [(a.message_id, a.body) for a in lanes.release("m3", gate)] == [("m2", body(20))]
 
 
 def test_a_limit_of_n_admits_n_and_a_new_job_queues_behind_those_waiting(lanes: Lanes):
