@@ -216,14 +216,17 @@ def enqueue_asked(app: App, asked: Sequence[tuple[Delivery, routes.Route, dict[s
         for delivery, *_ in asked:
             delivery.outcome = handle(app, delivery)
         return
+    refused = []
     for (delivery, route, data, key), result in zip(asked, results, strict=True):
         if isinstance(result, PermanentError):
-            dead_letter(app, delivery, routes.Route(route.actor, app.jobs[route.actor].queue_name),
-                        data, key, Rejected(type(result).__name__,
-                                            str(result.code or "invalid"), result.message))
-            delivery.outcome = "dead"
-        else:
+            refused.append((delivery, route, data, key, result))
+        else:  # first: a dead letter Redis does not take must not make these run twice
             delivery.outcome = "duplicate" if result.duplicate else "enqueued"
+    for delivery, route, data, key, error in refused:
+        dead_letter(app, delivery, routes.Route(route.actor, app.jobs[route.actor].queue_name),
+                    data, key, Rejected(type(error).__name__, str(error.code or "invalid"),
+                                        error.message))
+        delivery.outcome = "dead"
 
 
 def no_actor_yet(delivery: Delivery) -> Rejected:

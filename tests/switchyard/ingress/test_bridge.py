@@ -20,6 +20,7 @@ from typing import Any
 
 import pika
 import pytest
+import redis
 
 import actors
 from state.dead_letters import summary
@@ -27,7 +28,7 @@ from switchyard import boot as runtime
 from switchyard.base import settings
 from switchyard.base.keys import JobKey
 from switchyard.ingress import routes as ingress
-from switchyard.ingress.bridge import Delivery, handle_many
+from switchyard.ingress.bridge import Delivery, Unavailable, handle_many
 from tests.actors.conftest import World, unique, world  # noqa: F401  (the shared world)
 from tests.support.processes import ROOT, outlive, stop
 from tests.support.services import RABBITMQ_URL, answers, missing
@@ -304,16 +305,18 @@ def test_a_replayed_dead_letter_runs_its_actor_with_the_body(
     assert job["error"]["error"] == "InvalidPayload"
 
 
+def delivery(tag: int, routing_key: str, message_id: str | None, body: Any) -> Delivery:
+    """A delivery of `switchyard.ingress.notification`, as the bridge buffers it."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Delivery(tag, "switchyard.ingress.notification", routing_key, message_id, data)
+
+
 def test_a_batch_of_deliveries_makes_each_its_job_or_its_dead_letter_once(
     world: World,  # noqa: F811
 ) -> None:
     # given one batch, as the bridge handles it, mixing good, bad and twice-sent deliveries
     token, marker = unique("tok"), unique("tok")
     twice, bad, not_json = unique("b-"), unique("b-"), unique("b-")
-
-    def delivery(tag: int, routing_key: str, message_id: str, body: Any) -> Delivery:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return Delivery(tag, "switchyard.ingress.notification", routing_key, message_id, data)
 
     batch = [delivery(1, "notification.push", twice, {**PUSH, "fcmToken": token}),
              delivery(2, "notification.sms", bad, {**SMS, "phoneNumber": 1234567890}),
@@ -340,6 +343,41 @@ def test_a_batch_of_deliveries_makes_each_its_job_or_its_dead_letter_once(
         # and handling the batch again (as after an outage) does nothing more
         handle_many(app, batch)
         assert app.queues.counts("notification").depth == 0
+    finally:
+        app.close()
+
+
+def test_a_batch_whose_dead_letter_redis_did_not_take_is_retried_without_a_second_job(
+    world: World, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    # given a batch of an invalid delivery and a push with no id (no key to dedupe it)
+    token = unique("tok")
+    batch = [delivery(1, "notification.sms", unique("b-"), {**SMS, "phoneNumber": 1}),
+             delivery(2, "notification.push", None, {**PUSH, "fcmToken": token})]
+    app = runtime.build(world.sy.settings, actors.families())
+    try:
+        # when Redis goes away after the push is enqueued, as the dead letter is written
+        real, calls = app.state.dead_letters.add, []
+
+        def add_once_refused(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise redis.ConnectionError("Redis went away")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(app.state.dead_letters, "add", add_once_refused)
+        with pytest.raises(Unavailable):
+            handle_many(app, batch)
+        # then the push is handled, the invalid one left for the retry, which adds only it
+        assert [d.outcome for d in batch] == [None, "enqueued"]
+        handle_many(app, batch)
+        assert [d.outcome for d in batch] == ["dead", "enqueued"]
+        app.state.buffer.flush()
+        wait_for(lambda: pushes(world, token), timeout=30, what="the push")
+        wait_for(lambda: world.sy.queues.counts("notification").depth == 0
+                 and world.sy.queues.counts("notification").active == 0, timeout=30,
+                 what="the notification queue to empty")
+        assert pushes(world, token) == 1
     finally:
         app.close()
 
