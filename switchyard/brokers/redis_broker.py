@@ -422,10 +422,7 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
                              [message.options["redis_message_id"], message.encode()])
                 rung[queue_name] = rung.get(queue_name, 0) + 1
             for queue_name, count in rung.items():
-                key = self.doorbell_key(queue_name)
-                pipe.lpush(key, *([1] * min(count, self.doorbell_cap)))
-                pipe.ltrim(key, 0, self.doorbell_cap - 1)
-                pipe.pexpire(key, self.doorbell_ttl)
+                self.add_ring(pipe, queue_name, count)
             if self.enqueue_replicas:
                 pipe.execute_command("WAIT", self.enqueue_replicas, self.enqueue_wait)
             replies = execute_loading(pipe, raise_on_error=False)
@@ -434,8 +431,9 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
             raise failed
         if self.enqueue_replicas:
             self.check_replicated(replies.pop())
-        for queue_name in rung:
-            self.check_rung(queue_name, replies[len(messages):])
+        for n, queue_name in enumerate(rung):  # three replies per ring
+            start = len(messages) + 3 * n
+            self.check_rung(queue_name, replies[start:start + 3])
 
     def enqueue_now(self, message: Message[Any], delay: int | None) -> Message[Any]:
         if self.held(message, delay):  # waits in its lane (switchyard.brokers.admitting)
@@ -487,9 +485,11 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         except redis.RedisError as e:
             self.check_rung(queue_name, [e])
 
-    def add_ring(self, pipe: Any, queue_name: str) -> None:
+    def add_ring(self, pipe: Any, queue_name: str, tokens: int = 1) -> None:
+        """Ring `queue_name`'s doorbell on `pipe` (three commands): `tokens` wake as many
+        consumers, up to the doorbell's cap."""
         key = self.doorbell_key(queue_name)
-        pipe.lpush(key, 1)
+        pipe.lpush(key, *([1] * min(tokens, self.doorbell_cap)))
         pipe.ltrim(key, 0, self.doorbell_cap - 1)
         pipe.pexpire(key, self.doorbell_ttl)
 

@@ -362,6 +362,8 @@ def test_a_redis_bulk_send_queues_each_as_enqueue_would(
     # then each is where its enqueue would have put it, under a Redis id of its own
     client, base = sy.state.client, f"{sy.broker.namespace}:{queue}"
     assert (client.llen(base), client.llen(f"{base}.p5")) == (100, 10)
+    # and the doorbell rung for every one, as far as it keeps tokens
+    assert client.llen(sy.broker.doorbell_key(queue)) == min(110, sy.broker.doorbell_cap)
     assert sy.queues.counts(queue).delayed == 10
     assert len({m.options["redis_message_id"] for m in [*sent, *urgent, *later]}) == 120
     start_worker(sy)
