@@ -140,7 +140,8 @@ class Idempotency(Middleware):
             ttl = (option(broker, message, "idempotency_ttl", self.keys.ttl) if key.given
                    else self.keys.redelivery_ttl)
         # Buffered: written before the ack, and with a gated job's release (see
-        # state.idempotency); a lock lost while it ran is found by that write, unlogged.
+        # state.idempotency); a lock lost while it ran is found by that write, which
+        # logs it then.
         finished = until_written(lambda: self.keys.finish(key, token, ttl, buffered=True),
                                  what=f"mark the key of {message.message_id}")
         if not finished:

@@ -23,6 +23,8 @@ from switchyard.base.redis_client import execute_loading
 
 logger = logging.getLogger(__name__)
 
+#: Adds its commands to a pipeline. One with an `answer` attribute has it called with
+#: the replies of those commands once they are written (never when Redis did not answer).
 Write = Callable[[Any], None]
 #: Called at each flush; returns one write covering everything it aggregated, or None.
 Source = Callable[[], Write | None]
@@ -150,8 +152,13 @@ class WriteBuffer:
         bounds: list[tuple[int, int]] = []
         try:
             pipe = self.client.pipeline(transaction=False)
+            answers: list[tuple[Callable[[list[Any]], None], int, int]] = []
             for write in pending:
+                start = len(pipe.command_stack)
                 write(pipe)
+                answer = getattr(write, "answer", None)
+                if answer is not None:
+                    answers.append((answer, start, len(pipe.command_stack)))
             own = len(pipe.command_stack)
             for commands in staged:
                 start = len(pipe.command_stack)
@@ -172,6 +179,11 @@ class WriteBuffer:
         failed = [r for r in replies[:own] if isinstance(r, Exception)]
         if failed:
             logger.warning("%d state writes failed: %s", len(failed), failed[0])
+        for answer, start, end in answers:
+            try:
+                answer(replies[start:end])
+            except Exception:  # a reader's bug must not undo the flush
+                logger.exception("A state write's answer could not be read.")
         return [replies[start:end] for start, end in bounds]
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ finds the key done when it comes back.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -30,6 +31,10 @@ from state.leases import LeaseKeeper
 from switchyard.base.keys import JobKey
 from switchyard.base.perprocess import unique
 from switchyard.base.redis_client import later, queue_script
+
+logger = logging.getLogger(__name__)
+#: How many of the jobs whose lock was lost a warning names.
+SHOWN_IDS = 10
 
 #: What `take` found.
 ACQUIRED, DONE, RUNNING = 1, 0, 2
@@ -49,12 +54,15 @@ return 1
 # key its token and its mark (`done:<message id>`, or a bare `done` for an id-only key:
 # the key names the message).
 _FINISH_MANY = """
+local lost = {}
 for i, key in ipairs(KEYS) do
   if redis.call('get', key) == 'run:' .. ARGV[2 * i] then
     redis.call('set', key, ARGV[2 * i + 1], 'PX', ARGV[1])
+  else
+    table.insert(lost, ARGV[2 * i])
   end
 end
-return 1
+return lost
 """
 # The keys of a fetched batch. KEYS: keys. ARGV: lease, then each key's `run:` value.
 _TAKE_MANY = """
@@ -196,6 +204,16 @@ class IdempotencyKeys:
                 queue_script(pipe, self._finish_many, [k for k, _, _ in marks],
                              [ttl, *(v for _, token, mark in marks for v in (token, mark))])
 
+        def answer(replies: list[Any]) -> None:
+            # the tokens whose key another holder had by then: their leases ran out
+            lost = [_text(token).split("/")[0] for reply in replies
+                    if isinstance(reply, list) for token in reply]
+            if lost:
+                logger.warning("Lost the idempotency lock of %d job(s) while they ran: "
+                               "their leases expired (%s); the key is its new holder's.",
+                               len(lost), ", ".join(lost[:SHOWN_IDS]))
+
+        write.answer = answer  # type: ignore[attr-defined]  # see state.buffer
         return write
 
     def claim(self, key: JobKey, message_id: str, ttl: int) -> str | None:
@@ -261,3 +279,7 @@ def _legacy_parts(rest: str) -> tuple[str | None, str, str]:
     if not actor or not value or _HASHED.fullmatch(value):
         return None, "", ""
     return actor, value, suffix
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,6 +23,7 @@ from middleware.idempotency import Idempotency
 from state.idempotency import IdempotencyKeys
 from switchyard.base.keys import JobKey
 from switchyard.base.outcome import Deferred, StateStoreUnavailable, running
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.parametrize("broker_kind", ["redis"])  # hooks called directly
 
@@ -410,3 +411,22 @@ def test_a_claim_lost_to_a_marker_that_expired_before_it_was_read_names_no_job(h
                              before_mget=lambda: hooks.sy.state.client.delete(marker))
     # then the second claim is refused without a job's id
     assert hooks.keys.claim(key, "second", 60_000) == ""
+
+
+def test_a_lock_lost_while_its_job_ran_is_reported_when_the_done_mark_is_written(
+        make_hooks, caplog):
+    # given a job holding its key, whose lease ran out (its worker stalled: no renewal)
+    # and which another job took meanwhile
+    hooks = make_hooks(lease_ms=300)
+    message = hooks.message("lost-1")
+    hooks.start(message)
+    hooks.close()  # renewals stop
+    wait_for(lambda: hooks.value("lost-1") is None, timeout=5, what="the lease to run out")
+    other = hooks.message("lost-1")
+    hooks.start(other)
+    # when the first job ends and its done mark is written
+    hooks.succeed(message)
+    # then the key stays the new holder's, and the loss is said, naming the job
+    assert hooks.held_by("lost-1") == other.message_id
+    assert "Lost the idempotency lock of 1 job(s)" in caplog.text
+    assert message.message_id in caplog.text
