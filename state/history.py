@@ -60,11 +60,16 @@ for i, key in ipairs(KEYS) do
     -- retention dropped this job: a late update must not bring it back (a replay's
     -- later deliveries have higher sequence numbers, and do)
   elseif seq < cur then
-    -- an earlier update arriving late only fills in missing times and names
+    -- an earlier update arriving late only fills in missing times and names; but when
+    -- it was queued (again) is the latest one: a delayed job come due is `queued` once
+    -- its broker confirms, and may have started by then
     for j = 1, #fields, 2 do
-      local f = fields[j]
-      if string.sub(f, -3) == '_at' or f == 'id' or f == 'actor' or f == 'queue' then
-        redis.call('hsetnx', key, f, fields[j + 1])
+      local f, v = fields[j], fields[j + 1]
+      local have = tonumber(redis.call('hget', key, f) or '')
+      if (f == 'queued_at' or f == 'due_at') and have and tonumber(v) then
+        if tonumber(v) > have then redis.call('hset', key, f, v) end
+      elseif string.sub(f, -3) == '_at' or f == 'id' or f == 'actor' or f == 'queue' then
+        redis.call('hsetnx', key, f, v)
       end
     end
   else

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dramatiq
 from pydantic import BaseModel
 
+from state.history import QUEUED, RUNNING
 from switchyard.base.errors import PermanentError
 from switchyard.runtime.jobs import Context, job
 from tests.support.jobs import finished, status
@@ -102,3 +103,29 @@ def test_a_delayed_job_keeps_when_it_was_sent(build_switchyard, start_worker, qu
     # then it was enqueued when it was sent, and queued again when it came due
     assert record["enqueued_at"] == message.message_timestamp
     assert record["queued_at"] >= message.message_timestamp + 1_500
+
+
+def test_a_late_queued_update_moves_queued_at_forward_only(build_switchyard, queue):
+    # given a delayed job's record: sent at 1,000, then running (its first delivery)
+    sy = build_switchyard()
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=queue, actor_name="a", args=(), kwargs={}, options={})
+    history = sy.state.history
+    history.record(message, QUEUED, {"status": "queued", "queued_at": 1_000,
+                                     "due_at": 2_500, "enqueued_at": 1_000})
+    sy.state.buffer.flush()
+    history.record(message, 4 + RUNNING, {"status": "running", "started_at": 2_510})
+    sy.state.buffer.flush()
+    # when its come-due `queued` update lands after that (its broker confirmed late)
+    history.record(message, QUEUED, {"status": "queued", "queued_at": 2_505,
+                                     "due_at": 2_505, "started_at": 1})
+    sy.state.buffer.flush()
+    # then it says when it was queued again, and nothing else moves back
+    record = history.get(message.message_id)
+    assert (record["status"], record["queued_at"], record["due_at"]) == ("running", 2_505,
+                                                                         2_505)
+    assert (record["enqueued_at"], record["started_at"]) == (1_000, 2_510)
+    # and an older one still later does not move it back
+    history.record(message, QUEUED, {"queued_at": 1_500, "due_at": 1_500})
+    sy.state.buffer.flush()
+    assert history.get(message.message_id)["queued_at"] == 2_505
