@@ -46,7 +46,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage, TimeLimit
 
 from middleware.base import Middleware
-from state.lanes import GROUP, LIMIT, THROUGH, WAITING, Admitted, Gate, Lanes
+from state.lanes import GROUP, LIMIT, THROUGH, WAITING, Admitted, Gate, LaneJob, Lanes
 from switchyard.base.durable import until_written
 from switchyard.base.outcome import (
     CANCELLED,
@@ -101,15 +101,12 @@ class Admission(Middleware):
     # At enqueue: the broker's gatekeeper.
 
     def hold(self, broker: Broker, message: Message[Any]) -> bool:
-        gates = gates_of(broker, message)
-        if not gates:
+        job = self.lane_job(broker, message, int(time.time() * 1000))
+        if job is None:
             return False
-        queue = q_name(message.queue_name)
-        # Every hold taken from here on lasts past this plus its hold (see surely_held).
-        message.options[ADMITTED_AT] = int(time.time() * 1000)
-        through, freed = self.lanes.admit(message.message_id, queue, message.encode(), gates,
-                                          hold_ms=self.hold_ms(broker, message),
-                                          options=message.options)
+        message_id, queue, body, gates, hold_ms, options = job
+        through, freed = self.lanes.admit(message_id, queue, body, gates, hold_ms=hold_ms,
+                                          options=options)
         self.publish(broker, freed)
         if through == WAITING:
             logger.debug("Held %s (%s) in its lane.", message.message_id, message.actor_name)
@@ -119,16 +116,13 @@ class Admission(Middleware):
     def hold_many(self, broker: Broker, messages: Sequence[Message[Any]]) -> list[bool]:
         """`hold` for each of `messages`, in order, the gated ones in one round trip."""
         gated: list[int] = []
-        jobs: list[tuple[str, str, bytes, Sequence[Gate], int | None, Any]] = []
+        jobs: list[LaneJob] = []
         now = int(time.time() * 1000)
         for index, message in enumerate(messages):
-            gates = gates_of(broker, message)
-            if gates:
-                message.options[ADMITTED_AT] = now
+            job = self.lane_job(broker, message, now)
+            if job is not None:
                 gated.append(index)
-                jobs.append((message.message_id, q_name(message.queue_name),
-                             message.encode(), gates, self.hold_ms(broker, message),
-                             message.options))
+                jobs.append(job)
         held = [False] * len(messages)
         freed: list[Admitted] = []
         for index, (through, admitted) in zip(gated, self.lanes.admit_many(jobs), strict=True):
@@ -136,6 +130,16 @@ class Admission(Middleware):
             freed += admitted
         self.publish(broker, freed)
         return held
+
+    def lane_job(self, broker: Broker, message: Message[Any], now: int) -> LaneJob | None:
+        """What the lanes admit `message` by, None when it has no gates."""
+        gates = gates_of(broker, message)
+        if not gates:
+            return None
+        # Every hold taken from here on lasts past this plus its hold (see surely_held).
+        message.options[ADMITTED_AT] = now
+        return (message.message_id, q_name(message.queue_name), message.encode(), gates,
+                self.hold_ms(broker, message), message.options)
 
     # Around a run.
 

@@ -190,11 +190,8 @@ class Cancellations:
         of those that are cancelled (not marked), by message id."""
         if not message_ids:
             return {}
-        keys = [key for message_id in message_ids
-                for key in (self.mark_key(message_id), self.fetch_key(message_id))]
-        found = self._fetched(keys=keys, args=[FETCHED_TTL_MS])
-        return {message_id: json.loads(mark)
-                for message_id, mark in zip(message_ids, found, strict=True) if mark}
+        found = self._fetched(keys=self._fetch_keys(message_ids), args=[FETCHED_TTL_MS])
+        return _cancelled(message_ids, found)
 
     def fetched_later(self, message_ids: list[str],
                       then: Callable[[dict[str, dict[str, Any]]], None],
@@ -205,15 +202,14 @@ class Cancellations:
         if not message_ids:
             then({})
             return
-        keys = [key for message_id in message_ids
-                for key in (self.mark_key(message_id), self.fetch_key(message_id))]
-
-        def found(replies: list[Any]) -> None:
-            then({message_id: json.loads(mark)
-                  for message_id, mark in zip(message_ids, replies[0], strict=True) if mark})
-
+        keys = self._fetch_keys(message_ids)
         later(self.client, lambda pipe: queue_script(pipe, self._fetched, keys,
-                                                     [FETCHED_TTL_MS]), found, fail)
+                                                     [FETCHED_TTL_MS]),
+              lambda replies: then(_cancelled(message_ids, replies[0])), fail)
+
+    def _fetch_keys(self, message_ids: list[str]) -> list[str]:
+        return [key for message_id in message_ids
+                for key in (self.mark_key(message_id), self.fetch_key(message_id))]
 
     def unfetched(self, message_ids: Iterable[str]) -> None:
         """Messages given back unstarted: no worker holds them any more."""
@@ -240,3 +236,9 @@ class Cancellations:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cancelled(message_ids: list[str], marks: list[Any]) -> dict[str, dict[str, Any]]:
+    """The cancellations the fetch script found, by message id."""
+    return {message_id: json.loads(mark)
+            for message_id, mark in zip(message_ids, marks, strict=True) if mark}

@@ -224,9 +224,7 @@ class IdempotencyKeys:
         that dies in between leaves a queued job, never a claim on a job that does not
         exist; a second copy of a key that raced in is skipped when it runs.
         """
-        if self.client.set(f"{self.redis_key(key)}:queued", message_id, nx=True, px=ttl):
-            return None
-        return self.holder(key) or ""
+        return self.claim_many([(key, message_id, ttl)])[0]
 
     def claim_many(self, claims: Sequence[tuple[JobKey, str, int]]) -> list[str | None]:
         """`claim` for each (key, message id, ttl), in two round trips at most."""

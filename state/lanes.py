@@ -39,6 +39,8 @@ from switchyard.base.redis_client import execute_loading, queue_script
 
 #: A gate: (lane name, capacity, kind).
 Gate = tuple[str, int, str]
+#: A job to admit: (message id, queue, body, gates, hold ms, its message's options).
+LaneJob = tuple[str, str, bytes, Sequence[Gate], int | None, Mapping[str, Any] | None]
 GROUP, LIMIT = "group", "limit"
 
 _COMMON = """
@@ -366,9 +368,7 @@ class Lanes:
                                             self._record(queue, body, gates, options)))
         return int(reply[0]), _admitted(reply[1:])
 
-    def admit_many(self, jobs: Sequence[tuple[str, str, bytes, Sequence[Gate], int | None,
-                                              Mapping[str, Any] | None]]
-                   ) -> list[tuple[int, list[Admitted]]]:
+    def admit_many(self, jobs: Sequence[LaneJob]) -> list[tuple[int, list[Admitted]]]:
         """`admit` for each (message id, queue, body, gates, hold ms, options), in order,
         in one round trip."""
         if not jobs:

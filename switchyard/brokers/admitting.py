@@ -39,19 +39,23 @@ class Admitting:
         super().__init__(**kwargs)
         self.gatekeeper = gatekeeper
 
+    def asks(self, message: dramatiq.Message[Any], delay: int | None) -> bool:
+        """Whether the gatekeeper is asked about `message`: a due job, not on a delay
+        queue (a delayed one is asked when it comes due)."""
+        return delay is None and self.gatekeeper is not None \
+            and q_name(message.queue_name) == message.queue_name
+
     def held(self, message: dramatiq.Message[Any], delay: int | None) -> bool:
         """Whether the gatekeeper keeps `message` (prepared: see `prepare_held`) back."""
-        if delay is not None or self.gatekeeper is None \
-                or q_name(message.queue_name) != message.queue_name:
+        if not self.asks(message, delay):
             return False
+        assert self.gatekeeper is not None
         return self.gatekeeper.hold(self, message)  # type: ignore[arg-type]
 
     def held_many(self, messages: Sequence[dramatiq.Message[Any]],
                   delay: int | None) -> list[bool]:
         """`held` for each of `messages` (prepared), asked of the gatekeeper together."""
-        asked = [i for i, message in enumerate(messages)
-                 if delay is None and self.gatekeeper is not None
-                 and q_name(message.queue_name) == message.queue_name]
+        asked = [i for i, message in enumerate(messages) if self.asks(message, delay)]
         held = [False] * len(messages)
         if asked:
             assert self.gatekeeper is not None

@@ -141,11 +141,7 @@ def handle(app: App, delivery: Delivery) -> str:
 
     Raises `Unavailable` when Redis or the broker did not answer (nothing to ack).
     """
-    data, rejected = decode(delivery.body)
-    route, declared = routes.route(app, delivery.routing_key, delivery.queue)
-    key = routes.idempotency_key(delivery.message_id, data)
-    if rejected is None and not declared:
-        rejected = no_actor_yet(delivery)
+    data, route, key, rejected = examine(app, delivery)
     try:
         if rejected is None:
             try:
@@ -176,11 +172,7 @@ def handle_many(app: App, deliveries: Sequence[Delivery]) -> None:
     for delivery in deliveries:
         if delivery.outcome is not None:
             continue
-        data, rejected = decode(delivery.body)
-        route, declared = routes.route(app, delivery.routing_key, delivery.queue)
-        key = routes.idempotency_key(delivery.message_id, data)
-        if rejected is None and not declared:
-            rejected = no_actor_yet(delivery)
+        data, route, key, rejected = examine(app, delivery)
         if rejected is None:
             asked.append((delivery, route, data, key))
         else:
@@ -223,15 +215,29 @@ def enqueue_asked(app: App, asked: Sequence[tuple[Delivery, routes.Route, dict[s
         else:  # first: a dead letter Redis does not take must not make these run twice
             delivery.outcome = "duplicate" if result.duplicate else "enqueued"
     for delivery, route, data, key, error in refused:
-        dead_letter(app, delivery, routes.Route(route.actor, app.jobs[route.actor].queue_name),
-                    data, key, Rejected(type(error).__name__, str(error.code or "invalid"),
-                                        error.message))
-        delivery.outcome = "dead"
+        delivery.outcome = refused_job(app, delivery, route.actor, data, key, error)
 
 
-def no_actor_yet(delivery: Delivery) -> Rejected:
-    return Rejected("NoActorYet", "no_actor_yet", f"no actor yet for routing key "
-                    f"{delivery.routing_key!r} (queue {delivery.queue})")
+def examine(app: App, delivery: Delivery
+            ) -> tuple[Any, routes.Route, str | None, Rejected | None]:
+    """The delivery's body, route and idempotency key, and why it cannot become a job
+    (not a JSON object, no actor for it), if it cannot."""
+    data, rejected = decode(delivery.body)
+    route, declared = routes.route(app, delivery.routing_key, delivery.queue)
+    key = routes.idempotency_key(delivery.message_id, data)
+    if rejected is None and not declared:
+        rejected = Rejected("NoActorYet", "no_actor_yet", f"no actor yet for routing key "
+                            f"{delivery.routing_key!r} (queue {delivery.queue})")
+    return data, route, key, rejected
+
+
+def refused_job(app: App, delivery: Delivery, actor: str, data: dict[str, Any],
+                key: str | None, error: PermanentError) -> str:
+    """Dead-letter a delivery whose job the one way in refused (invalid payload or
+    options), replayable to its actor: 'dead'."""
+    dead_letter(app, delivery, routes.Route(actor, app.jobs[actor].queue_name), data, key,
+                Rejected(type(error).__name__, str(error.code or "invalid"), error.message))
+    return "dead"
 
 
 def duplicate_rule(delivery: Delivery) -> OnDuplicate:
@@ -267,10 +273,7 @@ def enqueue_job(app: App, delivery: Delivery, actor: str, data: dict[str, Any],
                        flush=False, options=origin(delivery),
                        priority=carried_priority(app, delivery.priority))
     except PermanentError as error:
-        rejected = Rejected(type(error).__name__, str(error.code or "invalid"), error.message)
-        dead_letter(app, delivery, routes.Route(actor, app.jobs[actor].queue_name), data, key,
-                    rejected)
-        return "dead"
+        return refused_job(app, delivery, actor, data, key, error)
     except UNAVAILABLE:
         delivery.uncertain = True
         raise

@@ -134,14 +134,8 @@ def enqueue_many(app: App, requests: Sequence[Request]) -> list[Enqueued | Perma
         except PermanentError as error:
             results[index] = error
             continue
-        assert job.actor is not None  # declared with the app
-        extra: dict[str, Any] = dict(options or {})
-        if request.key is not None:
-            extra["idempotency_key"] = request.key
-        job_key = JobKey(job.name, request.key) \
-            if request.key is not None and request.on_duplicate != "skip" else None
-        todo.append((index, job, job.actor.message_with_options(kwargs=kwargs, **extra),
-                     job_key))
+        todo.append((index, job, message_of(job, kwargs, request.key, options or {}),
+                     job_key_of(job, request.key, request.on_duplicate)))
     keyed = list(dict.fromkeys(job_key for *_, job_key in todo if job_key is not None))
     holder = dict(zip(keyed, app.state.keys.holders(keyed), strict=True))
     send: list[tuple[int, Job[Any], dramatiq.Message[Any], JobKey | None]] = []
@@ -154,8 +148,7 @@ def enqueue_many(app: App, requests: Sequence[Request]) -> list[Enqueued | Perma
             holder[job_key] = message.message_id  # a later request with it: its duplicate
         send.append((index, job, message, job_key))
     sent = send_many(app.broker, [message for _, _, message, _ in send])
-    claims = [(job_key, message.message_id, int(job.options.get(
-                  "idempotency_ttl", app.state.keys.ttl)))
+    claims = [(job_key, message.message_id, claim_ttl(app, job, None))
               for (_, job, _, job_key), message in zip(send, sent, strict=True)
               if job_key is not None]
     firsts = iter(app.state.keys.claim_many(claims))
@@ -163,7 +156,9 @@ def enqueue_many(app: App, requests: Sequence[Request]) -> list[Enqueued | Perma
         first = next(firsts) if job_key is not None else None
         results[index] = Enqueued(message.message_id) if first is None \
             else refused_or_existing(first, requests[index].on_duplicate)
-    return [result for result in results if result is not None]
+    answered = [result for result in results if result is not None]
+    assert len(answered) == len(requests)  # each request has its answer
+    return answered
 
 
 def refused_or_existing(existing: str, on_duplicate: OnDuplicate) -> Enqueued | PermanentError:
@@ -178,12 +173,8 @@ def queue(app: App, job: Job[Any], kwargs: dict[str, Any], *, key: str | None,
           on_duplicate: OnDuplicate, delay: int | None, flush: bool,
           options: dict[str, Any]) -> Enqueued:
     """Queue a validated job under the caller's duplicate rule (the module docstring)."""
-    assert job.actor is not None  # declared with the app
-    extra: dict[str, Any] = dict(options)
-    if key is not None:
-        extra["idempotency_key"] = key
-    message = job.actor.message_with_options(kwargs=kwargs, **extra)
-    job_key = JobKey(job.name, key) if key is not None and on_duplicate != "skip" else None
+    message = message_of(job, kwargs, key, options)
+    job_key = job_key_of(job, key, on_duplicate)
     if job_key is not None:
         existing = app.state.keys.holder(job_key)
         if existing is not None:
@@ -192,11 +183,31 @@ def queue(app: App, job: Job[Any], kwargs: dict[str, Any], *, key: str | None,
     if flush:
         app.state.buffer.flush()
     if job_key is not None:
-        ttl = int(job.options.get("idempotency_ttl", app.state.keys.ttl)) + (delay or 0)
-        first = app.state.keys.claim(job_key, message.message_id, ttl)
+        first = app.state.keys.claim(job_key, message.message_id, claim_ttl(app, job, delay))
         if first is not None:  # another producer's copy won the race: ours is skipped
             return duplicate(first, on_duplicate)
     return Enqueued(message.message_id)
+
+
+def message_of(job: Job[Any], kwargs: dict[str, Any], key: str | None,
+               options: dict[str, Any]) -> dramatiq.Message[Any]:
+    """The job's message, with the producer's options and its idempotency key."""
+    assert job.actor is not None  # declared with the app
+    extra: dict[str, Any] = dict(options)
+    if key is not None:
+        extra["idempotency_key"] = key
+    return job.actor.message_with_options(kwargs=kwargs, **extra)
+
+
+def job_key_of(job: Job[Any], key: str | None, on_duplicate: OnDuplicate) -> JobKey | None:
+    """The key the producer looks up and claims: none under `skip` (the run skips a
+    duplicate)."""
+    return JobKey(job.name, key) if key is not None and on_duplicate != "skip" else None
+
+
+def claim_ttl(app: App, job: Job[Any], delay: int | None) -> int:
+    """How long a producer's claim on a key lasts: the job's key TTL, after its delay."""
+    return int(job.options.get("idempotency_ttl", app.state.keys.ttl)) + (delay or 0)
 
 
 def duplicate(existing: str, on_duplicate: OnDuplicate) -> Enqueued:
