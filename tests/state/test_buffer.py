@@ -28,7 +28,7 @@ def test_a_flush_after_redis_forgot_its_scripts_writes_each_record_once(
     sy.state.client.script_flush()
 
     # when the buffer is flushed
-    sy.state.buffer.flush_or_raise()
+    sy.state.buffer.flush()
 
     # then the script ran (loaded again) and the counter, in the same pipeline, was not
     # applied twice
@@ -49,30 +49,29 @@ def test_acks_travel_after_the_writes_and_a_refused_write_is_not_applied_twice(
     # and a Redis that has forgotten every script
     sy = build_switchyard()
     client = sy.state.client
-    bad = f"{sy.settings.key_prefix}:not-a-counter"
+    bad, good = (f"{sy.settings.key_prefix}:{name}" for name in ("not-a-counter", "good"))
     client.set(bad, "text")
     sy.state.buffer.add(lambda pipe: pipe.hincrby(bad, "n", 1))
-    sy.state.metrics.count("a", queue, "done")
+    sy.state.buffer.add(lambda pipe: pipe.hincrby(good, "n", 1))  # a done mark, say
     client.script_flush()
 
     # when the caller's commands go with the flush (as a fetch's acks do)
     replies = sy.state.buffer.flush_or_raise(lambda pipe: (pipe.incr(f"{bad}:after"),
-                                                       pipe.get(f"{bad}:after")))
+                                                       pipe.hget(good, "n")))
 
     # then they ran after the writes, and their replies are the caller's
     assert [int(r) for r in replies] == [1, 1]
-    assert sy.state.metrics.counters()[("a", queue, "done")] == 1
     # and the refused write is reported, not kept to be sent again with the good one
     assert "state writes failed" in caplog.text
     sy.state.buffer.flush_or_raise()
-    assert sy.state.metrics.counters()[("a", queue, "done")] == 1
+    assert int(client.hget(good, "n")) == 1
 
     # and so does the flushing thread's own flush
     sy.state.buffer.add(lambda pipe: pipe.hincrby(bad, "n", 1))
-    sy.state.metrics.count("a", queue, "done")
+    sy.state.buffer.add(lambda pipe: pipe.hincrby(good, "n", 1))
     sy.state.buffer.flush()
     sy.state.buffer.flush()
-    assert sy.state.metrics.counters()[("a", queue, "done")] == 2
+    assert int(client.hget(good, "n")) == 2
 
 
 @REDIS_ONLY
@@ -114,3 +113,49 @@ def test_callers_waiting_on_a_flush_are_served_together_each_with_its_replies(
     for n, own in replies.items():
         assert own[1] is True and int(own[0]) == 10 + written[10:].index(f"then-{n}") + 1
     assert len(replies) == 10
+
+
+@REDIS_ONLY
+def test_counts_wait_for_the_interval_while_the_writes_a_caller_waits_on_go_at_once(
+        build_switchyard: Any, queue: str) -> None:
+    # given a process whose buffer flushes on its own once a minute, with a job's
+    # record and its counts (metrics, timeline) buffered
+    sy = build_switchyard(flush_interval_ms=60_000)
+    message: dramatiq.Message[Any] = dramatiq.Message(queue_name=queue, actor_name="a",
+                                                      args=(), kwargs={}, options={})
+    sy.state.history.record(message, 1, {"status": "queued", "actor": "a"})
+    sy.state.metrics.count("a", queue, "done")
+    sy.state.timeline.ended(queue, "a", "done", 3.0)
+
+    # when a worker's acks and an enqueue's record are flushed
+    sy.state.buffer.flush_or_raise(lambda pipe: pipe.ping())
+    sy.state.buffer.flush(counts=False)
+
+    # then the record is written, and the counts are not: one HINCRBY per field per
+    # interval, not with every job
+    assert (sy.state.history.get(message.message_id) or {}).get("status") == "queued"
+    assert sy.state.metrics.counters() == {}
+    assert done_in_the_last_hour(sy, queue) == 0
+
+    # and the interval's flush (or a process's last, `flush()`) writes them, once
+    sy.state.metrics.count("a", queue, "done")
+    sy.state.buffer.flush()
+    sy.state.buffer.flush()
+    assert sy.state.metrics.counters() == {("a", queue, "done"): 2}
+    assert done_in_the_last_hour(sy, queue) == 1
+
+
+def done_in_the_last_hour(sy: Any, queue: str) -> int:
+    return sum(point["done"] for point in sy.state.timeline.series("minute", queue)["points"])
+
+
+@REDIS_ONLY
+def test_counts_reach_the_store_within_the_interval_without_any_flush(
+        build_switchyard: Any, queue: str) -> None:
+    # given a process flushing every 50 ms
+    sy = build_switchyard(flush_interval_ms=50)
+    # when a job is counted and nobody flushes
+    sy.state.metrics.count("a", queue, "done")
+    # then its count reaches the store on its own
+    wait_for(lambda: sy.state.metrics.counters() == {("a", queue, "done"): 1}, timeout=5,
+             what="the count written by the interval's flush")
