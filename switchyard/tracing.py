@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from switchyard.base import tracecontext
+from switchyard.base import redis_client, tracecontext
 from switchyard.base.redaction import scrub_text
 
 if TYPE_CHECKING:
@@ -186,6 +186,7 @@ def stop() -> None:
         for instrumentor in _installed.instrumentors:
             instrumentor.uninstrument()
         _installed.instrumentors.clear()
+        redis_client.traced_pipelines = False
         if _installed.engines is not None:
             _installed.engines.close()
             _installed.engines = None
@@ -239,6 +240,8 @@ def _instrument(library: str, provider: TracerProvider) -> None:
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=provider)
         _installed.instrumentors.append(instrumentor)
+    if library == "redis":  # our pipelines go through what it wraps, and keep their spans
+        redis_client.traced_pipelines = True
 
 
 def _instrumentor(library: str) -> Any:

@@ -91,6 +91,7 @@ from switchyard.base.redis_client import (
     execute_loading,
     one_round_trip,
     queue_script,
+    run_pipeline,
 )
 from switchyard.brokers.admitting import Admitting
 from switchyard.brokers.dispatch import SelectiveHooks
@@ -276,7 +277,7 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
                         self.prepare_acks()
                     with self.client.pipeline(transaction=False) as pipe:
                         queue_fetch(pipe)
-                        replies = pipe.execute(raise_on_error=False)
+                        replies = run_pipeline(pipe)
             finally:
                 self.maintenance_due.now = False
             if prioritised:
@@ -365,7 +366,7 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
             self.add_ring(pipe, queue_name)
             if self.enqueue_replicas:
                 pipe.execute_command("WAIT", self.enqueue_replicas, self.enqueue_wait)
-            enqueued, *rest = pipe.execute(raise_on_error=False)
+            enqueued, *rest = run_pipeline(pipe)
         return enqueued, rest
 
     def check_replicated(self, acked: Any) -> None:
@@ -481,7 +482,7 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 self.add_ring(pipe, queue_name)
-                self.check_rung(queue_name, pipe.execute(raise_on_error=False))
+                self.check_rung(queue_name, run_pipeline(pipe))
         except redis.RedisError as e:
             self.check_rung(queue_name, [e])
 
