@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import pytest
+import redis
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: The suite's own Redis database (keys are prefixed per test and removed after it).
@@ -97,13 +98,26 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while not answers(self.url):
+        # Up once it answers PING: it takes connections while it loads its append-only
+        # file, and answers LOADING to everything meanwhile (a test reading then fails).
+        while not self.loaded():
             if time.monotonic() > deadline:
                 self.proc.kill()
                 self.proc.wait(10)
                 raise RuntimeError("embedded Redis did not start")
             time.sleep(0.05)
         return self.proc
+
+    def loaded(self) -> bool:
+        if not answers(self.url):
+            return False
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:  # LOADING, or not yet listening
+            return False
+        finally:
+            client.close()
 
     def shutdown(self) -> None:
         """Stop the server as an operator's restart would (SIGTERM: it closes cleanly;
