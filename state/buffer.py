@@ -3,12 +3,12 @@
 History and metrics do not need to be synchronous: each hook appends a small function
 that adds commands to a pipeline, or keeps its own aggregate that a *source* drains
 into one write at flush time, and one background thread flushes them every
-`interval_ms` (and on shutdown). A source of *counts* (metrics, the timeline: sums that
-lose nothing by waiting) is drained by that thread and by `flush()`, not by the flushes
-a caller waits on (a worker's acks and releases, an enqueue's record): a busy process
-sends its counts once per interval, not with every job. A failed flush keeps the writes
-for the next one, up to `max_pending`, so a Redis blip delays them instead of losing
-them.
+`interval_ms` (and on shutdown). A *lazy* source, whose writes lose nothing by waiting
+(the metrics' and the timeline's counts, retention's trims), is drained by that thread
+and by `flush()`, not by the flushes a caller waits on (a worker's acks and releases, an
+enqueue's record): a busy process sends them once per interval, not with every job.
+A failed flush keeps the writes for the next one, up to `max_pending`, so a Redis blip
+delays them instead of losing them.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class WriteBuffer:
         #: Callers of `flush_or_raise` waiting for the next flush (group commit).
         self._tickets: list[_Ticket] = []
         self._sources: list[Source] = []
-        #: Sources of counts: drained by the interval's flush and `flush()` only.
-        self._count_sources: list[Source] = []
+        #: Lazy sources: drained by the interval's flush and `flush()` only.
+        self._lazy_sources: list[Source] = []
         self._lock = threading.Lock()
         # One flush at a time: two threads flushing at once (the flusher and a caller of
         # flush()) could write a job's later update before its earlier one.
@@ -90,20 +90,20 @@ class WriteBuffer:
                 logger.warning("State store writes backing up; dropped the oldest.")
         self._ensure_thread()
 
-    def add_source(self, source: Source, *, counts: bool = False) -> None:
-        """`source` is drained at each flush; one of `counts` (sums that lose nothing by
+    def add_source(self, source: Source, *, lazy: bool = False) -> None:
+        """`source` is drained at each flush; a `lazy` one (its writes lose nothing by
         waiting) only at the interval's and at `flush()` (see the module docstring)."""
-        (self._count_sources if counts else self._sources).append(source)
+        (self._lazy_sources if lazy else self._sources).append(source)
 
     def wake_soon(self) -> None:
         """A source has something: make sure the flushing thread runs in this process."""
         self._ensure_thread()
 
-    def flush(self, *, counts: bool = True) -> None:
+    def flush(self, *, everything: bool = True) -> None:
         """Write everything pending now; keep it for the next flush if Redis fails.
-        Without `counts`, the sources of counts wait for the interval's flush."""
+        Not `everything`: the lazy sources wait for the interval's flush."""
         with self._flushing:
-            self._flush(counts=counts)
+            self._flush(everything=everything)
 
     def flush_or_raise(self, then: Write | None = None) -> list[Any]:
         """`flush`, raising Redis's error when it does not answer (the writes are kept):
@@ -135,7 +135,7 @@ class WriteBuffer:
         """One flush for `tickets`, each given its replies or the error."""
         try:
             replies = self._flush(strict=True, staged=[t.staged for t in tickets],
-                                  counts=False)
+                                  everything=False)
         except Exception as error:
             for ticket in tickets:
                 ticket.error, ticket.done = error, True
@@ -143,21 +143,21 @@ class WriteBuffer:
         for ticket, own in zip(tickets, replies, strict=True):
             ticket.replies, ticket.done = own, True
 
-    def _take(self, counts: bool) -> list[Write]:
+    def _take(self, everything: bool) -> list[Write]:
         with self._lock:
             pending, self._pending = self._pending, []
-        for source in (*self._sources, *self._count_sources) if counts else self._sources:
+        for source in (*self._sources, *self._lazy_sources) if everything else self._sources:
             write = source()
             if write is not None:
                 pending.append(write)
         return pending
 
     def _flush(self, *, strict: bool = False, staged: Sequence[Any | None] = (),
-               counts: bool = True) -> list[list[Any]]:
-        """Write what is pending (with the sources of `counts`), then each of `staged`
-        (pipelines holding a caller's commands), in one round trip; the replies of each
-        of `staged`."""
-        pending = self._take(counts)
+               everything: bool = True) -> list[list[Any]]:
+        """Write what is pending (the lazy sources' too if `everything`), then each of
+        `staged` (pipelines holding a caller's commands), in one round trip; the replies
+        of each of `staged`."""
+        pending = self._take(everything)
         if not pending and not any(s is not None and s.command_stack for s in staged):
             return [[] for _ in staged]
         bounds: list[tuple[int, int]] = []

@@ -138,8 +138,9 @@ for i, key in ipairs(KEYS) do
 end
 return 1
 """
-# Retention, once per finished set per flush. KEYS: the set. ARGV: keep, ttl, now,
-# job key prefix, how long a dropped job's tombstone turns late updates away.
+# Retention, once per finished set per interval flush (a lazy source). KEYS: the set.
+# ARGV: keep, ttl, now, job key prefix, how long a dropped job's tombstone turns late
+# updates away.
 _TRIM = """
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3] - ARGV[2])
 local extra = redis.call('zcard', KEYS[1]) - tonumber(ARGV[1])
@@ -224,8 +225,13 @@ class JobHistory:
         self._update = client.register_script(_UPDATE)
         self._trim = client.register_script(_TRIM)
         self._pending: dict[str, _Update] = {}
+        #: Finished sets (queue, kind) a job joined since their last trim.
+        self._untrimmed: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         buffer.add_source(self._drain)
+        # Retention waits for the interval's flush: once per set per interval, not with
+        # every job that finishes.
+        buffer.add_source(self._drain_trims, lazy=True)
 
     def job_key(self, message_id: str) -> str:
         return f"{self.prefix}:job:{message_id}"
@@ -260,9 +266,23 @@ class JobHistory:
         for message_id, update in pending.items():
             args += [update.seq, update.kind, update.queue, message_id, self._fields(update)]
         trims = {(u.queue, u.kind) for u in pending.values() if u.kind}
+        if trims:
+            with self._lock:
+                self._untrimmed |= trims
 
         def write(pipe: Any) -> None:
             queue_script(pipe, self._update, keys, args)
+
+        return write
+
+    def _drain_trims(self) -> Write | None:
+        with self._lock:
+            if not self._untrimmed:
+                return None
+            trims, self._untrimmed = self._untrimmed, set()
+        now = now_ms()
+
+        def write(pipe: Any) -> None:
             for queue, kind in trims:
                 keep = self.keep_failed if kind == "failed" else self.keep_done
                 queue_script(pipe, self._trim, [self.finished_key(queue, kind)],

@@ -37,7 +37,7 @@ class MetricsStore:
         self._buckets: Counter[str] = Counter()
         self._sums: dict[str, float] = {}
         self._lock = threading.Lock()
-        buffer.add_source(self._drain, counts=True)
+        buffer.add_source(self._drain, lazy=True)
 
     def count(self, actor: str, queue: str, outcome: str) -> None:
         self.finish(actor, queue, outcome, None)

@@ -73,7 +73,7 @@ class Timeline:
         self._counts: Counter[tuple[int, str]] = Counter()  # (minute start, field)
         self._lock = threading.Lock()
         self.buffer = buffer
-        buffer.add_source(self._drain, counts=True)
+        buffer.add_source(self._drain, lazy=True)
 
     def key(self, kind: str, start_ms: int) -> str:
         return f"{self.prefix}:{kind}:{start_ms}"

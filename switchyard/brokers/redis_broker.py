@@ -174,6 +174,17 @@ return #taken
 """
 
 
+# Acks, as Dramatiq's dispatch script acks one job per call (its "ack" command), in one
+# call for a batch. KEYS: this worker's unacked set of the queue, the queue's bodies.
+# ARGV: Redis ids.
+_ACK = """
+for _, id in ipairs(ARGV) do
+  if redis.call('srem', KEYS[1], id) > 0 then redis.call('hdel', KEYS[2], id) end
+end
+return #ARGV
+"""
+
+
 #: The state store's flush with the caller's commands after its writes, in one round
 #: trip; returns the caller's replies (`state.buffer.WriteBuffer.flush_or_raise`).
 WritesWith = Callable[[Callable[[Any], None]], list[Any]]
@@ -219,6 +230,7 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
         self.enqueue_script = self.client.register_script(_ENQUEUE)
         self.adopt_script = self.client.register_script(_ADOPT)
         self.prioritise_script = self.client.register_script(_PRIORITISE)
+        self.ack_script = self.client.register_script(_ACK)
         self.prioritise_loaded = False
         self.waiting_lists: dict[str, list[str]] = {}
         #: Set on delay-queue consumer threads (see `enqueue`).
@@ -262,9 +274,11 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
             if prioritised:
                 queue_script(pipe, self.prioritise_script, self.waiting_keys(queue_name),
                              [count])
+            if acks:  # one call for them all, not Dramatiq's one per ack
+                queue_script(pipe, self.ack_script, [
+                    redis_acks_key(self, queue_name), f"{self.namespace}:{queue_name}.msgs"],
+                    list(acks))
             with self.dispatch_script.diverted_to(pipe):
-                for redis_id in acks:
-                    redis_dispatch(self, "ack")(queue_name, redis_id)
                 redis_dispatch(self, "fetch")(queue_name, count)
 
         for attempt in (1, 2):
@@ -288,8 +302,10 @@ class DoorbellRedisBroker(SelectiveHooks, AnswerEveryActor, Admitting, Pausing,
                     self.prioritise_loaded = False
             failed = next((r for r in replies if isinstance(r, Exception)), None)
             if isinstance(failed, redis.exceptions.NoScriptError) and attempt == 1:
-                # Nothing ran (a restart, SCRIPT FLUSH, a new primary): load it, send again.
+                # Nothing ran (a restart, SCRIPT FLUSH, a new primary): load them, send
+                # again (an ack sent twice is one ack).
                 self.client.script_load(self.dispatch_script.script)
+                self.client.script_load(self.ack_script.script)
                 continue
             if failed is not None:
                 raise failed

@@ -526,7 +526,7 @@ class Bridge:
 
     def flush_history(self) -> None:
         with contextlib.suppress(redis.RedisError):  # kept for the next flush
-            self.app.state.buffer.flush(counts=False)
+            self.app.state.buffer.flush(everything=False)
 
 
 @dataclass

@@ -305,7 +305,7 @@ class Consumer:
             keeper.let_go(done)
             done.clear()
         try:
-            self.app.state.buffer.flush(counts=False)
+            self.app.state.buffer.flush(everything=False)
         except redis.RedisError:
             logger.warning("History records kept for the next flush")
 

@@ -181,7 +181,7 @@ def queue(app: App, job: Job[Any], kwargs: dict[str, Any], *, key: str | None,
             return duplicate(existing, on_duplicate)
     app.broker.enqueue(message, delay=delay)
     if flush:
-        app.state.buffer.flush(counts=False)
+        app.state.buffer.flush(everything=False)
     if job_key is not None:
         first = app.state.keys.claim(job_key, message.message_id, claim_ttl(app, job, delay))
         if first is not None:  # another producer's copy won the race: ours is skipped

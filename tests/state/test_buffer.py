@@ -129,7 +129,7 @@ def test_counts_wait_for_the_interval_while_the_writes_a_caller_waits_on_go_at_o
 
     # when a worker's acks and an enqueue's record are flushed
     sy.state.buffer.flush_or_raise(lambda pipe: pipe.ping())
-    sy.state.buffer.flush(counts=False)
+    sy.state.buffer.flush(everything=False)
 
     # then the record is written, and the counts are not: one HINCRBY per field per
     # interval, not with every job
@@ -159,3 +159,28 @@ def test_counts_reach_the_store_within_the_interval_without_any_flush(
     # then its count reaches the store on its own
     wait_for(lambda: sy.state.metrics.counters() == {("a", queue, "done"): 1}, timeout=5,
              what="the count written by the interval's flush")
+
+
+@REDIS_ONLY
+def test_retention_trims_a_finished_set_at_the_intervals_flush_not_with_each_job(
+        build_switchyard: Any, queue: str) -> None:
+    # given a history that keeps two done jobs, in a process whose buffer flushes on its
+    # own once a minute, and five jobs that finished
+    sy = build_switchyard(flush_interval_ms=60_000, history_keep_done=2)
+    history = sy.state.history
+    done: list[dramatiq.Message[Any]] = [
+        dramatiq.Message(queue_name=queue, actor_name="a", args=(), kwargs={}, options={})
+        for _ in range(5)]
+    for message in done:
+        history.record(message, 1, {"status": "done", "actor": "a"}, kind="done")
+        # when each one's record goes with a worker's acks
+        sy.state.buffer.flush_or_raise()
+    # then they are all written, and the set waits for its trim
+    finished_set = history.finished_key(queue, "done")
+    assert all(history.get(m.message_id) for m in done)
+    assert sy.state.client.zcard(finished_set) == 5
+    # and the interval's flush trims it to what the settings keep, once
+    sy.state.buffer.flush()
+    assert sy.state.client.zcard(finished_set) == 2
+    assert [m.message_id for m in done if history.get(m.message_id)] == [
+        m.message_id for m in done[-2:]]
