@@ -186,7 +186,7 @@ def stop() -> None:
         for instrumentor in _installed.instrumentors:
             instrumentor.uninstrument()
         _installed.instrumentors.clear()
-        redis_client.traced_pipelines = False
+        redis_client.traced = False
         if _installed.engines is not None:
             _installed.engines.close()
             _installed.engines = None
@@ -240,8 +240,8 @@ def _instrument(library: str, provider: TracerProvider) -> None:
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=provider)
         _installed.instrumentors.append(instrumentor)
-    if library == "redis":  # our pipelines go through what it wraps, and keep their spans
-        redis_client.traced_pipelines = True
+    if library == "redis":  # our calls go through what it wraps, and keep their spans
+        redis_client.traced = True
 
 
 def _instrumentor(library: str) -> Any:

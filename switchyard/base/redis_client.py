@@ -83,7 +83,10 @@ class TimedRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         wait = blocking_wait(args)
         if wait is None:
-            return super().execute_command(*args, **options)
+            if (traced or self.connection is not None
+                    or getattr(self.connection_pool, "cache", None) is not None):
+                return super().execute_command(*args, **options)
+            return _one_command(self.connection_pool, args, options, self.response_callbacks)
         with self._waiting_client(wait) as client:
             return client.execute_command(*args, **options)
 
@@ -197,9 +200,25 @@ def execute_loading(pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
     return results
 
 
-#: Whether a tracer watches redis-py (`switchyard.tracing`): pipelines then go through
-#: redis-py's own `execute`, which the instrumentation wraps, so they keep their spans.
-traced_pipelines = False
+#: Whether a tracer watches redis-py (`switchyard.tracing`): commands and pipelines then
+#: go through redis-py's own calls, which the instrumentation wraps, so they keep their
+#: spans.
+traced = False
+
+
+def _one_command(pool: Any, args: tuple[Any, ...], options: dict[str, Any],
+                 callbacks: Any) -> Any:
+    """`Redis.execute_command` for one command, as `run_pipeline` sends a pipeline."""
+    connection = pool.get_connection()
+    try:
+        [reply] = connection.retry.call_with_retry(
+            lambda: _send_and_read(connection, [(args, options)], callbacks),
+            lambda _error: connection.disconnect())
+    finally:
+        pool.release(connection)
+    if isinstance(reply, redis.ResponseError):  # refused: raised, as redis-py does
+        raise reply
+    return reply
 
 
 def run_pipeline(pipe: Any) -> list[Any]:
@@ -209,9 +228,10 @@ def run_pipeline(pipe: Any) -> list[Any]:
     (bench/production.py). Kept: the retry on a dropped connection (the client's
     `retry`), the response callbacks, a refused command's error as its reply. A
     transaction, a watching or bound pipeline, or one with redis-py's own scripts goes
-    through redis-py, as does every pipeline while a tracer watches redis-py."""
+    through redis-py, as does every pipeline while a tracer watches redis-py. A
+    `TimedRedis`'s single commands go out the same way (`_one_command`)."""
     commands = pipe.command_stack
-    if (traced_pipelines or pipe.transaction or pipe.explicit_transaction or pipe.watching
+    if (traced or pipe.transaction or pipe.explicit_transaction or pipe.watching
             or pipe.connection is not None or pipe.scripts):
         return list(pipe.execute(raise_on_error=False))
     if not commands:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from switchyard.base import redis_client as clients
 from switchyard.base.redis_client import TimedRedis, queue_script, redis_client, run_pipeline
 
 
@@ -113,3 +114,37 @@ def test_an_error_between_two_replies_never_hands_back_a_connection_out_of_step(
     # then it reads its own reply, not the second one left on the wire
     assert replies == [b"third"]
     client.delete(f"{key}:first", f"{key}:second", f"{key}:third")
+
+
+def test_a_single_command_answers_as_redis_py_would_and_a_refusal_is_raised(
+        client: TimedRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = f"pipelines-{uuid.uuid4().hex[:8]}"
+
+    def asked() -> list[Any]:
+        client.delete(key, f"{key}:h", f"{key}:z")
+        got: list[Any] = [client.set(key, "v"), client.get(key), client.get(f"{key}:none"),
+                          client.hset(f"{key}:h", mapping={"a": 1}), client.hgetall(f"{key}:h"),
+                          client.zadd(f"{key}:z", {"x": 1.5}),
+                          client.zrange(f"{key}:z", 0, -1, withscores=True),
+                          client.exists(key, f"{key}:none"), bool(client.client_id())]
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            client.incr(key)
+        return got
+
+    ours = asked()
+    monkeypatch.setattr(clients, "traced", True)  # through redis-py's own call
+    assert asked() == ours
+    assert ours[:2] == [True, b"v"] and ours[4] == {b"a": b"1"} and ours[6] == [(b"x", 1.5)]
+    client.delete(key, f"{key}:h", f"{key}:z")
+
+
+def test_a_single_command_on_a_dropped_connection_is_sent_again_once(
+        client: TimedRedis) -> None:
+    key = f"pipelines-{uuid.uuid4().hex[:8]}"
+    own_id = client.client_id()
+    redis.Redis(connection_pool=redis.ConnectionPool(
+        **{k: v for k, v in client.connection_pool.connection_kwargs.items()
+           if k in ("host", "port", "db")})).client_kill_filter(_id=str(own_id))
+    assert client.incr(key) == 1
+    assert client.client_id() != own_id
+    client.delete(key)
