@@ -116,6 +116,7 @@ for i, key in ipairs(KEYS) do
         if other ~= kind then redis.call('zrem', base .. other, id) end
       end
       redis.call('zadd', base .. kind, now, id)
+      redis.call('pexpire', base .. kind, ttl)  -- bounded now; trimmed at the interval
     end
     if events ~= '' then
       -- the change, for clients of the event stream (`state.events`): never a value
