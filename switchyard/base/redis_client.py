@@ -209,13 +209,7 @@ traced = False
 def _one_command(pool: Any, args: tuple[Any, ...], options: dict[str, Any],
                  callbacks: Any) -> Any:
     """`Redis.execute_command` for one command, as `run_pipeline` sends a pipeline."""
-    connection = pool.get_connection()
-    try:
-        [reply] = connection.retry.call_with_retry(
-            lambda: _send_and_read(connection, [(args, options)], callbacks),
-            lambda _error: connection.disconnect())
-    finally:
-        pool.release(connection)
+    [reply] = _round_trip(pool, [(args, options)], callbacks)
     if isinstance(reply, redis.ResponseError):  # refused: raised, as redis-py does
         raise reply
     return reply
@@ -236,14 +230,22 @@ def run_pipeline(pipe: Any) -> list[Any]:
         return list(pipe.execute(raise_on_error=False))
     if not commands:
         return []
-    pool = pipe.connection_pool
+    try:
+        return _round_trip(pipe.connection_pool, commands, pipe.response_callbacks)
+    finally:
+        pipe.command_stack = []
+
+
+def _round_trip(pool: Any, commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                callbacks: Any) -> list[Any]:
+    """`commands` on a connection of `pool`, sent again once on a new one if it dropped
+    (the client's `retry`); each reply, a refusal as its error."""
     connection = pool.get_connection()
     try:
         return list(connection.retry.call_with_retry(
-            lambda: _send_and_read(connection, commands, pipe.response_callbacks),
+            lambda: _send_and_read(connection, commands, callbacks),
             lambda _error: connection.disconnect()))
     finally:
-        pipe.command_stack = []
         pool.release(connection)
 
 

@@ -68,14 +68,20 @@ def test_a_pipeline_answers_as_redis_py_would(client: TimedRedis) -> None:
     assert got[4] == {b"a": b"1", b"b": b"2"} and got[6] == [(b"x", 1.5), (b"y", 2.0)]
 
 
-def test_a_dropped_connection_is_dialled_again_and_the_pipeline_sent_once(
-        client: TimedRedis) -> None:
-    # given a pooled connection Redis has since closed (a restart, a failover)
-    key = f"pipelines-{uuid.uuid4().hex[:8]}"
+def dropped(client: TimedRedis) -> int:
+    """Have Redis close the client's pooled connection (a restart, a failover); its id."""
     own_id = client.client_id()
     redis.Redis(connection_pool=redis.ConnectionPool(
         **{k: v for k, v in client.connection_pool.connection_kwargs.items()
            if k in ("host", "port", "db")})).client_kill_filter(_id=str(own_id))
+    return int(own_id)
+
+
+def test_a_dropped_connection_is_dialled_again_and_the_pipeline_sent_once(
+        client: TimedRedis) -> None:
+    # given a pooled connection Redis has since closed (a restart, a failover)
+    key = f"pipelines-{uuid.uuid4().hex[:8]}"
+    own_id = dropped(client)
     # when a pipeline goes through it
     with client.pipeline(transaction=False) as pipe:
         pipe.incr(key)
@@ -141,10 +147,7 @@ def test_a_single_command_answers_as_redis_py_would_and_a_refusal_is_raised(
 def test_a_single_command_on_a_dropped_connection_is_sent_again_once(
         client: TimedRedis) -> None:
     key = f"pipelines-{uuid.uuid4().hex[:8]}"
-    own_id = client.client_id()
-    redis.Redis(connection_pool=redis.ConnectionPool(
-        **{k: v for k, v in client.connection_pool.connection_kwargs.items()
-           if k in ("host", "port", "db")})).client_kill_filter(_id=str(own_id))
+    own_id = dropped(client)
     assert client.incr(key) == 1
     assert client.client_id() != own_id
     client.delete(key)
